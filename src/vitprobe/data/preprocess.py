@@ -1,0 +1,104 @@
+"""Image preprocessing as data: geometry (resize + centre crop, done once per image) and
+normalisation (cheap, per model).
+
+``resize="shorter"`` is the official evaluation (timm, DeiT, AugReg): the shorter side goes
+to ``floor(image_size / crop_fraction)``, aspect kept, then a centre crop. ``resize="square"``
+is what the probing-vits notebooks do: squash to a square of that size (aspect lost), then crop.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from PIL import Image, ImageOps
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+INCEPTION_MEAN = (0.5, 0.5, 0.5)  # with this std: scaling to [-1, 1]
+INCEPTION_STD = (0.5, 0.5, 0.5)
+
+_FILTERS = {
+    "bicubic": Image.Resampling.BICUBIC,
+    "bilinear": Image.Resampling.BILINEAR,
+    "nearest": Image.Resampling.NEAREST,
+    "lanczos": Image.Resampling.LANCZOS,
+}
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    resize: str = "shorter"
+    crop_fraction: float = 0.9
+    interpolation: str = "bicubic"
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+    def __post_init__(self):
+        if self.resize not in ("shorter", "square"):
+            raise ValueError(f"preprocess.resize must be 'shorter' or 'square', not {self.resize!r}")
+        if not 0 < self.crop_fraction <= 1:
+            raise ValueError(f"preprocess.crop_fraction must be in (0, 1], not {self.crop_fraction}")
+        if self.interpolation not in _FILTERS:
+            raise ValueError(f"preprocess.interpolation must be one of {sorted(_FILTERS)}, not {self.interpolation!r}")
+        object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
+        object.__setattr__(self, "std", tuple(float(v) for v in self.std))
+
+    def geometry(self) -> tuple:
+        """What decides the crop's pixels; models that share it share crops."""
+        return (self.resize, self.crop_fraction, self.interpolation)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def default_preprocess(arch: str) -> Preprocess:
+    """The preprocessing that each family's published weights were evaluated with (timm's pretrained cfgs)."""
+    if "dinov2" in arch:
+        return Preprocess(crop_fraction=1.0)
+    if arch.startswith("vit_") and not arch.endswith(".dino"):
+        return Preprocess(mean=INCEPTION_MEAN, std=INCEPTION_STD)  # AugReg / original ViT: [-1, 1]
+    return Preprocess()  # DeiT, DINO: ImageNet statistics
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Apply EXIF orientation and convert any mode (L, CMYK, RGBA, P, I;16) to 8-bit RGB."""
+    image = ImageOps.exif_transpose(image)
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16/32-bit grey: scale the full range down to 8 bits rather than clipping.
+        array = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
+        image = Image.fromarray(np.clip(array / top * 255.0 + 0.5, 0, 255).astype(np.uint8), mode="L")
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        # Composite transparent pixels on white, as a viewer shows them.
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba)
+    return image.convert("RGB")
+
+
+def crop(image: Image.Image | np.ndarray, image_size: int, pre: Preprocess) -> np.ndarray:
+    """Resize and centre-crop one image to (image_size, image_size, 3) uint8."""
+    if isinstance(image, np.ndarray):
+        image = Image.fromarray(image)
+    image = to_rgb(image)
+    scaled = math.floor(image_size / pre.crop_fraction)
+    w, h = image.size
+    if pre.resize == "square":
+        new_w = new_h = scaled
+    elif w <= h:
+        new_w, new_h = scaled, int(scaled * h / w)
+    else:
+        new_w, new_h = int(scaled * w / h), scaled
+    if (new_w, new_h) != (w, h):
+        image = image.resize((new_w, new_h), _FILTERS[pre.interpolation])
+    top = int(round((new_h - image_size) / 2.0))
+    left = int(round((new_w - image_size) / 2.0))
+    return np.asarray(image.crop((left, top, left + image_size, top + image_size)), dtype=np.uint8)
+
+
+def normalize(crops: np.ndarray, pre: Preprocess) -> np.ndarray:
+    """uint8 (B, H, W, 3) crops -> float32 model input."""
+    x = np.asarray(crops, dtype=np.float32) / 255.0
+    return (x - np.asarray(pre.mean, np.float32)) / np.asarray(pre.std, np.float32)

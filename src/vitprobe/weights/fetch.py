@@ -1,0 +1,153 @@
+"""Find a weight file: a local path, the Hugging Face hub, or an https URL.
+
+Downloads are checked against a sha256 lock file kept in the repository
+(``weights.lock.json``; ``VITPROBE_WEIGHTS_LOCK`` points elsewhere). The first download
+of a source records its checksum; a later download that differs is refused. URL
+downloads go to a temporary name and are moved into the cache only after the checksum
+and a header check pass.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import urllib.request
+from pathlib import Path
+
+from .errors import WeightsError
+
+SAFE_SUFFIXES = (".safetensors", ".npz", ".onnx")
+# Formats that can carry pickled code; never loaded.
+PICKLE_SUFFIXES = (".pth", ".pt", ".bin", ".pkl", ".pickle", ".ckpt")
+_MAGIC = {".npz": b"PK\x03\x04", ".onnx": None, ".safetensors": None}
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def lock_path() -> Path:
+    return Path(os.environ.get("VITPROBE_WEIGHTS_LOCK", "weights.lock.json"))
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("VITPROBE_CACHE", Path.home() / ".cache" / "vitprobe"))
+
+
+def _read_lock(path: Path) -> dict:
+    if not path.exists():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise WeightsError(f"{path}: the weights lock file is not valid JSON ({e}); restore it from git") from e
+
+
+def verify_against_lock(source: str, file: Path) -> str:
+    """Check ``file``'s sha256 against the lock entry for ``source``; record it if new."""
+    digest = sha256_of(file)
+    path = lock_path()
+    lock = _read_lock(path)
+    pinned = lock.get(source, {}).get("sha256")
+    if pinned is None:
+        lock[source] = {"sha256": digest}
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(lock, indent=2, sort_keys=True) + "\n")
+        tmp.replace(path)
+    elif pinned != digest:
+        raise WeightsError(
+            f"{file}: sha256 {digest} differs from {pinned} pinned for {source} in {path}. "
+            "The download is corrupt or the upstream file changed: delete the file and download again, "
+            "or, if the change is intended, remove the entry from the lock file."
+        )
+    return digest
+
+
+def check_suffix(path: Path) -> None:
+    if path.suffix in PICKLE_SUFFIXES:
+        raise WeightsError(
+            f"{path}: {path.suffix} files are pickles and are never loaded (they can run code). "
+            "Use the .safetensors, AugReg .npz or .onnx release of these weights."
+        )
+    if path.suffix not in SAFE_SUFFIXES:
+        raise WeightsError(f"{path}: unknown weight format; expected one of {', '.join(SAFE_SUFFIXES)}")
+
+
+def _download_url(url: str) -> Path:
+    if not url.startswith("https://"):
+        raise WeightsError(f"{url}: weights are only downloaded over https")
+    name = url.rsplit("/", 1)[-1]
+    target = cache_dir() / "url" / hashlib.sha256(url.encode()).hexdigest()[:16] / name
+    check_suffix(target)
+    if target.exists():
+        verify_against_lock(url, target)
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=target.parent, suffix=".part")
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
+            while chunk := response.read(1 << 20):
+                out.write(chunk)
+        magic = _MAGIC.get(target.suffix)
+        if magic and tmp.read_bytes()[: len(magic)] != magic:
+            raise WeightsError(f"{url}: the download is not a {target.suffix} file (bad header)")
+        verify_against_lock(url, tmp)
+        tmp.replace(target)
+    except OSError as e:
+        raise WeightsError(f"{url}: download failed ({e}). Check the network, or download the file and pass its path.") from e
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
+
+
+def _download_hub(source: str) -> Path:
+    repo = source.removeprefix("hf-hub:")
+    try:
+        from huggingface_hub import hf_hub_download
+
+        path = Path(hf_hub_download(repo_id=repo, filename="model.safetensors"))
+    except Exception as e:  # the hub client raises many types (offline, 404, auth)
+        raise WeightsError(
+            f"{source}: could not get model.safetensors from the Hugging Face hub ({type(e).__name__}: {e}). "
+            "Without network, download it elsewhere and pass the local .safetensors path."
+        ) from e
+    verify_against_lock(source, path)
+    return path
+
+
+def _package_file(source: str) -> Path:
+    """``package:<module>/<path>``: a file shipped inside an installed Python package."""
+    from importlib.resources import files
+
+    module, _, rel = source.removeprefix("package:").partition("/")
+    try:
+        path = Path(str(files(module).joinpath(rel)))
+    except ModuleNotFoundError:
+        raise WeightsError(f"{source}: package {module!r} is not installed (see README.md for its pinned version)") from None
+    if not path.is_file():
+        raise WeightsError(f"{source}: no file {rel} in package {module}")
+    check_suffix(path)
+    verify_against_lock(source, path)
+    return path
+
+
+def resolve(source: str) -> Path:
+    """The local file for a weights source (``hf-hub:...``, ``https://...``, ``package:...`` or a path)."""
+    if source.startswith("hf-hub:"):
+        return _download_hub(source)
+    if source.startswith("package:"):
+        return _package_file(source)
+    if "://" in source:
+        return _download_url(source)
+    path = Path(source)
+    check_suffix(path)
+    if not path.is_file():
+        raise WeightsError(f"{path}: weights file not found")
+    return path

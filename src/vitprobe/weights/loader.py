@@ -1,0 +1,51 @@
+"""Read any supported weight file into a timm-named state dict and load it into a model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..models.vit import VisionTransformer
+from .convert import assign_state
+from .errors import WeightsError
+from .fetch import resolve
+
+
+def read_safetensors(path: Path) -> dict[str, np.ndarray]:
+    """Tensors of a safetensors file as numpy arrays; the header's shapes and offsets are checked."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError, TypeError) as e:
+        raise WeightsError(
+            f"{path}: not a valid safetensors file ({e}). The file is truncated or corrupt: delete it and download again."
+        ) from e
+
+
+def read_state(path: Path) -> tuple[dict[str, np.ndarray], list[str], bool]:
+    """(timm-named state, keys deliberately ignored, whether position resampling antialiases)."""
+    if path.suffix == ".safetensors":
+        return read_safetensors(path), [], True
+    if path.suffix == ".npz":
+        from .augreg import augreg_to_timm, read_npz
+
+        state, ignored = augreg_to_timm(read_npz(path), str(path))
+        return state, ignored, True
+    if path.suffix == ".onnx":
+        from .onnx_dinov2 import onnx_to_timm
+
+        state, ignored = onnx_to_timm(path)
+        # The Hugging Face DINOv2 graph resizes its position grid without antialiasing.
+        return state, ignored, False
+    raise WeightsError(f"{path}: unknown weight format")
+
+
+def load_weights(model: VisionTransformer, source: str) -> Path:
+    """Load ``source`` (``hf-hub:...``, ``https://...`` or a local path) into ``model``; returns the file used."""
+    path = resolve(source)
+    state, ignored, antialias = read_state(path)
+    assign_state(model, state, str(path), ignored=ignored, pos_embed_antialias=antialias)
+    return path

@@ -1,0 +1,278 @@
+"""Tests for vitprobe.metrics against hand-computed values and slow reference loops."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from vitprobe.metrics import (
+    attention_entropy,
+    attention_rollout,
+    check_attention,
+    cls_attention_maps,
+    mean_attention_distance,
+    patch_distance_matrix,
+    patch_embedding_components,
+    patch_embedding_filters,
+    position_embedding_similarity,
+    rollout_cls_map,
+    upsample_map,
+)
+
+
+def random_softmax(rng: np.random.Generator, shape: tuple[int, ...], scale: float = 3.0) -> np.ndarray:
+    """Random float32 softmax rows."""
+    logits = rng.standard_normal(shape) * scale
+    e = np.exp(logits - logits.max(-1, keepdims=True))
+    return (e / e.sum(-1, keepdims=True)).astype(np.float32)
+
+
+def slow_mad(attn: np.ndarray, num_prefix: int, grid: int, patch: int, renormalize: bool) -> tuple[list, list]:
+    """Pure-Python mean attention distance and prefix mass."""
+    b_n, h_n, n, _ = attn.shape
+    dists, masses = [], []
+    for b in range(b_n):
+        drow, mrow = [], []
+        for h in range(h_n):
+            dsum = msum = 0.0
+            for q in range(num_prefix, n):
+                qr, qc = divmod(q - num_prefix, grid)
+                w_total = sum(float(attn[b, h, q, k]) for k in range(num_prefix, n))
+                acc = 0.0
+                for k in range(num_prefix, n):
+                    kr, kc = divmod(k - num_prefix, grid)
+                    acc += float(attn[b, h, q, k]) * patch * math.hypot(qr - kr, qc - kc)
+                if renormalize:
+                    acc /= w_total
+                dsum += acc
+                msum += sum(float(attn[b, h, q, k]) for k in range(num_prefix))
+            p = n - num_prefix
+            drow.append(dsum / p)
+            mrow.append(msum / p)
+        dists.append(drow)
+        masses.append(mrow)
+    return dists, masses
+
+
+def test_distance_matrix_values_and_cache() -> None:
+    d = patch_distance_matrix(2, 3, 10)
+    assert d.shape == (6, 6)
+    assert d[0, 5] == pytest.approx(10 * math.sqrt(1 + 4))
+    assert d[1, 4] == pytest.approx(10.0)
+    assert np.all(np.diag(d) == 0)
+    assert patch_distance_matrix(2, 3, 10) is d
+    assert not d.flags.writeable
+
+
+def test_uniform_attention_distance_14x14() -> None:
+    grid, patch, p = 14, 16, 196
+    expected = 0.0
+    for q in range(p):
+        for k in range(p):
+            expected += patch * math.hypot(q // grid - k // grid, q % grid - k % grid)
+    expected /= p * p
+    assert expected == pytest.approx(116.5, abs=0.01)
+    attn = np.zeros((1, 2, p + 1, p + 1), np.float32)
+    attn[:, :, :, 1:] = 1.0 / p
+    dist, mass = mean_attention_distance(attn, 1, grid, patch)
+    np.testing.assert_allclose(dist, expected, atol=1e-4)
+    np.testing.assert_allclose(mass, 0.0, atol=0)
+
+
+def test_self_attention_distance_zero() -> None:
+    attn = np.broadcast_to(np.eye(2 + 36, dtype=np.float32), (2, 3, 38, 38)).copy()
+    dist, mass = mean_attention_distance(attn, 2, 6, 16)
+    np.testing.assert_array_equal(dist, 0.0)
+    np.testing.assert_array_equal(mass, 0.0)
+
+
+def test_cls_half_mass_halves_distance() -> None:
+    grid, patch, p = 14, 16, 196
+    uniform = np.zeros((1, 1, p + 1, p + 1), np.float32)
+    uniform[..., 1:] = 1.0 / p
+    half = uniform * 0.5
+    half[..., 0] = 0.5
+    full_d, _ = mean_attention_distance(uniform, 1, grid, patch)
+    d, mass = mean_attention_distance(half, 1, grid, patch)
+    np.testing.assert_allclose(mass, 0.5, atol=1e-6)
+    np.testing.assert_allclose(d, full_d / 2, atol=1e-4)
+    d_re, mass_re = mean_attention_distance(half, 1, grid, patch, renormalize=True)
+    np.testing.assert_allclose(d_re, full_d, atol=1e-4)
+    np.testing.assert_allclose(mass_re, 0.5, atol=1e-6)
+
+
+@pytest.mark.parametrize("num_prefix", [0, 1, 2, 5])
+@pytest.mark.parametrize("renormalize", [False, True])
+def test_mad_matches_slow_loop(num_prefix: int, renormalize: bool) -> None:
+    grid, patch = 4, 14
+    rng = np.random.default_rng(num_prefix)
+    n = num_prefix + grid * grid
+    attn = random_softmax(rng, (2, 3, n, n))
+    dist, mass = mean_attention_distance(attn, num_prefix, grid, patch, renormalize=renormalize)
+    ref_d, ref_m = slow_mad(attn, num_prefix, grid, patch, renormalize)
+    assert dist.shape == mass.shape == (2, 3)
+    np.testing.assert_allclose(dist, ref_d, atol=1e-3)
+    np.testing.assert_allclose(mass, ref_m, atol=1e-5)
+
+
+def test_mad_float32_error() -> None:
+    rng = np.random.default_rng(0)
+    attn = random_softmax(rng, (8, 12, 197, 197))
+    d32, _ = mean_attention_distance(attn, 1, 14, 16)
+    d64, _ = mean_attention_distance(attn.astype(np.float64), 1, 14, 16)
+    assert np.abs(d32 - d64).max() < 1e-3
+
+
+def test_mad_rejects_wrong_token_count() -> None:
+    with pytest.raises(ValueError, match="num_prefix"):
+        mean_attention_distance(np.zeros((1, 1, 10, 10), np.float32), 1, 4, 16)
+
+
+def test_entropy_hand_values() -> None:
+    n, num_prefix = 17, 1
+    attn = np.full((2, 3, n, n), 1.0 / n, np.float32)
+    np.testing.assert_allclose(attention_entropy(attn, num_prefix), math.log(n), rtol=1e-6)
+    one_hot = np.broadcast_to(np.eye(n, dtype=np.float32), (1, 2, n, n))
+    np.testing.assert_array_equal(attention_entropy(one_hot, num_prefix), 0.0)
+    # Prefix row is excluded: patch rows put 0.5/0.5 on two keys -> log 2.
+    mixed = np.zeros((1, 1, 3, 3), np.float32)
+    mixed[0, 0, 0] = [1 / 3, 1 / 3, 1 / 3]
+    mixed[0, 0, 1:, :2] = 0.5
+    np.testing.assert_allclose(attention_entropy(mixed, 1), [[math.log(2)]], rtol=1e-6)
+
+
+def two_block_case() -> list[np.ndarray]:
+    """Block 1: heads identity and 'everyone to token 1 except token 2'; block 2: one head swapping 0 and 2."""
+    h1 = np.eye(3)
+    h2 = np.array([[0, 1, 0], [0, 1, 0], [0, 0, 1]], float)
+    block1 = np.stack([h1, h2])[None]
+    block2 = np.array([[[[0, 0, 1], [0, 1, 0], [1, 0, 0]]]], float)
+    return [block1, block2]
+
+
+def test_rollout_hand_computed_mean() -> None:
+    # Block 1 mean = [[.5,.5,0],[0,1,0],[0,0,1]]; + I and row-normalise -> [[.75,.25,0],[0,1,0],[0,0,1]].
+    # Block 2 + I, normalised -> [[.5,0,.5],[0,1,0],[.5,0,.5]]; product A2 @ A1:
+    expected = np.array([[0.375, 0.125, 0.5], [0.0, 1.0, 0.0], [0.375, 0.125, 0.5]])
+    out = attention_rollout(two_block_case(), head_fusion="mean")
+    np.testing.assert_allclose(out[0], expected, atol=1e-12)
+    np.testing.assert_allclose(rollout_cls_map(out, 1, (1, 2))[0], [[0.125, 0.5]])
+
+
+def test_rollout_hand_computed_max_min() -> None:
+    # max: block 1 -> [[2/3,1/3,0],[0,1,0],[0,0,1]]; min: block 1 -> identity, so rollout = block 2 alone.
+    expected_max = np.array([[1 / 3, 1 / 6, 1 / 2], [0, 1, 0], [1 / 3, 1 / 6, 1 / 2]])
+    expected_min = np.array([[0.5, 0, 0.5], [0, 1, 0], [0.5, 0, 0.5]])
+    np.testing.assert_allclose(attention_rollout(two_block_case(), "max")[0], expected_max, atol=1e-12)
+    np.testing.assert_allclose(attention_rollout(two_block_case(), "min")[0], expected_min, atol=1e-12)
+
+
+def test_rollout_order_is_last_times_first() -> None:
+    rng = np.random.default_rng(1)
+    blocks = [random_softmax(rng, (2, 4, 6, 6)).astype(np.float64) for _ in range(3)]
+    mats = []
+    for blk in blocks:
+        a = blk.mean(1) + np.eye(6)
+        mats.append(a / a.sum(-1, keepdims=True))
+    np.testing.assert_allclose(attention_rollout(blocks), mats[2] @ mats[1] @ mats[0], atol=1e-12)
+
+
+def test_identity_attention_gives_identity_rollout() -> None:
+    eye = np.broadcast_to(np.eye(5, dtype=np.float32), (2, 3, 5, 5))
+    out = attention_rollout([eye, eye, eye], head_fusion="max", discard_ratio=0.5)
+    np.testing.assert_allclose(out, np.broadcast_to(np.eye(5), (2, 5, 5)), atol=1e-7)
+
+
+def test_discard_keeps_cls_entries() -> None:
+    fused = np.array([[0.1, 0.2, 0.7], [0.05, 0.9, 0.05], [0.01, 0.09, 0.9]])
+    # Discardable (non-CLS row/column): .9, .05, .09, .9 -> ratio .5 zeroes (1,2)=.05 and (2,1)=.09,
+    # though the CLS-column entries .05 and .01 are lower.
+    expected = np.array(
+        [[1.1 / 2, 0.2 / 2, 0.7 / 2], [0.05 / 1.95, 1.9 / 1.95, 0.0], [0.01 / 1.91, 0.0, 1.9 / 1.91]]
+    )
+    other = np.eye(3)[None, None]  # second image: discarding its off-diagonal zeros changes nothing
+    attn = np.concatenate([fused[None, None], other])
+    out = attention_rollout([attn], discard_ratio=0.5)
+    np.testing.assert_allclose(out[0], expected, atol=1e-12)
+    np.testing.assert_allclose(out[1], np.eye(3), atol=1e-12)
+    np.testing.assert_allclose(attention_rollout([fused[None, None]], discard_ratio=0.0)[0, 0], [0.55, 0.1, 0.35])
+
+
+def test_rollout_rejects_bad_args() -> None:
+    eye = np.eye(3)[None, None]
+    with pytest.raises(ValueError):
+        attention_rollout([eye], head_fusion="median")  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        attention_rollout([eye], discard_ratio=1.0)
+
+
+def test_cls_attention_maps_and_upsample() -> None:
+    num_prefix, grid = 2, 3
+    n = num_prefix + grid * grid
+    attn = np.zeros((1, 2, n, n), np.float32)
+    attn[0, 1, 0, num_prefix:] = np.arange(9)
+    maps = cls_attention_maps(attn, num_prefix, grid)
+    assert maps.shape == (1, 2, 3, 3)
+    np.testing.assert_array_equal(maps[0, 1], np.arange(9).reshape(3, 3))
+    up = upsample_map(maps[0, 1], 6)
+    assert up.shape == (6, 6)
+    np.testing.assert_array_equal(up[:2, :2], 0)
+    np.testing.assert_array_equal(up[4:, 2:4], 7)
+    with pytest.raises(ValueError):
+        upsample_map(maps[0, 1], 7)
+
+
+def test_position_embedding_similarity() -> None:
+    rng = np.random.default_rng(2)
+    pos = rng.standard_normal((6, 5))
+    cos, dot = position_embedding_similarity(pos, (2, 3))
+    assert cos.shape == (2, 3, 2, 3) and dot.shape == (6, 6)
+    np.testing.assert_allclose(dot[1, 4], pos[1] @ pos[4])
+    ref = pos[1] @ pos[4] / np.linalg.norm(pos[1]) / np.linalg.norm(pos[4])
+    np.testing.assert_allclose(cos[0, 1, 1, 1], ref)
+    np.testing.assert_allclose(np.einsum("ijij->ij", cos), 1.0)
+
+
+def test_patch_embedding_filters_minmax() -> None:
+    rng = np.random.default_rng(3)
+    kernel = rng.standard_normal((4, 4, 3, 10))
+    kernel[..., 2] = 5.0  # constant filter
+    out = patch_embedding_filters(kernel, count=6)
+    assert out.shape == (6, 4, 4, 3)
+    np.testing.assert_array_equal(out[2], 0.0)
+    for i in (0, 1, 3):
+        assert out[i].min() == 0.0 and out[i].max() == 1.0
+        ref = kernel[..., i]
+        np.testing.assert_allclose(out[i], (ref - ref.min()) / (ref.max() - ref.min()))
+    with pytest.raises(ValueError):
+        patch_embedding_filters(kernel, count=11)
+
+
+def test_patch_embedding_components() -> None:
+    rng = np.random.default_rng(4)
+    p, d = 2, 40
+    # Filters vary mostly along one direction -> first component is that direction (up to scale).
+    direction = rng.standard_normal(p * p * 3)
+    coeffs = rng.standard_normal(d) * 10
+    flat = coeffs[:, None] * direction[None] + rng.standard_normal((d, p * p * 3)) * 0.01
+    kernel = flat.T.reshape(p, p, 3, d)
+    comps = patch_embedding_components(kernel, count=5)
+    assert comps.shape == (5, p, p, 3)
+    assert comps.min() >= 0 and comps.max() <= 1
+    unit = direction / np.linalg.norm(direction)
+    unit = unit * np.sign(unit[np.abs(unit).argmax()])
+    expected = (unit - unit.min()) / (unit.max() - unit.min())
+    np.testing.assert_allclose(comps[0].ravel(), expected, atol=1e-3)
+    np.testing.assert_allclose(patch_embedding_components(-kernel, count=5), comps, atol=1e-9)
+
+
+def test_check_attention() -> None:
+    rng = np.random.default_rng(5)
+    attn = random_softmax(rng, (3, 2, 5, 5))
+    check_attention(attn, model="vit_b16", block=3, image_ids=["a", "b", "c"])
+    attn[1, 0, 2, 1] += 0.1
+    attn[2, 1, 0, 0] = np.nan
+    with pytest.raises(ValueError, match=r"vit_b16 block 3.*\['b', 'c'\]"):
+        check_attention(attn, model="vit_b16", block=3, image_ids=["a", "b", "c"])

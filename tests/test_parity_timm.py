@@ -1,0 +1,75 @@
+"""vitprobe against timm (PyTorch, CPU) on the same sharpened random weights and pixels."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import vitprobe
+from conftest import PARITY_CASES
+
+ATTN_ATOL = 1e-5
+LOGITS_RTOL = 1e-4
+
+
+def compare(model, ref) -> None:
+    out = model.forward(ref["input"])
+    assert len(out.attentions) == model.spec.depth
+    for i, attn in enumerate(out.attentions):
+        expected = ref[f"attn_{i}"]
+        assert attn.shape == expected.shape
+        # Sharpened weights: the test means something only if attention is far from uniform.
+        assert expected.max(-1).mean() >= 0.2
+        np.testing.assert_allclose(attn, expected, rtol=0, atol=ATTN_ATOL, err_msg=f"block {i}")
+    if "logits" in ref:
+        scale = np.abs(ref["logits"]).max()
+        np.testing.assert_allclose(out.logits, ref["logits"], rtol=0, atol=LOGITS_RTOL * scale)
+        heads = sorted(k for k in ref if k.startswith("head_"))
+        assert len(out.head_logits) == len(heads)
+        for got, key in zip(out.head_logits, heads):
+            np.testing.assert_allclose(got, ref[key], rtol=0, atol=LOGITS_RTOL * scale)
+    else:
+        assert out.logits is None
+
+
+@pytest.mark.parametrize("case", PARITY_CASES, ids=[c["id"] for c in PARITY_CASES])
+def test_matches_timm(case, timm_reference):
+    weights = timm_reference / f"{case['id']}.safetensors"
+    model = vitprobe.load_model(case["arch"], weights=str(weights), **case["overrides"])
+    ref = dict(np.load(timm_reference / f"{case['id']}.npz"))
+    assert model.num_prefix_tokens == ref["attn_0"].shape[-1] - model.spec.num_patches
+    compare(model, ref)
+
+
+BACKEND_CHECK = """
+import sys, numpy as np, keras, vitprobe
+sys.path.insert(0, {tests!r})
+from conftest import PARITY_CASES
+from test_parity_timm import compare
+case = next(c for c in PARITY_CASES if c["id"] == {case_id!r})
+assert keras.backend.backend() == {backend!r}
+model = vitprobe.load_model(case["arch"], weights={weights!r}, **case["overrides"])
+compare(model, dict(np.load({ref!r})))
+print("ok")
+"""
+
+
+@pytest.mark.parametrize(
+    "backend,case_id", [("jax", "deit_t_dist"), ("torch", "dinov2_s14_reg4"), ("jax", "vit_t16_224_to_384")]
+)
+def test_other_backends_match_timm(backend, case_id, timm_reference):
+    """The same model code on the jax and torch backends (one process per backend)."""
+    script = BACKEND_CHECK.format(
+        tests=os.path.dirname(__file__),
+        case_id=case_id,
+        backend=backend,
+        weights=str(timm_reference / f"{case_id}.safetensors"),
+        ref=str(timm_reference / f"{case_id}.npz"),
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env={**os.environ, "KERAS_BACKEND": backend}
+    )
+    assert result.returncode == 0 and "ok" in result.stdout, result.stderr[-4000:]
