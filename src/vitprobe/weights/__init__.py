@@ -1,6 +1,8 @@
-"""Weight loading: timm safetensors, AugReg .npz and ONNX initialisers, cached and checksummed."""
+"""Weight loading: timm safetensors, AugReg .npz and ONNX initialisers, cached and checksummed.
+
+`loader.load_weights` is the entry point; it imports Keras, so it is not imported here.
+"""
 
 from .errors import WeightsError
-from .loader import load_weights
 
-__all__ = ["WeightsError", "load_weights"]
+__all__ = ["WeightsError"]

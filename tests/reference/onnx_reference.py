@@ -1,0 +1,44 @@
+"""Reference attention maps from an ONNX graph, computed by onnxruntime.
+
+Every ``Softmax`` node of the backbone (the attention probabilities of each block) is made
+a graph output of an in-memory copy of the model, which is then run on the given pixels.
+Imports only numpy, onnx and onnxruntime (no tensorflow, no vitprobe), so tests and
+benchmarks can use it in any process.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+import numpy as np
+
+_BLOCK = re.compile(r"/layer\.(\d+)/")
+
+
+def backbone_softmax_nodes(model) -> list:
+    """The backbone's Softmax nodes in block order (by their ``/layer.{i}/`` scope when named)."""
+    nodes = [n for n in model.graph.node if n.op_type == "Softmax" and not n.name.startswith("/decoder/")]
+    if all(_BLOCK.search(n.name) for n in nodes):
+        nodes.sort(key=lambda n: int(_BLOCK.search(n.name).group(1)))
+    return nodes  # otherwise graph (topological) order, which is block order
+
+
+def softmax_outputs(onnx_path: str | os.PathLike, nchw_batch: np.ndarray) -> list[np.ndarray]:
+    """Attention probabilities of every backbone block, each (B, heads, N, N), for a float32 NCHW batch."""
+    import onnx
+    import onnxruntime as ort
+
+    model = onnx.load(os.fspath(onnx_path))
+    nodes = backbone_softmax_nodes(model)
+    if not nodes:
+        raise ValueError(f"{onnx_path}: no Softmax node in the graph")
+    existing = {o.name for o in model.graph.output}
+    for node in nodes:
+        if node.output[0] not in existing:
+            model.graph.output.append(onnx.helper.make_tensor_value_info(node.output[0], onnx.TensorProto.FLOAT, None))
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    feed = {session.get_inputs()[0].name: np.ascontiguousarray(nchw_batch, dtype=np.float32)}
+    return session.run([n.output[0] for n in nodes], feed)
