@@ -24,21 +24,35 @@ def backbone_softmax_nodes(model) -> list:
     return nodes  # otherwise graph (topological) order, which is block order
 
 
+def _run(model, nchw_batch: np.ndarray, names: list[str]) -> list[np.ndarray]:
+    """Run ``model`` (a ModelProto, edited in place) with the float tensors ``names`` exposed as outputs."""
+    import onnx
+    import onnxruntime as ort
+
+    existing = {o.name for o in model.graph.output}
+    for name in names:
+        if name not in existing:
+            model.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    feed = {session.get_inputs()[0].name: np.ascontiguousarray(nchw_batch, dtype=np.float32)}
+    return session.run(names, feed)
+
+
+def graph_outputs(onnx_path: str | os.PathLike, nchw_batch: np.ndarray, names: list[str]) -> list[np.ndarray]:
+    """Values of the named intermediate float tensors of the graph for a float32 NCHW batch."""
+    import onnx
+
+    return _run(onnx.load(os.fspath(onnx_path)), nchw_batch, list(names))
+
+
 def softmax_outputs(onnx_path: str | os.PathLike, nchw_batch: np.ndarray) -> list[np.ndarray]:
     """Attention probabilities of every backbone block, each (B, heads, N, N), for a float32 NCHW batch."""
     import onnx
-    import onnxruntime as ort
 
     model = onnx.load(os.fspath(onnx_path))
     nodes = backbone_softmax_nodes(model)
     if not nodes:
         raise ValueError(f"{onnx_path}: no Softmax node in the graph")
-    existing = {o.name for o in model.graph.output}
-    for node in nodes:
-        if node.output[0] not in existing:
-            model.graph.output.append(onnx.helper.make_tensor_value_info(node.output[0], onnx.TensorProto.FLOAT, None))
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    feed = {session.get_inputs()[0].name: np.ascontiguousarray(nchw_batch, dtype=np.float32)}
-    return session.run([n.output[0] for n in nodes], feed)
+    return _run(model, nchw_batch, [n.output[0] for n in nodes])

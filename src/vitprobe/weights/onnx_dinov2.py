@@ -80,7 +80,8 @@ def _load(path: str):
     if not head:
         raise WeightsError(f"{path}: the file is empty (0 bytes). Reinstall or download it again.")
     try:
-        model = onnx.load(path)
+        # External tensor files are never followed; such initializers are refused below.
+        model = onnx.load(path, load_external_data=False)
     except (DecodeError, OSError, ValueError, RuntimeError, TypeError) as e:
         raise WeightsError(
             f"{path}: not a readable ONNX model ({type(e).__name__}: {e}); the file is truncated or corrupt. "
@@ -198,8 +199,8 @@ def onnx_to_timm(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], list[s
                 if role:
                     by_bias = (int(m.group(1)), role)
         by_scope = None
-        if (m := _SCOPE.match(node.name)) and m.group(2) in _LINEARS:
-            by_scope = (int(m.group(1)), _LINEARS[m.group(2)])
+        if (m := _SCOPE.match(node.name)) and (module := m.group(2).replace("/", ".")) in _LINEARS:
+            by_scope = (int(m.group(1)), _LINEARS[module])
         if by_bias and by_scope and by_bias != by_scope:
             fail(
                 f"MatMul weight {weight!r}: {describe(node)} is named for block {by_scope[0]} {by_scope[1]} "

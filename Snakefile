@@ -1,0 +1,45 @@
+# vitprobe: from an image sample to the figures of Dosovitskiy et al. 2020, Raghu et al. 2021
+# and the keras.io "Investigating Vision Transformer representations" example.
+#
+#   snakemake --cores N                                  # the paper experiment (config.yaml)
+#   snakemake --cores N --configfile config/demo.yaml    # the offline demo, or any config
+#
+# A --configfile replaces config.yaml instead of being merged into it, so a run uses exactly
+# the models and images its file names.
+
+import yaml
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import min_version, validate
+
+from vitprobe.experiment import ConfigError, check_config
+
+min_version("9.0")
+
+if not config:
+    with open(workflow.source_path("config.yaml")) as f:
+        config.update(yaml.safe_load(f))
+
+validate(config, "workflow/schemas/config.schema.yaml")
+try:
+    MODELS = check_config(config)
+except ConfigError as e:
+    raise WorkflowError(f"config: {e}") from None
+
+OUT = f"results/{config['experiment']}"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/sample.smk"
+include: "workflow/rules/extract.smk"
+include: "workflow/rules/analyze.smk"
+include: "workflow/rules/figures.smk"
+
+
+rule all:
+    input:
+        f"{OUT}/manifest.parquet",
+        f"{OUT}/predictions.parquet",
+        f"{OUT}/mean_attention_distance.parquet",
+        f"{OUT}/attention_distance_per_image.parquet",
+        all_figures,
+    default_target: True

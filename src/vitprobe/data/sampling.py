@@ -1,0 +1,40 @@
+"""The sample stage: enumerate the image source, draw the seeded sample, decode each image
+once, and write the manifest and the table of rejected images."""
+
+from __future__ import annotations
+
+import logging
+
+from ..atomic import write_parquet
+from .manifest import build_manifest, sample_records
+from .sources import load_source
+
+log = logging.getLogger("vitprobe")
+
+# The config's images.path means a different thing per source.
+_PATH_OPTION = {"folder": "path", "imagenet2012": "manual_dir", "imagenet_v2": "data_dir"}
+
+
+def load_configured_source(images: dict) -> list:
+    options = {}
+    if images["source"] in _PATH_OPTION and images.get("path"):
+        options[_PATH_OPTION[images["source"]]] = images["path"]
+    if images["source"] == "folder" and not images.get("path"):
+        raise ValueError("images.path: a folder source needs the folder's path")
+    return load_source(images["source"], **options)
+
+
+def sample_stage(images: dict, manifest_path: str, rejected_path: str) -> None:
+    records = load_configured_source(images)
+    chosen = sample_records(records, images.get("count"), images.get("seed", 0))
+    manifest, rejected = build_manifest(chosen)
+    log.info("sampled %d of %d images from %s; %d rejected", len(chosen), len(records), images["source"], len(rejected))
+    for row in rejected.itertuples(index=False):
+        log.warning("rejected %s (%s): %s", row.image_id, row.source, row.reason)
+    if images.get("strict") and len(rejected):
+        listing = "\n  ".join(f"{r.source}: {r.reason}" for r in rejected.itertuples(index=False))
+        raise ValueError(f"images.strict is set and {len(rejected)} images cannot be used:\n  {listing}")
+    if manifest.empty:
+        raise ValueError(f"no usable image in source {images['source']} (all {len(chosen)} rejected)")
+    write_parquet(rejected, rejected_path)
+    write_parquet(manifest, manifest_path)

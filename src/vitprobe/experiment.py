@@ -1,0 +1,121 @@
+"""What an experiment config means: its models, their preprocessing and shards.
+
+Importable without Keras, so the Snakefile can use it to build the job graph and to
+refuse a bad config before any job starts.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .data.preprocess import Preprocess, default_preprocess
+from .models.spec import SPECS, ViTSpec, get_spec
+
+
+class ConfigError(ValueError):
+    """The experiment config cannot run; the message names the key and the fix."""
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    key: str
+    arch: str
+    weights: str
+    checkpoint: str
+    seed: int
+    published_top1: float | None
+    preprocess: Preprocess
+    spec: ViTSpec
+
+    @property
+    def geometry(self) -> str:
+        """Name of the crop set this model reads (models with equal geometry share crops)."""
+        resize, fraction, interpolation = self.preprocess.geometry()
+        return f"{self.spec.image_size}px_{resize}_{fraction:g}_{interpolation}"
+
+    @property
+    def label(self) -> str:
+        """``key (exact checkpoint)``, used in every figure title."""
+        return f"{self.key} ({self.checkpoint})"
+
+    @property
+    def has_head(self) -> bool:
+        return self.spec.num_classes > 0
+
+
+def model_entry(key: str, cfg: dict) -> ModelEntry:
+    """The entry for ``models.<key>`` of a config (also rebuilt from a rule's params)."""
+    arch = cfg["arch"]
+    if arch not in SPECS:
+        raise ConfigError(f"models.{key}.arch: unknown architecture {arch!r}. Known: {', '.join(sorted(SPECS))}")
+    try:
+        pre = Preprocess(**{**default_preprocess(arch).as_dict(), **cfg.get("preprocess", {})})
+    except ValueError as e:
+        raise ConfigError(f"models.{key}.{e}") from None
+    weights, seed = cfg["weights"], cfg.get("seed", 0)
+    return ModelEntry(
+        key=key,
+        arch=arch,
+        weights=weights,
+        checkpoint=cfg.get("checkpoint") or _checkpoint_name(arch, weights, seed),
+        seed=seed,
+        published_top1=cfg.get("published_top1"),
+        preprocess=pre,
+        spec=get_spec(arch),
+    )
+
+
+def model_entries(config: dict) -> dict[str, ModelEntry]:
+    return {key: model_entry(key, cfg) for key, cfg in config["models"].items()}
+
+
+def _checkpoint_name(arch: str, weights: str, seed: int) -> str:
+    if weights == "random":
+        return f"{arch}, random init seed {seed}"
+    if weights.startswith("hf-hub:"):
+        return weights.removeprefix("hf-hub:").split("/", 1)[-1]
+    return Path(weights.split("?")[0]).name
+
+
+def check_config(config: dict, root: str | os.PathLike = ".") -> dict[str, ModelEntry]:
+    """Checks beyond the JSON Schema; raises `ConfigError` before any job runs."""
+    entries = model_entries(config)
+    for key, entry in entries.items():
+        w = entry.weights
+        if w == "random" or "://" in w or w.startswith(("hf-hub:", "package:")):
+            if w.startswith("http://"):
+                raise ConfigError(f"models.{key}.weights: {w}: weights are only downloaded over https")
+            if w.startswith("hf-hub:") and os.environ.get("HF_HUB_OFFLINE") == "1" and not _in_hub_cache(w):
+                raise ConfigError(
+                    f"models.{key}.weights: {w} is not in the Hugging Face cache and HF_HUB_OFFLINE=1. "
+                    "Download it once with network, or give a local .safetensors path."
+                )
+            continue
+        path = Path(root, w)
+        if not path.is_file():
+            raise ConfigError(f"models.{key}.weights: file {path} not found. Give an existing .safetensors/.npz/.onnx file, a hub id or 'random'.")
+    for pair in config.get("comparisons", []):
+        for key in pair:
+            if key not in entries:
+                raise ConfigError(f"comparisons: {key!r} is not a key under models ({', '.join(entries)})")
+    video = config.get("video")
+    if video and video["model"] not in entries:
+        raise ConfigError(f"video.model: {video['model']!r} is not a key under models")
+    return entries
+
+
+def _in_hub_cache(source: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    return isinstance(try_to_load_from_cache(source.removeprefix("hf-hub:"), "model.safetensors"), str)
+
+
+def shard_count(num_images: int, shard_size: int) -> int:
+    return max(1, math.ceil(num_images / shard_size))
+
+
+def shard_slice(index: int, shard_size: int) -> slice:
+    return slice(index * shard_size, (index + 1) * shard_size)

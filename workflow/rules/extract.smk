@@ -1,0 +1,41 @@
+rule extract:
+    input:
+        crops=lambda w: f"{OUT}/crops/{MODELS[w.model].geometry}/shard_{w.shard}.npy",
+        manifest=f"{OUT}/manifest.parquet",
+        weights=local_weights,
+        code=MODEL_CODE,
+    output:
+        attention=attention_output(f"{OUT}/attention/{{model}}/shard_{{shard}}.npy"),
+        sidecar=attention_output(f"{OUT}/attention/{{model}}/shard_{{shard}}.json"),
+        predictions=f"{OUT}/shards/{{model}}/predictions_{{shard}}.parquet",
+    params:
+        model=model_settings,
+        batch_size=EXTRACT_SETTINGS["batch_size"],
+        shard_size=SHARD_SIZE,
+        dtype=EXTRACT_SETTINGS["dtype"],
+    threads: workflow.cores
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    log:
+        f"{OUT}/logs/extract/{{model}}_{{shard}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/extract/{{model}}_{{shard}}.tsv"
+    script:
+        "../scripts/extract.py"
+
+
+rule model_parameters:
+    input:
+        weights=local_weights,
+        code=MODEL_CODE,
+    output:
+        f"{OUT}/parameters/{{model}}.npz",
+    params:
+        model=model_settings,
+    resources:
+        mem_mb=2000,
+    log:
+        f"{OUT}/logs/parameters/{{model}}.log",
+    script:
+        "../scripts/parameters.py"

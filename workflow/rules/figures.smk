@@ -1,0 +1,203 @@
+# Every figure reads tables and small arrays only; a figure option reruns only these rules.
+
+HEADED = [m for m, e in MODELS.items() if e.has_head]
+LABELS = {m: e.label for m, e in MODELS.items()}
+MAP_COUNT = ANALYSIS_SETTINGS["map_images"]
+
+
+def comparison_name(models):
+    return "_vs_".join(models) if len(models) <= 3 else f"all_{len(models)}_models"
+
+
+COMPARISONS = {comparison_name(pair): pair for pair in config["comparisons"]}
+
+
+def all_figures(wildcards=None):
+    figures = [f"{OUT}/figures/distance_by_block_{m}.png" for m in MODELS]
+    figures += [f"{OUT}/figures/distance_comparison_{name}.png" for name in COMPARISONS]
+    for m in MODELS:
+        figures += [
+            f"{OUT}/figures/patch_embedding_filters_{m}.png",
+            f"{OUT}/figures/patch_embedding_components_{m}.png",
+            f"{OUT}/figures/position_embedding_cosine_{m}.png",
+            f"{OUT}/figures/position_embedding_dot_{m}.png",
+        ]
+    if MAP_COUNT:
+        figures.append(f"{OUT}/figures/attention_rollout.png")
+        figures += [f"{OUT}/figures/cls_attention_heads_{m}_image{i}.png" for m in MODELS for i in range(MAP_COUNT)]
+        figures += [f"{OUT}/figures/top1_gallery_{m}.png" for m in HEADED]
+    if HEADED:
+        figures.append(f"{OUT}/figures/top1_accuracy.png")
+    if config.get("video"):
+        figures.append(f"{OUT}/figures/cls_attention_video_{config['video']['model']}.gif")
+    return figures
+
+
+rule figure_distance_by_block:
+    input:
+        table=f"{OUT}/mean_attention_distance.parquet",
+        code=FIGURE_CODE,
+    output:
+        report(
+            f"{OUT}/figures/distance_by_block_{{model}}.png",
+            caption="../report/distance_by_block.rst",
+            category="Mean attention distance",
+        ),
+    params:
+        label=lambda w: LABELS[w.model],
+    log:
+        f"{OUT}/logs/figures/distance_by_block_{{model}}.log",
+    script:
+        "../scripts/figure.py"
+
+
+rule figure_distance_comparison:
+    input:
+        table=f"{OUT}/mean_attention_distance.parquet",
+        code=FIGURE_CODE,
+    output:
+        report(
+            f"{OUT}/figures/distance_comparison_{{comparison}}.png",
+            caption="../report/distance_comparison.rst",
+            category="Mean attention distance",
+        ),
+    params:
+        models=lambda w: COMPARISONS[w.comparison],
+        labels=LABELS,
+    log:
+        f"{OUT}/logs/figures/distance_comparison_{{comparison}}.log",
+    script:
+        "../scripts/figure.py"
+
+
+rule figure_rollout:
+    input:
+        maps=expand(f"{OUT}/maps/{{model}}.npz", model=MODELS),
+        code=FIGURE_CODE,
+    output:
+        report(f"{OUT}/figures/attention_rollout.png", caption="../report/rollout.rst", category="Attention maps"),
+    params:
+        models=list(MODELS),
+        labels=LABELS,
+    log:
+        f"{OUT}/logs/figures/attention_rollout.log",
+    script:
+        "../scripts/figure.py"
+
+
+rule figure_cls_heads:
+    input:
+        maps=f"{OUT}/maps/{{model}}.npz",
+        code=FIGURE_CODE,
+    output:
+        report(
+            f"{OUT}/figures/cls_attention_heads_{{model}}_image{{index}}.png",
+            caption="../report/cls_heads.rst",
+            category="Attention maps",
+        ),
+    params:
+        label=lambda w: LABELS[w.model],
+    log:
+        f"{OUT}/logs/figures/cls_attention_heads_{{model}}_image{{index}}.log",
+    script:
+        "../scripts/figure.py"
+
+
+rule figure_patch_filters:
+    input:
+        parameters=f"{OUT}/parameters/{{model}}.npz",
+        code=FIGURE_CODE,
+    output:
+        filters=report(
+            f"{OUT}/figures/patch_embedding_filters_{{model}}.png",
+            caption="../report/patch_filters.rst",
+            category="Embeddings",
+        ),
+        components=report(
+            f"{OUT}/figures/patch_embedding_components_{{model}}.png",
+            caption="../report/patch_components.rst",
+            category="Embeddings",
+        ),
+    params:
+        label=lambda w: LABELS[w.model],
+        filters=FIGURE_SETTINGS["filters"],
+        components=FIGURE_SETTINGS["components"],
+    log:
+        f"{OUT}/logs/figures/patch_embedding_{{model}}.log",
+    script:
+        "../scripts/figure.py"
+
+
+rule figure_position_similarity:
+    input:
+        parameters=f"{OUT}/parameters/{{model}}.npz",
+        code=FIGURE_CODE,
+    output:
+        cosine=report(
+            f"{OUT}/figures/position_embedding_cosine_{{model}}.png",
+            caption="../report/position_cosine.rst",
+            category="Embeddings",
+        ),
+        dot=report(
+            f"{OUT}/figures/position_embedding_dot_{{model}}.png",
+            caption="../report/position_dot.rst",
+            category="Embeddings",
+        ),
+    params:
+        label=lambda w: LABELS[w.model],
+    log:
+        f"{OUT}/logs/figures/position_embedding_{{model}}.log",
+    script:
+        "../scripts/figure.py"
+
+
+rule figure_accuracy:
+    input:
+        predictions=f"{OUT}/predictions.parquet",
+        code=FIGURE_CODE,
+    output:
+        report(f"{OUT}/figures/top1_accuracy.png", caption="../report/accuracy.rst", category="Predictions"),
+    params:
+        published={m: MODELS[m].published_top1 for m in HEADED if MODELS[m].published_top1 is not None},
+        labels=LABELS,
+    log:
+        f"{OUT}/logs/figures/top1_accuracy.log",
+    script:
+        "../scripts/figure.py"
+
+
+rule figure_top1_gallery:
+    input:
+        predictions=f"{OUT}/predictions.parquet",
+        maps=f"{OUT}/maps/{{model}}.npz",
+        code=FIGURE_CODE,
+    output:
+        report(f"{OUT}/figures/top1_gallery_{{model}}.png", caption="../report/gallery.rst", category="Predictions"),
+    params:
+        label=lambda w: LABELS[w.model],
+    log:
+        f"{OUT}/logs/figures/top1_gallery_{{model}}.log",
+    script:
+        "../scripts/figure.py"
+
+
+rule figure_video:
+    input:
+        video=config["video"]["path"] if config.get("video") else [],
+        weights=local_weights,
+        code=MODEL_CODE + FIGURE_CODE,
+    output:
+        report(
+            f"{OUT}/figures/cls_attention_video_{{model}}.gif",
+            caption="../report/video.rst",
+            category="Attention maps",
+        ),
+    params:
+        model=model_settings,
+        video=config.get("video"),
+    resources:
+        mem_mb=4000,
+    log:
+        f"{OUT}/logs/figures/cls_attention_video_{{model}}.log",
+    script:
+        "../scripts/figure.py"

@@ -1,0 +1,5 @@
+from vitprobe.analysis import merge_maps
+from vitprobe.runlog import start
+
+start(snakemake.log)
+merge_maps(snakemake.input.maps, snakemake.input.crops, snakemake.output[0])
