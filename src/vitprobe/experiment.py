@@ -29,6 +29,7 @@ class ModelEntry:
     published_top1: float | None
     preprocess: Preprocess
     spec: ViTSpec
+    spec_overrides: dict
 
     @property
     def geometry(self) -> str:
@@ -56,6 +57,11 @@ def model_entry(key: str, cfg: dict) -> ModelEntry:
     except ValueError as e:
         raise ConfigError(f"models.{key}.{e}") from None
     weights, seed = cfg["weights"], cfg.get("seed", 0)
+    overrides = dict(cfg.get("spec", {}))
+    try:
+        spec = get_spec(arch, **overrides)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"models.{key}.spec: {e}") from None
     return ModelEntry(
         key=key,
         arch=arch,
@@ -64,7 +70,8 @@ def model_entry(key: str, cfg: dict) -> ModelEntry:
         seed=seed,
         published_top1=cfg.get("published_top1"),
         preprocess=pre,
-        spec=get_spec(arch),
+        spec=spec,
+        spec_overrides=overrides,
     )
 
 

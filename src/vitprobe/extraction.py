@@ -27,7 +27,7 @@ def build_model(entry: ModelEntry):
     from .api import load_model
 
     weights = None if entry.weights == "random" else entry.weights
-    return load_model(entry.arch, weights, preprocess=entry.preprocess.as_dict(), seed=entry.seed)
+    return load_model(entry.arch, weights, preprocess=entry.preprocess.as_dict(), seed=entry.seed, **entry.spec_overrides)
 
 
 class Progress:

@@ -1,9 +1,3 @@
-def map_image_ids(wildcards=None):
-    manifest = checkpoints.sample.get().output.manifest
-    ids = pd.read_parquet(manifest, columns=["image_id"])["image_id"]
-    return ids.head(ANALYSIS_SETTINGS["map_images"]).tolist()
-
-
 rule reduce:
     input:
         attention=f"{OUT}/attention/{{model}}/shard_{{shard}}.npy",
@@ -19,6 +13,8 @@ rule reduce:
     priority: 10
     resources:
         mem_mb=2000,
+    conda:
+        "../../envs/vitprobe.yaml"
     log:
         f"{OUT}/logs/reduce/{{model}}_{{shard}}.log",
     benchmark:
@@ -46,16 +42,12 @@ rule aggregate:
         predictions=report(
             f"{OUT}/predictions.parquet", caption="../report/predictions.rst", category="Tables"
         ),
+    conda:
+        "../../envs/vitprobe.yaml"
     log:
         f"{OUT}/logs/aggregate.log",
     script:
         "../scripts/aggregate.py"
-
-
-def map_crop_shards(wildcards):
-    needed = -(-ANALYSIS_SETTINGS["map_images"] // SHARD_SIZE)
-    geometry = MODELS[wildcards.model].geometry
-    return [f"{OUT}/crops/{geometry}/shard_{s}.npy" for s in shards()[: max(needed, 1)]]
 
 
 rule maps:
@@ -65,6 +57,8 @@ rule maps:
         code=ANALYSIS_CODE,
     output:
         f"{OUT}/maps/{{model}}.npz",
+    conda:
+        "../../envs/vitprobe.yaml"
     log:
         f"{OUT}/logs/maps/{{model}}.log",
     script:

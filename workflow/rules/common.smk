@@ -16,7 +16,7 @@ GEOMETRIES = {entry.geometry: entry for entry in MODELS.values()}
 
 
 def library(*names):
-    """Library files a rule depends on: Snakemake does not see modules a script imports,
+    """The library files that a stage depends on. Snakemake does not see modules a script imports,
     so they are declared as inputs and an edit reruns exactly the stages that use them."""
     files = []
     for name in names:
@@ -53,3 +53,48 @@ def model_settings(wildcards):
     """Everything about a model that changes its outputs: a change reruns its extraction."""
     entry = MODELS[wildcards.model]
     return dict(config["models"][wildcards.model], preprocess=entry.preprocess.as_dict())
+
+
+def map_image_ids(wildcards=None):
+    manifest = checkpoints.sample.get().output.manifest
+    ids = pd.read_parquet(manifest, columns=["image_id"])["image_id"]
+    return ids.head(ANALYSIS_SETTINGS["map_images"]).tolist()
+
+
+def map_crop_shards(wildcards):
+    needed = -(-ANALYSIS_SETTINGS["map_images"] // SHARD_SIZE)
+    geometry = MODELS[wildcards.model].geometry
+    return [f"{OUT}/crops/{geometry}/shard_{s}.npy" for s in shards()[: max(needed, 1)]]
+
+
+HEADED = [m for m, e in MODELS.items() if e.has_head]
+LABELS = {m: e.label for m, e in MODELS.items()}
+MAP_COUNT = ANALYSIS_SETTINGS["map_images"]
+
+
+def comparison_name(models):
+    return "_vs_".join(models) if len(models) <= 3 else f"all_{len(models)}_models"
+
+
+COMPARISONS = {comparison_name(pair): pair for pair in config["comparisons"]}
+
+
+def all_figures(wildcards=None):
+    figures = [f"{OUT}/figures/distance_by_block_{m}.png" for m in MODELS]
+    figures += [f"{OUT}/figures/distance_comparison_{name}.png" for name in COMPARISONS]
+    for m in MODELS:
+        figures += [
+            f"{OUT}/figures/patch_embedding_filters_{m}.png",
+            f"{OUT}/figures/patch_embedding_components_{m}.png",
+            f"{OUT}/figures/position_embedding_cosine_{m}.png",
+            f"{OUT}/figures/position_embedding_dot_{m}.png",
+        ]
+    if MAP_COUNT:
+        figures.append(f"{OUT}/figures/attention_rollout.png")
+        figures += [f"{OUT}/figures/cls_attention_heads_{m}_image{i}.png" for m in MODELS for i in range(MAP_COUNT)]
+        figures += [f"{OUT}/figures/top1_gallery_{m}.png" for m in HEADED]
+    if HEADED:
+        figures.append(f"{OUT}/figures/top1_accuracy.png")
+    if config.get("video"):
+        figures.append(f"{OUT}/figures/cls_attention_video_{config['video']['model']}.gif")
+    return figures

@@ -17,6 +17,8 @@ rule extract:
     resources:
         mem_mb=4000,
         runtime=60,
+    conda:
+        "../../envs/vitprobe.yaml"
     log:
         f"{OUT}/logs/extract/{{model}}_{{shard}}.log",
     benchmark:
@@ -35,6 +37,8 @@ rule model_parameters:
         model=model_settings,
     resources:
         mem_mb=2000,
+    conda:
+        "../../envs/vitprobe.yaml"
     log:
         f"{OUT}/logs/parameters/{{model}}.log",
     script:

@@ -1,38 +1,5 @@
 # Every figure reads tables and small arrays only; a figure option reruns only these rules.
 
-HEADED = [m for m, e in MODELS.items() if e.has_head]
-LABELS = {m: e.label for m, e in MODELS.items()}
-MAP_COUNT = ANALYSIS_SETTINGS["map_images"]
-
-
-def comparison_name(models):
-    return "_vs_".join(models) if len(models) <= 3 else f"all_{len(models)}_models"
-
-
-COMPARISONS = {comparison_name(pair): pair for pair in config["comparisons"]}
-
-
-def all_figures(wildcards=None):
-    figures = [f"{OUT}/figures/distance_by_block_{m}.png" for m in MODELS]
-    figures += [f"{OUT}/figures/distance_comparison_{name}.png" for name in COMPARISONS]
-    for m in MODELS:
-        figures += [
-            f"{OUT}/figures/patch_embedding_filters_{m}.png",
-            f"{OUT}/figures/patch_embedding_components_{m}.png",
-            f"{OUT}/figures/position_embedding_cosine_{m}.png",
-            f"{OUT}/figures/position_embedding_dot_{m}.png",
-        ]
-    if MAP_COUNT:
-        figures.append(f"{OUT}/figures/attention_rollout.png")
-        figures += [f"{OUT}/figures/cls_attention_heads_{m}_image{i}.png" for m in MODELS for i in range(MAP_COUNT)]
-        figures += [f"{OUT}/figures/top1_gallery_{m}.png" for m in HEADED]
-    if HEADED:
-        figures.append(f"{OUT}/figures/top1_accuracy.png")
-    if config.get("video"):
-        figures.append(f"{OUT}/figures/cls_attention_video_{config['video']['model']}.gif")
-    return figures
-
-
 rule figure_distance_by_block:
     input:
         table=f"{OUT}/mean_attention_distance.parquet",
@@ -45,6 +12,8 @@ rule figure_distance_by_block:
         ),
     params:
         label=lambda w: LABELS[w.model],
+    conda:
+        "../../envs/vitprobe.yaml"
     log:
         f"{OUT}/logs/figures/distance_by_block_{{model}}.log",
     script:
@@ -64,6 +33,8 @@ rule figure_distance_comparison:
     params:
         models=lambda w: COMPARISONS[w.comparison],
         labels=LABELS,
+    conda:
+        "../../envs/vitprobe.yaml"
     log:
         f"{OUT}/logs/figures/distance_comparison_{{comparison}}.log",
     script:
@@ -79,6 +50,8 @@ rule figure_rollout:
     params:
         models=list(MODELS),
         labels=LABELS,
+    conda:
+        "../../envs/vitprobe.yaml"
     log:
         f"{OUT}/logs/figures/attention_rollout.log",
     script:
@@ -97,6 +70,8 @@ rule figure_cls_heads:
         ),
     params:
         label=lambda w: LABELS[w.model],
+    conda:
+        "../../envs/vitprobe.yaml"
     log:
         f"{OUT}/logs/figures/cls_attention_heads_{{model}}_image{{index}}.log",
     script:
@@ -122,6 +97,8 @@ rule figure_patch_filters:
         label=lambda w: LABELS[w.model],
         filters=FIGURE_SETTINGS["filters"],
         components=FIGURE_SETTINGS["components"],
+    conda:
+        "../../envs/vitprobe.yaml"
     log:
         f"{OUT}/logs/figures/patch_embedding_{{model}}.log",
     script:
@@ -145,6 +122,8 @@ rule figure_position_similarity:
         ),
     params:
         label=lambda w: LABELS[w.model],
+    conda:
+        "../../envs/vitprobe.yaml"
     log:
         f"{OUT}/logs/figures/position_embedding_{{model}}.log",
     script:
@@ -160,6 +139,8 @@ rule figure_accuracy:
     params:
         published={m: MODELS[m].published_top1 for m in HEADED if MODELS[m].published_top1 is not None},
         labels=LABELS,
+    conda:
+        "../../envs/vitprobe.yaml"
     log:
         f"{OUT}/logs/figures/top1_accuracy.log",
     script:
@@ -175,6 +156,8 @@ rule figure_top1_gallery:
         report(f"{OUT}/figures/top1_gallery_{{model}}.png", caption="../report/gallery.rst", category="Predictions"),
     params:
         label=lambda w: LABELS[w.model],
+    conda:
+        "../../envs/vitprobe.yaml"
     log:
         f"{OUT}/logs/figures/top1_gallery_{{model}}.log",
     script:
@@ -197,6 +180,8 @@ rule figure_video:
         video=config.get("video"),
     resources:
         mem_mb=4000,
+    conda:
+        "../../envs/vitprobe.yaml"
     log:
         f"{OUT}/logs/figures/cls_attention_video_{{model}}.log",
     script:

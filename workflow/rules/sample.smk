@@ -6,6 +6,8 @@ checkpoint sample:
         rejected=f"{OUT}/rejected.parquet",
     params:
         images=config["images"],
+    conda:
+        "../../envs/vitprobe.yaml"
     log:
         f"{OUT}/logs/sample.log",
     script:
@@ -20,8 +22,10 @@ rule prepare:
         f"{OUT}/crops/{{geometry}}/shard_{{shard}}.npy",
     params:
         image_size=lambda w: GEOMETRIES[w.geometry].spec.image_size,
-        preprocess=lambda w: GEOMETRIES[w.geometry].preprocess.as_dict(),
+        geometry=lambda w: GEOMETRIES[w.geometry].preprocess.geometry_dict(),
         shard_size=SHARD_SIZE,
+    conda:
+        "../../envs/vitprobe.yaml"
     log:
         f"{OUT}/logs/prepare/{{geometry}}_{{shard}}.log",
     script:

@@ -49,6 +49,9 @@ class Preprocess:
         """What decides the crop's pixels; models that share it share crops."""
         return (self.resize, self.crop_fraction, self.interpolation)
 
+    def geometry_dict(self) -> dict:
+        return dict(zip(("resize", "crop_fraction", "interpolation"), self.geometry()))
+
     def as_dict(self) -> dict:
         return asdict(self)
 
