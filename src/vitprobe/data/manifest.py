@@ -1,0 +1,129 @@
+"""Sampling, the manifest (what was analysed, with checksums) and the shared crops."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image, ImageFile
+
+from .preprocess import Preprocess, crop
+from .sources import ImageRecord, read_source
+
+MANIFEST_COLUMNS = ("image_id", "label", "source", "sha256", "width", "height", "licence", "origin")
+REJECTED_COLUMNS = ("image_id", "source", "reason")
+# Pillow refuses images above twice this many pixels as decompression bombs: 10000 x 10000
+# passes, anything above 200 MP is refused.
+MAX_IMAGE_PIXELS = 100_000_000
+_TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)  # EXIF orientations that swap width and height
+
+
+def sample_records(records: Sequence[ImageRecord], count: int | None, seed: int) -> list[ImageRecord]:
+    """``count`` records drawn without replacement, kept in source order; None or 0 means all."""
+    records = list(records)
+    if not count:
+        return records
+    if count < 0 or count > len(records):
+        raise ValueError(f"images.count={count} but the source has {len(records)} images")
+    chosen = np.sort(np.random.default_rng(seed).choice(len(records), size=count, replace=False))
+    return [records[i] for i in chosen]
+
+
+@contextlib.contextmanager
+def _decoding_limits():
+    """Strict decoding: truncated files fail, decompression bombs above ~200 MP fail."""
+    saved = Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES
+    Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES = MAX_IMAGE_PIXELS, False
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES = saved
+
+
+def _open(data: bytes) -> Image.Image:
+    if not data:
+        raise ValueError("empty file (0 bytes)")
+    image = Image.open(io.BytesIO(data))
+    image.load()  # decodes everything: catches truncation and corrupt data
+    return image
+
+
+def _displayed_size(image: Image.Image) -> tuple[int, int]:
+    """(width, height) after EXIF orientation, as preprocess.to_rgb will see it."""
+    w, h = image.size
+    orientation = image.getexif().get(0x0112)
+    return (h, w) if orientation in _TRANSPOSING_ORIENTATIONS else (w, h)
+
+
+def build_manifest(records: Sequence[ImageRecord]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Read and decode every record once: (manifest, rejected). Each record lands in exactly one."""
+    rows, rejected, seen = [], [], set()
+    with _decoding_limits():
+        for record in records:
+            if record.image_id in seen:
+                rejected.append((record.image_id, record.source, "duplicate image_id"))
+                continue
+            seen.add(record.image_id)
+            try:
+                data = record.read()
+                with _open(data) as image:
+                    width, height = _displayed_size(image)
+            except Exception as error:
+                rejected.append((record.image_id, record.source, f"{type(error).__name__}: {error}"))
+                continue
+            rows.append((record.image_id, int(record.label), record.source, hashlib.sha256(data).hexdigest(),
+                         width, height, record.licence, record.origin))
+    manifest = pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS)).astype(
+        {"image_id": str, "label": "int64", "source": str, "sha256": str, "width": "int64", "height": "int64",
+         "licence": str, "origin": str})
+    rejected = pd.DataFrame(rejected, columns=list(REJECTED_COLUMNS)).astype(str)
+    return manifest, rejected
+
+
+def prepare_crops(
+    manifest: pd.DataFrame,
+    image_size: int,
+    pre: Preprocess,
+    out_path: str | os.PathLike,
+    reader: Callable[[str], bytes] | Mapping[str, ImageRecord] | None = None,
+) -> Path:
+    """Decode, resize and centre-crop every manifest image once; write uint8 (n, S, S, 3) .npy.
+
+    ``reader`` maps a ``source`` key to bytes (default :func:`read_source`), or is a mapping of
+    image_id to record. Bytes are checked against the manifest's sha256. The array is filled
+    through a memory map and renamed into place when complete.
+    """
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_name(f".{out_path.name}.{os.getpid()}.partial")
+    shape = (len(manifest), image_size, image_size, 3)
+    crops = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
+    try:
+        with _decoding_limits():
+            for i, row in enumerate(manifest.itertuples(index=False)):
+                if reader is None:
+                    data = read_source(row.source)
+                elif isinstance(reader, Mapping):
+                    data = reader[row.image_id].read()
+                else:
+                    data = reader(row.source)
+                if hashlib.sha256(data).hexdigest() != row.sha256:
+                    raise ValueError(f"{row.image_id} ({row.source}) changed since the manifest was built: "
+                                     "its sha256 differs")
+                with _open(data) as image:
+                    crops[i] = crop(image, image_size, pre)
+        crops.flush()
+        del crops
+        os.replace(tmp, out_path)
+    except BaseException:
+        with contextlib.suppress(NameError):
+            del crops
+        tmp.unlink(missing_ok=True)
+        raise
+    return out_path
