@@ -11,7 +11,7 @@ import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
 
-from vitprobe.experiment import ConfigError, check_config
+from vitprobe.experiment import ConfigError, check_config, check_images, raw_attention_bytes
 
 min_version("9.0")
 
@@ -26,6 +26,12 @@ except ConfigError as e:
     raise WorkflowError(f"config: {e}") from None
 
 OUT = f"results/{config['experiment']}"
+
+if config["extract"]["keep_attention"]:
+    _images = check_images(config["images"])
+    if _images:
+        _gib = raw_attention_bytes(MODELS, _images, config["extract"]["dtype"]) / 2**30
+        logger.info(f"extract.keep_attention is set: the raw attention shards will keep {_gib:.1f} GiB under {OUT}/attention")
 
 
 include: "workflow/rules/common.smk"

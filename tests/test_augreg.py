@@ -183,3 +183,28 @@ def test_not_a_vit(tmp_path):
 def test_missing_file(tmp_path):
     with pytest.raises(WeightsError, match="nothere.npz"):
         read_npz(tmp_path / "nothere.npz")
+
+
+# --- end to end --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("timm_reference", ["tiny-depth2"], indirect=True)
+def test_npz_model_equals_timm_safetensors_model(timm_reference):
+    """The model loaded from the .npz runs exactly as the one loaded from timm's state of it.
+
+    The safetensors side is held equal to timm's forward pass by test_parity_timm.py.
+    """
+    import vitprobe
+
+    npz_path, _ = timm_reference
+    arch, kwargs = CONFIGS["tiny-depth2"]
+    from_npz = vitprobe.load_model(arch, weights=str(npz_path), depth=kwargs["depth"])
+    from_timm = vitprobe.load_model(arch, weights=str(npz_path.parent / "timm.safetensors"), depth=kwargs["depth"])
+    assert (from_npz.weights_file.suffix, from_timm.weights_file.suffix) == (".npz", ".safetensors")
+    x = np.random.default_rng(0).standard_normal((2, 224, 224, 3), dtype=np.float32)
+    a, b = from_npz.forward(x), from_timm.forward(x)
+    assert len(a.attentions) == len(b.attentions) == kwargs["depth"]
+    for i, (got, expected) in enumerate(zip(a.attentions, b.attentions)):
+        np.testing.assert_array_equal(got, expected, err_msg=f"block {i}")
+    assert np.isfinite(a.logits).all() and a.logits.shape == (2, kwargs["num_classes"])
+    np.testing.assert_array_equal(a.logits, b.logits)

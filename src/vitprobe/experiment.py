@@ -90,6 +90,7 @@ def _checkpoint_name(arch: str, weights: str, seed: int) -> str:
 def check_config(config: dict, root: str | os.PathLike = ".") -> dict[str, ModelEntry]:
     """Checks beyond the JSON Schema; raises `ConfigError` before any job runs."""
     entries = model_entries(config)
+    check_images(config["images"])
     for key, entry in entries.items():
         w = entry.weights
         if w == "random" or "://" in w or w.startswith(("hf-hub:", "package:")):
@@ -114,10 +115,43 @@ def check_config(config: dict, root: str | os.PathLike = ".") -> dict[str, Model
     return entries
 
 
+def check_images(images: dict) -> int | None:
+    """Refuse an image source that cannot deliver ``count`` images, before any job runs.
+    Returns the number of images the run will sample, when it is cheap to know."""
+    from .data import sources
+
+    kind, path, count = images["source"], images.get("path"), images.get("count")
+    if kind == "imagenet2012":
+        tar = Path(path or sources.DEFAULT_MANUAL_DIR).expanduser() / sources.IMAGENET_VAL_TAR
+        if not tar.is_file():
+            raise ConfigError(
+                f"images.source: imagenet2012 needs {tar} (ImageNet validation tar, 6.7 GB, from image-net.org "
+                f"after registering); set images.path to the folder that holds it. {sources.ALTERNATIVES}"
+            )
+        available = sources.IMAGENET_VAL_COUNT  # the sample step verifies the tar holds exactly these
+    elif kind == "folder":
+        if not path or not Path(path).is_dir():
+            raise ConfigError(f"images.path: {path!r} is not a folder; images.source: folder needs a folder of images")
+        available = len(sources.folder(path))
+    elif kind == "bundled":
+        available = len(sources.BUNDLED)
+    else:  # imagenet_v2: known once downloaded; the sample step checks count
+        return count
+    if count and count > available:
+        raise ConfigError(f"images.count: {count} images requested but the {kind} source has {available}; lower images.count")
+    return count or available
+
+
 def _in_hub_cache(source: str) -> bool:
     from huggingface_hub import try_to_load_from_cache
 
     return isinstance(try_to_load_from_cache(source.removeprefix("hf-hub:"), "model.safetensors"), str)
+
+
+def raw_attention_bytes(entries: dict[str, ModelEntry], images: int, dtype: str) -> int:
+    """Disk taken by the raw attention shards of every model for ``images`` images."""
+    itemsize = 2 if dtype == "float16" else 4
+    return sum(images * e.spec.depth * e.spec.num_heads * e.spec.num_tokens**2 * itemsize for e in entries.values())
 
 
 def shard_count(num_images: int, shard_size: int) -> int:

@@ -205,7 +205,7 @@ def imagenet2012(manual_dir: str | os.PathLike | None = None, expected_count: in
         raise FileNotFoundError(
             f"images.source: imagenet2012 needs the ImageNet validation tar at {tar_path} "
             f"(download {IMAGENET_VAL_TAR}, 6.7 GB, from https://image-net.org after registering; "
-            f"set images.manual_dir to the folder that holds it). {ALTERNATIVES}"
+            f"set images.path to the folder that holds it). {ALTERNATIVES}"
         )
     index = _tar_index(tar_path)
     expected = [f"ILSVRC2012_val_{i:08d}.JPEG" for i in range(1, expected_count + 1)]

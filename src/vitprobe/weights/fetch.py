@@ -9,11 +9,15 @@ and a header check pass.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
+import http.client
 import json
 import os
 import tempfile
+import urllib.parse
 import urllib.request
+import zipfile
 from pathlib import Path
 
 from .errors import WeightsError
@@ -21,7 +25,6 @@ from .errors import WeightsError
 SAFE_SUFFIXES = (".safetensors", ".npz", ".onnx")
 # Formats that can carry pickled code; never loaded.
 PICKLE_SUFFIXES = (".pth", ".pt", ".bin", ".pkl", ".pickle", ".ckpt")
-_MAGIC = {".npz": b"PK\x03\x04", ".onnx": None, ".safetensors": None}
 
 
 def sha256_of(path: Path) -> str:
@@ -49,24 +52,59 @@ def _read_lock(path: Path) -> dict:
         raise WeightsError(f"{path}: the weights lock file is not valid JSON ({e}); restore it from git") from e
 
 
-def verify_against_lock(source: str, file: Path) -> str:
-    """Check ``file``'s sha256 against the lock entry for ``source``; record it if new."""
+def verify_against_lock(source: str, file: Path, shown: str | None = None) -> str:
+    """Check ``file``'s sha256 against the lock entry for ``source``; record it if new.
+
+    Parallel jobs may download at once: the read-modify-write of the lock holds an
+    exclusive ``flock`` and goes through a unique temporary file."""
     digest = sha256_of(file)
     path = lock_path()
-    lock = _read_lock(path)
-    pinned = lock.get(source, {}).get("sha256")
-    if pinned is None:
-        lock[source] = {"sha256": digest}
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(lock, indent=2, sort_keys=True) + "\n")
-        tmp.replace(path)
-    elif pinned != digest:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".flock"), "w") as guard:
+        fcntl.flock(guard, fcntl.LOCK_EX)
+        lock = _read_lock(path)
+        pinned = lock.get(source, {}).get("sha256")
+        if pinned is None:
+            lock[source] = {"sha256": digest}
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+            with os.fdopen(fd, "w") as f:
+                f.write(json.dumps(lock, indent=2, sort_keys=True) + "\n")
+            os.replace(tmp, path)
+    if pinned is not None and pinned != digest:
         raise WeightsError(
-            f"{file}: sha256 {digest} differs from {pinned} pinned for {source} in {path}. "
-            "The download is corrupt or the upstream file changed: delete the file and download again, "
+            f"{shown or file}: sha256 {digest} differs from {pinned} pinned for {source} in {path}. "
+            "The download is corrupt or the upstream file changed: download again, "
             "or, if the change is intended, remove the entry from the lock file."
         )
     return digest
+
+
+def check_complete(path: Path, suffix: str, shown: str) -> None:
+    """Refuse a file that is not a complete ``suffix`` file (checked before its checksum is pinned)."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if suffix == ".npz":
+        if head[:4] != b"PK\x03\x04":
+            raise WeightsError(f"{shown}: the download is not a .npz (zip) file (bad header)")
+        try:
+            with zipfile.ZipFile(path) as archive:
+                bad = archive.testzip()  # reads every member and checks its CRC
+        except (zipfile.BadZipFile, OSError, EOFError) as e:
+            raise WeightsError(f"{shown}: the .npz download is incomplete or corrupt ({e})") from e
+        if bad is not None:
+            raise WeightsError(f"{shown}: member {bad} of the .npz download is corrupt")
+    elif suffix == ".safetensors":
+        size = path.stat().st_size
+        try:
+            n = int.from_bytes(head, "little")
+            with open(path, "rb") as f:
+                f.seek(8)
+                header = json.loads(f.read(n))
+            end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+        except (ValueError, KeyError, TypeError, OSError) as e:
+            raise WeightsError(f"{shown}: the download is not a safetensors file (bad header: {e})") from e
+        if 8 + n + end != size:
+            raise WeightsError(f"{shown}: the safetensors download has {size} bytes, its header describes {8 + n + end}")
 
 
 def check_suffix(path: Path) -> None:
@@ -82,7 +120,7 @@ def check_suffix(path: Path) -> None:
 def _download_url(url: str) -> Path:
     if not url.startswith("https://"):
         raise WeightsError(f"{url}: weights are only downloaded over https")
-    name = url.rsplit("/", 1)[-1]
+    name = urllib.parse.urlparse(url).path.rsplit("/", 1)[-1]
     target = cache_dir() / "url" / hashlib.sha256(url.encode()).hexdigest()[:16] / name
     check_suffix(target)
     if target.exists():
@@ -93,14 +131,17 @@ def _download_url(url: str) -> Path:
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
+            expected = response.length  # Content-Length; None when absent or chunked
             while chunk := response.read(1 << 20):
                 out.write(chunk)
-        magic = _MAGIC.get(target.suffix)
-        if magic and tmp.read_bytes()[: len(magic)] != magic:
-            raise WeightsError(f"{url}: the download is not a {target.suffix} file (bad header)")
-        verify_against_lock(url, tmp)
+            received = out.tell()
+        # http.client returns a short body without error when the connection drops.
+        if expected is not None and received != expected:
+            raise WeightsError(f"{url}: the download stopped after {received} of {expected} bytes (connection dropped?); try again.")
+        check_complete(tmp, target.suffix, url)
+        verify_against_lock(url, tmp, shown=url)
         tmp.replace(target)
-    except OSError as e:
+    except (OSError, http.client.HTTPException) as e:  # HTTPException: IncompleteRead of a chunked body
         raise WeightsError(f"{url}: download failed ({e}). Check the network, or download the file and pass its path.") from e
     finally:
         tmp.unlink(missing_ok=True)
