@@ -31,7 +31,7 @@ bench: $(VENV)/.test
 	$(BIN)/python benchmarks/bench.py
 
 lint: $(VENV)/.runtime
-	$(BIN)/snakemake --lint
+	$(BIN)/snakemake --lint --configfile config/demo.yaml
 
 clean:
 	rm -rf $(VENV) .snakemake

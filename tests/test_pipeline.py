@@ -53,6 +53,20 @@ def planned_jobs(workdir: Path, config: Path) -> dict[str, int]:
     return {rule: int(n) for rule, n in jobs.items()}
 
 
+def write_clip(path: Path, frames: int) -> None:
+    """A short real video: a bright square moving across a photo, as an animated GIF."""
+    from PIL import Image
+    from skimage import data
+
+    base = data.chelsea()[:, :300]
+    images = []
+    for t in range(frames):
+        frame = base.copy()
+        frame[100:160, 40 * t : 40 * t + 60] = 255
+        images.append(Image.fromarray(frame))
+    images[0].save(path, save_all=True, append_images=images[1:], duration=125, loop=0)
+
+
 MODELS = {
     "vit_t": dict(arch="vit_tiny_patch16_224", case="vit_t16", timm="vit_tiny_patch16_224", prefix=1),
     "deit_t_dist": dict(arch="deit_tiny_distilled_patch16_224", case="deit_t_dist", timm="deit_tiny_distilled_patch16_224", prefix=2),
@@ -62,6 +76,7 @@ MODELS = {
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, timm_reference):
     workdir = copy_workflow(tmp_path_factory.mktemp("pipeline"))
+    write_clip(workdir / "clip.gif", frames=6)
     config = {
         "experiment": "e2e",
         "images": {"source": "bundled", "count": 3, "seed": 0},
@@ -73,6 +88,7 @@ def run(tmp_path_factory, timm_reference):
         "extract": {"batch_size": 2, "shard_size": 2, "keep_attention": True},
         "analysis": {"map_images": 2},
         "figures": {"filters": 32, "components": 8},
+        "video": {"path": "clip.gif", "model": "vit_t", "fps": 4, "max_frames": 5},
     }
     config_file = workdir / "e2e.yaml"
     config_file.write_text(yaml.safe_dump(config))
@@ -114,6 +130,29 @@ def test_outputs_follow_the_contract(run):
             assert f"{stem}_{key}.png" in figures
         assert f"cls_attention_heads_{key}_image0.png" in figures
     assert {"attention_rollout.png", "top1_accuracy.png", "distance_comparison_vit_t_vs_deit_t_dist.png"} <= set(figures)
+
+
+def test_video_has_one_overlay_per_frame(run):
+    from PIL import Image, ImageSequence
+
+    _, _, out = run
+    with Image.open(out / "figures" / "cls_attention_video_vit_t.gif") as video:
+        frames = [np.asarray(f.convert("RGB")) for f in ImageSequence.Iterator(video)]
+    assert len(frames) == 5  # max_frames of the 6 in the clip
+    assert frames[0].shape == (224, 224, 3)
+
+
+def test_report_holds_every_figure(run):
+    workdir, config, out = run
+    report = workdir / "report.zip"
+    snakemake(workdir, "--configfile", str(config), "--report", str(report))
+    import zipfile
+
+    names = "\n".join(zipfile.ZipFile(report).namelist())
+    for figure in (out / "figures").iterdir():
+        assert figure.name in names
+    for table in ("mean_attention_distance.parquet", "predictions.parquet"):
+        assert table in names
 
 
 def test_distance_matches_timm_on_the_same_pixels(run, tmp_path):
@@ -190,6 +229,6 @@ def test_preprocessing_change_reruns_extraction(run):
 
 
 def test_lint_is_clean():
-    result = subprocess.run([*SNAKEMAKE, "--lint"], cwd=REPO, capture_output=True, text=True)
+    result = subprocess.run([*SNAKEMAKE, "--lint", "--configfile", "config/demo.yaml"], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Congratulations" in result.stdout + result.stderr
