@@ -48,4 +48,5 @@ rule all:
         f"{OUT}/mean_attention_distance.parquet",
         f"{OUT}/attention_distance_per_image.parquet",
         all_figures,
+        kept_attention,
     default_target: True

@@ -27,7 +27,7 @@ def copy_workflow(dest: Path) -> Path:
     what reruns without touching the repository)."""
     for name in ("Snakefile", "config.yaml", "weights.lock.json"):
         shutil.copy(REPO / name, dest / name)
-    for name in ("workflow", "src", "envs"):
+    for name in ("workflow", "src", "envs", "profiles"):
         shutil.copytree(REPO / name, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
     return dest
 

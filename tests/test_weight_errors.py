@@ -1,7 +1,6 @@
 """Bad weight files are refused with a message naming the file, the keys and the fix."""
 
 import json
-import pickle  # only to write a hostile file for the test; never loaded
 import shutil
 
 import numpy as np
@@ -13,6 +12,9 @@ from vitprobe.weights import WeightsError
 from vitprobe.weights.fetch import sha256_of
 
 ARCH = dict(arch="vit_tiny_patch16_224", depth=2)
+# A hostile pickle (protocol 0): unpickling it would run `echo pwned` in a shell. Written as
+# bytes so the project never imports pickle; the tests check it is never unpickled.
+HOSTILE_PICKLE = b"cos\nsystem\n(S'echo pwned'\ntR."
 
 
 @pytest.fixture
@@ -82,15 +84,22 @@ def test_header_that_lies_about_shapes(good_file):
 @pytest.mark.parametrize("suffix", [".pth", ".bin", ".pt"])
 def test_pickle_formats_are_never_loaded(tmp_path, suffix):
     path = tmp_path / f"model{suffix}"
-    path.write_bytes(pickle.dumps({"cls_token": np.zeros(3)}))
+    path.write_bytes(HOSTILE_PICKLE)
     with pytest.raises(WeightsError, match=r"are pickles and are never loaded"):
         load(path)
 
 
 def test_pickle_disguised_as_safetensors(tmp_path):
     path = tmp_path / "model.safetensors"
-    path.write_bytes(pickle.dumps({"cls_token": np.zeros(3)}))
+    path.write_bytes(HOSTILE_PICKLE)
     with pytest.raises(WeightsError, match=r"model\.safetensors: not a valid safetensors file"):
+        load(path)
+
+
+def test_pickle_disguised_as_npz(tmp_path):
+    path = tmp_path / "model.npz"
+    path.write_bytes(HOSTILE_PICKLE)
+    with pytest.raises(WeightsError, match=r"model\.npz"):
         load(path)
 
 

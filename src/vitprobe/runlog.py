@@ -17,4 +17,9 @@ def start(log_paths) -> logging.Logger:
     for handler in handlers:
         handler.setFormatter(fmt)
         logger.addHandler(handler)
+
+    def log_failure(kind, error, tb):  # the reason a job failed belongs in its log file
+        logger.error("failed: %s", error, exc_info=(kind, error, tb))
+
+    sys.excepthook = log_failure
     return logger

@@ -66,13 +66,16 @@ class ShardWriter:
 
 
 def open_shard(path: str | os.PathLike) -> tuple[np.ndarray, ShardInfo]:
-    """Memory-map a shard for reading; raises `ShardError` naming the shard if it is damaged."""
+    """Memory-map a shard for reading. A damaged shard is deleted (with its sidecar) and
+    reported with `ShardError`, so that the next run rebuilds it instead of reading it."""
     path = Path(path)
     try:
         info = ShardInfo(**json.loads(_sidecar(path).read_text()))
         array = np.load(path, mmap_mode="r", allow_pickle=False)
+        if array.ndim != 5 or len(array) != len(info.image_ids):
+            raise ValueError(f"shape {array.shape} does not match its {len(info.image_ids)} images")
     except (OSError, ValueError, TypeError, json.JSONDecodeError) as e:
-        raise ShardError(f"{path}: attention shard is truncated or corrupt ({e}); delete it and rerun to rebuild it") from e
-    if array.ndim != 5 or len(array) != len(info.image_ids):
-        raise ShardError(f"{path}: shape {array.shape} does not match its {len(info.image_ids)} images; delete it and rerun")
+        path.unlink(missing_ok=True)
+        _sidecar(path).unlink(missing_ok=True)
+        raise ShardError(f"{path}: attention shard is truncated or corrupt ({e}); deleted it, rerun to rebuild it") from e
     return array, info

@@ -26,7 +26,7 @@ def library(*names):
 
 
 SAMPLE_CODE = library("data", "atomic.py")
-MODEL_CODE = library("models", "weights", "api.py", "data/preprocess.py", "extraction.py", "shards.py", "atomic.py")
+MODEL_CODE = library("models", "weights", "api.py", "data/preprocess.py", "extraction.py", "shards.py", "atomic.py", "threads.py")
 ANALYSIS_CODE = library("metrics.py", "analysis.py", "shards.py", "atomic.py")
 FIGURE_CODE = library("plots.py", "figures.py", "metrics.py")
 
@@ -43,6 +43,13 @@ def local_weights(wildcards):
     if w == "random" or "://" in w or w.startswith(("hf-hub:", "package:")):
         return []
     return [w]
+
+
+def kept_attention(wildcards=None):
+    """With extract.keep_attention the raw shards are results: a missing one is rebuilt."""
+    if not EXTRACT_SETTINGS["keep_attention"]:
+        return []
+    return [f"{OUT}/attention/{m}/shard_{s}.{ext}" for m in MODELS for s in shards() for ext in ("npy", "json")]
 
 
 def attention_output(path):

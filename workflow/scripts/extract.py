@@ -4,8 +4,10 @@ from vitprobe.data.sources import source_class_names
 from vitprobe.experiment import model_entry, shard_slice
 from vitprobe.extraction import extract
 from vitprobe.runlog import start
+from vitprobe.threads import limit_threads
 
 start(snakemake.log)
+limit_threads(snakemake.threads)
 manifest = pd.read_parquet(snakemake.input.manifest)
 extract(
     model_entry(snakemake.wildcards.model, snakemake.params.model),

@@ -58,11 +58,12 @@ class Preprocess:
 
 def default_preprocess(arch: str) -> Preprocess:
     """The preprocessing that each family's published weights were evaluated with (timm's pretrained cfgs)."""
-    if "dinov2" in arch:
-        return Preprocess(crop_fraction=1.0)
-    if arch.startswith("vit_") and not arch.endswith(".dino"):
-        return Preprocess(mean=INCEPTION_MEAN, std=INCEPTION_STD)  # AugReg / original ViT: [-1, 1]
-    return Preprocess()  # DeiT, DINO: ImageNet statistics
+    # DINOv2 and the 384 px fine-tunes are evaluated on the full resized image (no margin).
+    crop_fraction = 1.0 if "dinov2" in arch or arch.endswith("_384") else 0.9
+    if arch.startswith("vit_") and not arch.endswith(".dino") and "dinov2" not in arch:
+        # AugReg / original ViT: [-1, 1]
+        return Preprocess(crop_fraction=crop_fraction, mean=INCEPTION_MEAN, std=INCEPTION_STD)
+    return Preprocess(crop_fraction=crop_fraction)  # DeiT, DINO, DINOv2: ImageNet statistics
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

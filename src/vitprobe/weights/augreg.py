@@ -49,7 +49,7 @@ def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
     if not head:
         raise WeightsError(f"{path}: the file is empty (0 bytes), probably an interrupted download. {_REDOWNLOAD}")
     if not head.startswith((b"PK", b"\x93NUMPY")):
-        # np.load would take this for a pickle and suggest allow_pickle=True; never do that.
+        # np.load would take this for a pickle and suggest enabling pickle loading; never do that.
         raise WeightsError(
             f"{path}: is not an .npz (zip) archive; it starts with {head!r} (an error page or another format?). "
             + _REDOWNLOAD

@@ -1,0 +1,220 @@
+"""vitprobe's preprocessing against timm's own evaluation transform for the published weights.
+
+timm runs in its own process (tests/reference/timm_preprocess.py): it resolves each
+pretrained model's data config (``resolve_data_config({}, model=...)``), builds
+``create_transform(**cfg)`` and applies it to real photos opened with PIL and converted to
+RGB, as timm's ImageDataset does. Here the same files go through
+``vitprobe.load_model(arch).preprocess`` (random weights: only preprocessing is compared).
+
+Both sides resize with PIL bicubic (torchvision's Resize on a PIL image calls
+``Image.resize``; its ``antialias`` flag only concerns tensors), size the shorter side as
+``floor(S / crop_pct)`` and the longer as ``int(short * long / short_side)``, and crop at
+``int(round((new - S) / 2))`` (Python's round half to even): the images below are chosen
+so that both odd (x.5) and even crop offsets occur, for both orientations, and for
+upscaling.
+
+Where vitprobe deliberately differs from timm's loader (16-bit PNGs scaled rather than
+clipped, transparency composited on white, EXIF orientation applied) the files are
+compared after vitprobe's own ``to_rgb``; `test_mode_conversion_is_the_only_difference`
+pins that the difference lies there and nowhere else.
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import skimage
+from PIL import Image
+
+import vitprobe
+from conftest import run_reference
+from vitprobe.data.preprocess import Preprocess, crop, default_preprocess, normalize, to_rgb
+from vitprobe.models.spec import SPECS
+
+ATOL = 1e-5
+SKIMAGE_DATA = Path(skimage.__file__).parent / "data"
+
+# Published preprocessing differs from vitprobe's default for every 384 px ViT:
+# timm's pretrained cfgs (AugReg and original ViT) use crop_pct 1.0 at 384, vitprobe 0.9.
+# (timm pretrained name, vitprobe arch): every published tag of vitprobe's families.
+# Not listed, because the arch alone cannot tell them from AugReg weights (vitprobe keys
+# preprocessing on the arch, not the weights): vit_*.mae and vit_base_patch8_224.dino
+# (ImageNet statistics), vit_base_patch16_224.bamboo (CLIP statistics, crop_pct 1.0).
+CFG_MATRIX = [
+    *[(f"vit_{s}_patch16_224.{tag}", f"vit_{s}_patch16_224") for s in ("tiny", "small", "base")
+      for tag in ("augreg_in21k", "augreg_in21k_ft_in1k")],
+    ("vit_small_patch16_224.augreg_in1k", "vit_small_patch16_224"),
+    ("vit_base_patch16_224.augreg_in1k", "vit_base_patch16_224"),
+    ("vit_base_patch16_224.augreg2_in21k_ft_in1k", "vit_base_patch16_224"),
+    ("vit_base_patch16_224.orig_in21k", "vit_base_patch16_224"),
+    ("vit_base_patch16_224.orig_in21k_ft_in1k", "vit_base_patch16_224"),
+    ("vit_base_patch16_224.sam_in1k", "vit_base_patch16_224"),
+    ("vit_small_patch32_224.augreg_in21k_ft_in1k", "vit_small_patch32_224"),
+    ("vit_base_patch32_224.augreg_in1k", "vit_base_patch32_224"),
+    ("vit_base_patch32_224.augreg_in21k_ft_in1k", "vit_base_patch32_224"),
+    ("vit_base_patch32_224.sam_in1k", "vit_base_patch32_224"),
+    ("vit_large_patch16_224.augreg_in21k_ft_in1k", "vit_large_patch16_224"),
+    ("vit_large_patch32_224.orig_in21k", "vit_large_patch32_224"),
+    ("vit_base_patch8_224.augreg_in21k_ft_in1k", "vit_base_patch8_224"),
+    ("vit_base_patch8_224.augreg2_in21k_ft_in1k", "vit_base_patch8_224"),
+    *[(f"{m}.fb_in1k", m) for m in (f"deit_{s}{d}_patch16_224" for s in ("tiny", "small", "base") for d in ("", "_distilled"))],
+    ("vit_small_patch16_224.dino", "vit_small_patch16_224.dino"),
+    ("vit_base_patch16_224.dino", "vit_base_patch16_224.dino"),
+    *[(f"vit_{s}_patch14{r}_dinov2.lvd142m", f"vit_{s}_patch14{r}_dinov2") for s in ("small", "base") for r in ("", "_reg4")],
+    *[(name, name.split(".")[0]) for name in (
+        "vit_tiny_patch16_384.augreg_in21k_ft_in1k",
+        "vit_small_patch16_384.augreg_in1k",
+        "vit_small_patch16_384.augreg_in21k_ft_in1k",
+        "vit_small_patch32_384.augreg_in21k_ft_in1k",
+        "vit_base_patch16_384.augreg_in1k",
+        "vit_base_patch16_384.augreg_in21k_ft_in1k",
+        "vit_base_patch16_384.orig_in21k_ft_in1k",
+        "vit_base_patch32_384.augreg_in21k_ft_in1k",
+        "vit_large_patch16_384.augreg_in21k_ft_in1k",
+        "vit_large_patch32_384.orig_in21k_ft_in1k",
+    )],
+]
+
+# Pixel comparisons: a timm model (kwargs for create_model, args for resolve_data_config)
+# against vitprobe's arch (spec overrides, preprocess overrides).
+PIXEL_CASES = [
+    dict(id="augreg_in21k_ft_in1k", timm="vit_base_patch16_224.augreg_in21k_ft_in1k", arch="vit_base_patch16_224"),
+    dict(id="augreg_in1k", timm="vit_base_patch16_224.augreg_in1k", arch="vit_base_patch16_224"),
+    dict(id="deit", timm="deit_base_patch16_224.fb_in1k", arch="deit_base_patch16_224"),
+    dict(id="deit_distilled", timm="deit_base_distilled_patch16_224.fb_in1k", arch="deit_base_distilled_patch16_224"),
+    dict(id="dino", timm="vit_base_patch16_224.dino", arch="vit_base_patch16_224.dino"),
+    # DINOv2 at 224: timm's resolved cfg keeps the checkpoint's 518 even with img_size=224,
+    # so timm needs input_size given explicitly, as vitprobe needs image_size.
+    dict(id="dinov2_224", timm="vit_small_patch14_dinov2.lvd142m", kwargs=dict(img_size=224),
+         args=dict(input_size=[3, 224, 224]), arch="vit_small_patch14_dinov2", overrides=dict(image_size=224)),
+    dict(id="dinov2_518", timm="vit_small_patch14_dinov2.lvd142m", arch="vit_small_patch14_dinov2"),
+    dict(id="augreg_384", timm="vit_base_patch16_384.augreg_in21k_ft_in1k", arch="vit_base_patch16_384"),
+    # The probing-vits notebooks' squash (aspect lost), which timm calls crop_mode="squash".
+    dict(id="squash_0875", timm="vit_base_patch16_224.augreg_in21k_ft_in1k", args=dict(crop_mode="squash", crop_pct=0.875),
+         arch="vit_base_patch16_224", preprocess=dict(resize="square", crop_fraction=0.875)),
+]
+
+# 8-bit files whose plain RGB conversion is what vitprobe does too.
+PLAIN = ["astronaut", "chelsea", "coffee", "rocket", "camera", "portrait", "small"]
+# Files vitprobe converts differently from timm's loader; each has an "<name>_rgb.png"
+# twin holding vitprobe's to_rgb result.
+SPECIAL = ["gray16", "rgba", "exif_rotated"]
+
+
+def _make_images(folder: Path) -> dict[str, Path]:
+    files = {name: SKIMAGE_DATA / f"{name}.png" for name in ("astronaut", "chelsea", "coffee", "camera")}
+    files["rocket"] = SKIMAGE_DATA / "rocket.jpg"  # JPEG, decoded by the same Pillow on both sides
+    coffee = np.asarray(Image.open(files["coffee"]).convert("RGB"))
+    chelsea = np.asarray(Image.open(files["chelsea"]).convert("RGB"))
+    # Portrait 231x344: resized heights 392/368/862/575, all leaving an odd margin (x.5 offsets).
+    Image.fromarray(coffee[20:364, 180:411]).save(folder / "portrait.png")
+    # Smaller than every crop (upscaling), landscape, odd margins.
+    Image.fromarray(chelsea[60:157, 150:300]).save(folder / "small.png")
+    # 16-bit grey using the full range.
+    camera = np.asarray(Image.open(files["camera"]), dtype=np.float64)
+    noise = np.random.default_rng(0).integers(0, 257, camera.shape)
+    Image.fromarray(np.clip(camera * 257 + noise - 128, 0, 65535).astype(np.uint16)).save(folder / "gray16.png")
+    # RGBA with alpha from 0 (left) to 255 (right) and a fully transparent block.
+    astronaut = np.asarray(Image.open(files["astronaut"]).convert("RGB"))
+    alpha = np.tile(np.linspace(0, 255, astronaut.shape[1]).astype(np.uint8), (astronaut.shape[0], 1))
+    alpha[100:200, 300:450] = 0
+    Image.fromarray(np.dstack([astronaut, alpha]), mode="RGBA").save(folder / "rgba.png")
+    # A JPEG stored landscape with EXIF orientation 6 (display rotated 90 degrees clockwise).
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(chelsea).save(folder / "exif_rotated.jpg", quality=95, exif=exif)
+    files.update({name: folder / f"{name}.png" for name in ("portrait", "small", "gray16", "rgba")})
+    files["exif_rotated"] = folder / "exif_rotated.jpg"
+    for name in SPECIAL:
+        with Image.open(files[name]) as image:
+            to_rgb(image).save(folder / f"{name}_rgb.png")
+        files[f"{name}_rgb"] = folder / f"{name}_rgb.png"
+    return files
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory) -> dict[str, Path]:
+    return _make_images(tmp_path_factory.mktemp("preprocess_images"))
+
+
+@pytest.fixture(scope="module")
+def timm_out(images, tmp_path_factory):
+    out = tmp_path_factory.mktemp("timm_preprocess")
+    names = list(images)
+    models = [dict(id=c["id"], name=c["timm"], kwargs=c.get("kwargs", {}), args=c.get("args", {})) for c in PIXEL_CASES]
+    models += [dict(id=f"cfg:{name}", name=name, pixels=False) for name, _ in CFG_MATRIX]
+    job = out / "job.json"
+    job.write_text(json.dumps({"images": [str(images[n]) for n in names], "models": models}))
+    run_reference("timm_preprocess.py", job, out)
+    cfgs = json.loads((out / "cfgs.json").read_text())
+    pixels = {c["id"]: dict(zip(names, np.load(out / f"{c['id']}.npz")["x"])) for c in PIXEL_CASES}
+    return cfgs, pixels
+
+
+def _open(path: Path) -> Image.Image:
+    with Image.open(path) as image:
+        image.load()
+        return image
+
+
+@pytest.mark.parametrize(
+    "name,arch",
+    [pytest.param(n, a, id=n) for n, a in CFG_MATRIX],
+)
+def test_default_preprocess_matches_timm_cfg(name, arch, timm_out):
+    cfg = timm_out[0][f"cfg:{name}"]
+    pre = default_preprocess(arch)
+    assert cfg["pretrained_tag"] == name.split(".")[1]
+    assert tuple(cfg["input_size"]) == (3, SPECS[arch].image_size, SPECS[arch].image_size)
+    assert cfg["crop_mode"] == "center" and pre.resize == "shorter"
+    assert cfg["interpolation"] == pre.interpolation
+    assert cfg["crop_pct"] == pytest.approx(pre.crop_fraction, abs=1e-9)
+    np.testing.assert_allclose(cfg["mean"], pre.mean, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(cfg["std"], pre.std, rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, id=c["id"], marks=c.get("marks", ())) for c in PIXEL_CASES])
+def test_preprocess_matches_timm_transform(case, images, timm_out):
+    cfg, expected = timm_out[0][case["id"]], timm_out[1][case["id"]]
+    model = vitprobe.load_model(case["arch"], weights=None, preprocess=case.get("preprocess"), depth=1, **case.get("overrides", {}))
+    assert model.image_size == cfg["input_size"][1]
+    assert model.preprocessing.interpolation == cfg["interpolation"] == "bicubic"
+    # vitprobe reads the original files; timm reads them (plain) or vitprobe's RGB twin (special).
+    x = model.preprocess([_open(images[n]) for n in PLAIN + SPECIAL])
+    for got, name in zip(x, PLAIN + SPECIAL):
+        want = expected[name if name in PLAIN else f"{name}_rgb"]
+        assert got.dtype == np.float32 and got.shape == want.shape, name
+        diff = float(np.abs(got - want).max())
+        assert diff <= ATOL, f"{case['id']} / {name}: max |vitprobe - timm| = {diff:.3g} (timm: {cfg['transform']})"
+
+
+def test_square_is_squash_to_256_then_centre_224(images, timm_out):
+    """resize="square", crop_fraction 0.875: PIL bicubic squash to 256x256, centre 224 crop."""
+    model = vitprobe.load_model("vit_base_patch16_224", preprocess=dict(resize="square", crop_fraction=0.875), depth=1)
+    pre = model.preprocessing
+    for name in PLAIN + SPECIAL:
+        with Image.open(images[name]) as image:
+            rgb = to_rgb(image)
+        by_hand = np.asarray(rgb.resize((256, 256), Image.Resampling.BICUBIC).crop((16, 16, 240, 240)))
+        np.testing.assert_array_equal(model.crop([_open(images[name])])[0], by_hand, err_msg=name)
+        x = (by_hand.astype(np.float32) / 255 - np.float32(0.5)) / np.float32(0.5)
+        np.testing.assert_allclose(model.preprocess([_open(images[name])])[0], x, rtol=0, atol=ATOL, err_msg=name)
+        np.testing.assert_allclose(normalize(crop(rgb, 224, pre)[None], pre)[0], x, rtol=0, atol=ATOL, err_msg=name)
+    assert pre.geometry() == ("square", 0.875, "bicubic") and pre.mean == (0.5, 0.5, 0.5)
+
+
+@pytest.mark.parametrize("name", SPECIAL)
+def test_mode_conversion_is_the_only_difference(name, images, timm_out):
+    """timm's loader (``Image.open(f).convert("RGB")``) clips 16-bit grey to 255, drops alpha and
+    ignores EXIF orientation; vitprobe does not. Given timm's RGB, vitprobe's geometry and
+    normalisation reproduce timm exactly, so the files differ only in that conversion."""
+    cfg, expected = timm_out[0]["augreg_in21k_ft_in1k"], timm_out[1]["augreg_in21k_ft_in1k"]
+    pre = default_preprocess("vit_base_patch16_224")
+    with Image.open(images[name]) as image:
+        assert image.mode == {"gray16": "I;16", "rgba": "RGBA", "exif_rotated": "RGB"}[name]
+        timm_rgb = np.asarray(image.convert("RGB"))  # an array: no EXIF left to apply
+        ours = normalize(crop(image, 224, pre)[None], pre)[0]
+    same_rgb = normalize(crop(timm_rgb, 224, pre)[None], pre)[0]
+    assert np.abs(same_rgb - expected[name]).max() <= ATOL, cfg["transform"]
+    assert np.abs(ours - expected[name]).max() > 0.5  # a visible difference, by design
