@@ -63,9 +63,11 @@ def extract(
     class_names: list[str],
     batch_size: int = 8,
     dtype: str = "float32",
+    model=None,
 ) -> None:
-    """Forward every crop of one shard through one model; write its attention shard and predictions."""
-    model = build_model(entry)
+    """Forward every crop of one shard through one model; write its attention shard and predictions.
+    ``model``: an already loaded `ProbeModel` for ``entry`` (the benchmark passes a warm one)."""
+    model = model or build_model(entry)
     spec = model.spec
     crops = np.load(crops_path, mmap_mode="r", allow_pickle=False)
     image_ids = manifest["image_id"].tolist()
@@ -81,8 +83,7 @@ def extract(
         if n < batch_size:  # pad: one compiled shape for every batch
             batch = np.concatenate([batch, np.zeros((batch_size - n, *batch.shape[1:]), batch.dtype)])
         out = model.forward(batch)
-        attention = np.stack([a[:n] for a in out.attentions], axis=1)
-        writer.write(attention)
+        writer.write_blocks([a[:n] for a in out.attentions])
         if out.logits is not None:
             logits.append(out.logits[:n])
         progress.update(n)

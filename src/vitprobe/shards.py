@@ -1,9 +1,9 @@
 """Attention shards: one uncompressed ``.npy`` of (images, blocks, heads, N, N) per
 (model, shard), written batch by batch through a memory map, plus a JSON sidecar.
 
-Uncompressed ``.npy`` rather than ``.npz``: it can be written and read in pieces through a
-memory map, so neither the extract job nor the reduce job ever holds a whole shard in
-memory, and writing runs at disk speed (zlib manages about 30 MB/s here).
+Uncompressed ``.npy`` rather than ``.npz``: it is written sequentially batch by batch and
+read in pieces through a memory map, so neither the extract job nor the reduce job ever
+holds a whole shard in memory, and writing runs at disk speed (zlib manages about 30 MB/s here).
 A shard is written under a temporary name and renamed only when complete; a reader
 checks the file length against its header, so a truncated shard is reported, not read.
 """
@@ -40,25 +40,32 @@ def _tmp(path: Path) -> Path:
 
 
 class ShardWriter:
-    """Write attention batches into ``path`` (an .npy) and its sidecar atomically."""
+    """Append attention to ``path`` (an .npy of (images, blocks, heads, N, N)) image by image,
+    with sequential writes (no memory map: page faults cost more than the copy), then
+    rename it and its sidecar into place."""
 
     def __init__(self, path: str | os.PathLike, info: ShardInfo, shape_per_image: tuple, dtype: str):
         self.path, self.info = Path(path), info
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._array = np.lib.format.open_memmap(
-            _tmp(self.path), mode="w+", dtype=dtype, shape=(len(info.image_ids), *shape_per_image)
+        self.dtype = np.dtype(dtype)
+        self.shape = (len(info.image_ids), *shape_per_image)
+        self._file = open(_tmp(self.path), "wb")
+        np.lib.format.write_array_header_1_0(
+            self._file, {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False, "shape": self.shape}
         )
         self._filled = 0
 
-    def write(self, batch: np.ndarray) -> None:
-        self._array[self._filled : self._filled + len(batch)] = batch
-        self._filled += len(batch)
+    def write_blocks(self, blocks: list[np.ndarray]) -> None:
+        """One batch given as the model returns it: per block, (batch, heads, N, N)."""
+        for i in range(len(blocks[0])):
+            for block in blocks:
+                self._file.write(np.ascontiguousarray(block[i], dtype=self.dtype).data)
+        self._filled += len(blocks[0])
 
     def close(self) -> None:
-        if self._filled != len(self._array):
-            raise ShardError(f"{self.path}: {self._filled} of {len(self._array)} images written")
-        self._array.flush()
-        del self._array
+        self._file.close()
+        if self._filled != self.shape[0]:
+            raise ShardError(f"{self.path}: {self._filled} of {self.shape[0]} images written")
         sidecar = _sidecar(self.path)
         _tmp(sidecar).write_text(json.dumps(asdict(self.info)))
         _tmp(self.path).replace(self.path)
