@@ -56,6 +56,7 @@ def test_good_config_plans_jobs(tmp_path):
         ("images.count", 50, ["images.count", "50 images requested", "bundled source has 10"]),
         ("comparisons", [["m", "other"]], ["comparisons", "'other'"]),
         ("images", {"source": "folder", "path": "no_such_folder"}, ["images.path", "no_such_folder"]),
+        ("experiment", "../outside", ["'../outside' does not match"]),
     ],
 )
 def test_bad_config_is_refused_before_any_job(tmp_path, path, value, words):
