@@ -26,6 +26,7 @@ from typing import Mapping
 import numpy as np
 
 from .errors import WeightsError
+from .fetch import read_head
 
 _BLOCK = re.compile(r"^Transformer/encoderblock_(\d+)/")
 _MLP_NAMES = ("MlpBlock_3", "MlpBlock_1")
@@ -41,13 +42,7 @@ def _listing(keys, limit: int = 20) -> str:
 def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Read every array of an ``.npz`` archive; any failure becomes a `WeightsError`."""
     path = os.fspath(path)
-    try:
-        with open(path, "rb") as f:
-            head = f.read(16)
-    except OSError as e:
-        raise WeightsError(f"{path}: cannot be opened ({e}).") from e
-    if not head:
-        raise WeightsError(f"{path}: the file is empty (0 bytes), probably an interrupted download. {_REDOWNLOAD}")
+    head = read_head(path, 16, _REDOWNLOAD)
     if not head.startswith((b"PK", b"\x93NUMPY")):
         # np.load would take this for a pickle and suggest enabling pickle loading; never do that.
         raise WeightsError(

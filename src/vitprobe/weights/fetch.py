@@ -35,6 +35,18 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+def read_head(path: str | os.PathLike, n: int, fix: str) -> bytes:
+    """The first ``n`` bytes of a weight file; an unreadable or empty file is a `WeightsError`."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(n)
+    except OSError as e:
+        raise WeightsError(f"{path}: cannot be opened ({e}).") from e
+    if not head:
+        raise WeightsError(f"{path}: the file is empty (0 bytes), probably an interrupted download. {fix}")
+    return head
+
+
 def lock_path() -> Path:
     return Path(os.environ.get("VITPROBE_WEIGHTS_LOCK", "weights.lock.json"))
 

@@ -30,6 +30,7 @@ import re
 import numpy as np
 
 from .errors import WeightsError
+from .fetch import read_head
 
 _PREFIX = "backbone."
 _LAYER = re.compile(r"^backbone\.encoder\.layer\.(\d+)\.(.+)$")
@@ -72,13 +73,7 @@ def _load(path: str):
     import onnx
     from google.protobuf.message import DecodeError
 
-    try:
-        with open(path, "rb") as f:
-            head = f.read(1)
-    except OSError as e:
-        raise WeightsError(f"{path}: cannot be opened ({e}).") from e
-    if not head:
-        raise WeightsError(f"{path}: the file is empty (0 bytes). Reinstall or download it again.")
+    read_head(path, 1, "Reinstall the package or download the file again.")
     try:
         # External tensor files are never followed; such initializers are refused below.
         model = onnx.load(path, load_external_data=False)
