@@ -15,8 +15,9 @@ rule extract:
         dtype=EXTRACT_SETTINGS["dtype"],
     threads: workflow.cores
     resources:
-        mem_mb=4000,
+        mem_mb=EXTRACT_SETTINGS["mem_mb"],
         runtime=60,
+        gpu=EXTRACT_SETTINGS["gpus"],
     conda:
         "../../envs/vitprobe.yaml"
     log:
