@@ -62,8 +62,9 @@ def mean_attention_distance(
 def attention_entropy(attn: np.ndarray, num_prefix: int) -> FloatArray:
     """Return (B, heads) mean over patch queries of the row entropy in nats (over all keys)."""
     rows = attn[:, :, num_prefix:, :]
-    logs = np.log(np.where(rows > 0, rows, 1))
-    return -(rows * logs).sum(-1).mean(-1)
+    # x log x -> 0 as x -> 0: clamping zeros to the smallest normal number gives exactly 0 there.
+    logs = np.log(np.maximum(rows, np.finfo(rows.dtype).tiny))
+    return -np.einsum("bhqk,bhqk->bhq", rows, logs).mean(-1)
 
 
 def _discard_lowest(fused: np.ndarray, discard_ratio: float, num_prefix: int) -> np.ndarray:
