@@ -2,6 +2,8 @@ rule reduce:
     input:
         attention=f"{OUT}/attention/{{model}}/shard_{{shard}}.npy",
         sidecar=f"{OUT}/attention/{{model}}/shard_{{shard}}.json",
+        # Its params read the manifest (the map images): a cluster job must see it as an input.
+        manifest=f"{OUT}/manifest.parquet",
         code=ANALYSIS_CODE,
     output:
         per_image=f"{OUT}/shards/{{model}}/distance_{{shard}}.parquet",

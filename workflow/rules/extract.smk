@@ -13,7 +13,7 @@ rule extract:
         batch_size=EXTRACT_SETTINGS["batch_size"],
         shard_size=SHARD_SIZE,
         dtype=EXTRACT_SETTINGS["dtype"],
-    threads: workflow.cores
+    threads: EXTRACT_SETTINGS["threads"]
     resources:
         mem_mb=EXTRACT_SETTINGS["mem_mb"],
         runtime=60,
