@@ -29,7 +29,7 @@ def test_demo_runs_offline(tmp_path, monkeypatch):
     assert by_model["dinov2_s14_random"] == pytest.approx(uniform_distance(16, 14), rel=0.02)
     assert by_model["dinov2_s14_imgfocus"] < 0.85 * by_model["dinov2_s14_random"]
     figures = {p.name for p in (out / "figures").iterdir()}
-    assert "attention_rollout.png" in figures and "top1_accuracy.png" not in figures  # no classifier heads
+    assert "attention_rollout.png" in figures and "top1_predictions.png" not in figures  # no classifier heads
     # per model: distance by block, 4 embedding figures, 4 CLS-head maps; then the comparison and the rollout
     assert len(figures) == 2 * (1 + 4 + 4) + 1 + 1
     assert not (out / "attention").exists() or not any((out / "attention").rglob("*.npy"))  # temp() shards are gone

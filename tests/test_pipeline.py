@@ -129,7 +129,7 @@ def test_outputs_follow_the_contract(run):
                      "position_embedding_cosine", "position_embedding_dot", "top1_gallery"):
             assert f"{stem}_{key}.png" in figures
         assert f"cls_attention_heads_{key}_image0.png" in figures
-    assert {"attention_rollout.png", "top1_accuracy.png", "distance_comparison_vit_t_vs_deit_t_dist.png"} <= set(figures)
+    assert {"attention_rollout.png", "top1_predictions.png", "distance_comparison_vit_t_vs_deit_t_dist.png"} <= set(figures)
 
 
 def test_video_has_one_overlay_per_frame(run):

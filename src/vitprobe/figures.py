@@ -56,8 +56,16 @@ def position_similarity(parameters: str, label: str, out_cosine: str, out_dot: s
     plots.plot_position_similarity(cosine, dot, label, out_cosine, out_dot)
 
 
-def accuracy(predictions: str, published: Mapping[str, float], labels: Mapping[str, str], out: str) -> None:
-    plots.plot_accuracy(pd.read_parquet(predictions), dict(published), dict(labels), out)
+def predictions(
+    predictions: str, maps_file: str | None, published: Mapping[str, float], labels: Mapping[str, str], out: str
+) -> None:
+    """Accuracy per model next to the published figure, and every model's top-1 on the map images."""
+    table = pd.read_parquet(predictions)
+    if maps_file is None:
+        plots.plot_predictions(table, None, dict(published), dict(labels), out)
+        return
+    data = np.load(maps_file, allow_pickle=False)
+    plots.plot_predictions(table, data["crops"], dict(published), dict(labels), out, image_ids=data["image_ids"].tolist())
 
 
 def top1_gallery(predictions: str, maps_file: str, model: str, label: str, out: str) -> None:

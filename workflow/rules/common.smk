@@ -101,7 +101,7 @@ def all_figures(wildcards=None):
         figures += [f"{OUT}/figures/cls_attention_heads_{m}_image{i}.png" for m in MODELS for i in range(MAP_COUNT)]
         figures += [f"{OUT}/figures/top1_gallery_{m}.png" for m in HEADED]
     if HEADED:
-        figures.append(f"{OUT}/figures/top1_accuracy.png")
+        figures.append(f"{OUT}/figures/top1_predictions.png")
     if config.get("video"):
         figures.append(f"{OUT}/figures/cls_attention_video_{config['video']['model']}.gif")
     return figures

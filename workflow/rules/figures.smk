@@ -130,19 +130,21 @@ rule figure_position_similarity:
         "../scripts/figure.py"
 
 
-rule figure_accuracy:
+rule figure_predictions:
     input:
         predictions=f"{OUT}/predictions.parquet",
+        # The map images, as the first model with a head saw them.
+        maps=[f"{OUT}/maps/{HEADED[0]}.npz"] if HEADED and MAP_COUNT else [],
         code=FIGURE_CODE,
     output:
-        report(f"{OUT}/figures/top1_accuracy.png", caption="../report/accuracy.rst", category="Predictions"),
+        report(f"{OUT}/figures/top1_predictions.png", caption="../report/accuracy.rst", category="Predictions"),
     params:
         published={m: MODELS[m].published_top1 for m in HEADED if MODELS[m].published_top1 is not None},
         labels=LABELS,
     conda:
         "../../envs/vitprobe.yaml"
     log:
-        f"{OUT}/logs/figures/top1_accuracy.log",
+        f"{OUT}/logs/figures/top1_predictions.log",
     script:
         "../scripts/figure.py"
 

@@ -16,8 +16,8 @@ elif rule == "figure_patch_filters":
     figures.patch_filters(i.parameters, p.label, o.filters, o.components, p.filters, p.components)
 elif rule == "figure_position_similarity":
     figures.position_similarity(i.parameters, p.label, o.cosine, o.dot)
-elif rule == "figure_accuracy":
-    figures.accuracy(i.predictions, p.published, p.labels, o[0])
+elif rule == "figure_predictions":
+    figures.predictions(i.predictions, i.maps[0] if i.maps else None, p.published, p.labels, o[0])
 elif rule == "figure_top1_gallery":
     figures.top1_gallery(i.predictions, i.maps, w.model, p.label, o[0])
 elif rule == "figure_video":
