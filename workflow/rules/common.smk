@@ -57,9 +57,11 @@ def attention_output(path):
 
 
 def model_settings(wildcards):
-    """Everything about a model that changes its outputs: a change reruns its extraction."""
+    """Everything about a model that changes its outputs, and nothing else (the checkpoint
+    label and published accuracy only change figures): a change reruns its extraction."""
     entry = MODELS[wildcards.model]
-    return dict(config["models"][wildcards.model], preprocess=entry.preprocess.as_dict())
+    settings = {k: v for k, v in config["models"][wildcards.model].items() if k in ("arch", "weights", "seed", "spec")}
+    return dict(settings, preprocess=entry.preprocess.as_dict())
 
 
 def map_image_ids(wildcards=None):
