@@ -137,6 +137,19 @@ def test_rollout_any_grid(tmp_path, crops):
         plots.plot_rollout(crops.astype(np.float32), maps, LABELS, tmp_path / "x.png")
 
 
+def test_rollout_overlays_each_model_on_its_own_crops(tmp_path, crops):
+    from PIL import Image
+
+    rng = np.random.default_rng(5)
+    maps = {"vit_b16_i21k": rng.random((3, 7, 7)), "dino_b16": rng.random((3, 4, 4))}
+    shared = plots.plot_rollout(crops, maps, LABELS, tmp_path / "shared.png")
+    same = plots.plot_rollout({m: crops for m in maps}, maps, LABELS, tmp_path / "same.png")
+    other = plots.plot_rollout({"vit_b16_i21k": crops, "dino_b16": 255 - crops}, maps, LABELS, tmp_path / "other.png")
+    pixels = [np.asarray(Image.open(p).convert("RGB")) for p in (shared, same, other)]
+    assert np.array_equal(pixels[0], pixels[1])
+    assert not np.array_equal(pixels[0], pixels[2])
+
+
 def test_cls_heads(tmp_path, crops):
     maps = np.random.default_rng(2).random((6, 8, 8))
     check_png(plots.plot_cls_heads(crops[0], maps, LABELS["dino_b16"], tmp_path / "heads.png"))

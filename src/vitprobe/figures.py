@@ -21,11 +21,15 @@ def distance_comparison(mean_table: str, models: Sequence[str], labels: Mapping[
 
 
 def rollout(maps_files: Mapping[str, str], labels: Mapping[str, str], out: str) -> None:
-    """Image | rollout per model; each model's map over the crop that model saw (first model's crop shown)."""
+    """Image | rollout per model, each model's map over the crop that model saw."""
     maps = {model: np.load(path, allow_pickle=False) for model, path in maps_files.items()}
     first = next(iter(maps.values()))
     plots.plot_rollout(
-        first["crops"], {m: d["rollout"] for m, d in maps.items()}, dict(labels), out, image_ids=first["image_ids"].tolist()
+        {m: d["crops"] for m, d in maps.items()},
+        {m: d["rollout"] for m, d in maps.items()},
+        dict(labels),
+        out,
+        image_ids=first["image_ids"].tolist(),
     )
 
 

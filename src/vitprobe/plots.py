@@ -317,7 +317,7 @@ def plot_distance_comparison(
 
 @_styled
 def plot_rollout(
-    crops: np.ndarray,
+    crops: np.ndarray | Mapping[str, np.ndarray],
     maps: Mapping[str, np.ndarray],
     labels: Mapping[str, str],
     path: str | Path,
@@ -330,10 +330,12 @@ def plot_rollout(
     """Grid of rows = images, columns = the crop, then each model's rollout map overlaid on it.
 
     `maps[model]` is (n, grid_h, grid_w) for the n crops; each map is min-max scaled per image and
-    stretched bilinearly over the crop (any grid fits any crop size). The crops are the ones the
-    models saw (the shared preprocessed crops).
+    stretched bilinearly over the crop (any grid fits any crop size). `crops` is one array shared by
+    every model, or a mapping model -> that model's crops when their preprocessing differs: each map
+    is overlaid on the crop its model saw, and the first model's crops fill the "image" column.
     """
-    crops = _check_crops(crops)
+    per_model = {m: _check_crops(crops[m]) for m in maps} if isinstance(crops, Mapping) else None
+    crops = next(iter(per_model.values())) if per_model else _check_crops(crops)
     n = crops.shape[0]
     if not maps:
         raise ValueError("plot_rollout needs at least one model's maps")
@@ -354,7 +356,8 @@ def plot_rollout(
         if image_ids is not None:
             axes[r, 0].set_ylabel(_wrap(str(image_ids[r]), 18), fontsize=7)
         for c, model in enumerate(models, start=1):
-            _overlay(axes[r, c], crops[r], np.asarray(maps[model])[r], alpha, cmap)
+            seen = per_model[model][r] if per_model else crops[r]
+            _overlay(axes[r, c], seen, np.asarray(maps[model])[r], alpha, cmap)
         for ax in axes[r]:
             _bare(ax)
     axes[0, 0].set_title("image", fontsize=7.5)
