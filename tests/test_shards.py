@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from vitprobe.shards import ShardError, ShardInfo, ShardWriter, open_shard
+from vitprobe.shards import ShardError, ShardInfo, ShardWriter, open_crops, open_shard
 
 
 def write_shard(path, images=3, blocks=2, dtype="float32"):
@@ -50,3 +50,13 @@ def test_damaged_shard_is_reported_and_deleted(tmp_path, damage):
     with pytest.raises(ShardError, match=r"s\.npy: attention shard is truncated or corrupt.*rerun to rebuild it"):
         open_shard(path)
     assert not path.exists() and not path.with_suffix(".json").exists()
+
+
+def test_truncated_crop_shard_is_reported_and_deleted(tmp_path):
+    path = tmp_path / "crops.npy"
+    np.save(path, np.zeros((4, 8, 8, 3), np.uint8))
+    assert open_crops(path).shape == (4, 8, 8, 3)
+    path.write_bytes(path.read_bytes()[:-50])
+    with pytest.raises(ShardError, match=r"crops\.npy: crop shard is truncated or corrupt.*rerun to rebuild it"):
+        open_crops(path)
+    assert not path.exists()

@@ -7,7 +7,7 @@ import pandas as pd
 
 from . import metrics
 from .atomic import write_npz, write_parquet
-from .shards import open_shard
+from .shards import open_crops, open_shard
 
 PER_IMAGE_COLUMNS = ["model", "image_id", "block", "head", "distance_px", "prefix_mass", "entropy"]
 
@@ -87,7 +87,7 @@ def merge_maps(paths: list[str], crop_paths: list[str], out_path: str) -> None:
     the concatenated crop shards."""
     parts = [np.load(p, allow_pickle=False) for p in paths]
     image_ids = np.concatenate([p["image_ids"] for p in parts])
-    crops = np.concatenate([np.load(p, mmap_mode="r", allow_pickle=False) for p in crop_paths])[: len(image_ids)]
+    crops = np.concatenate([open_crops(p) for p in crop_paths])[: len(image_ids)]
     write_npz(
         out_path,
         image_ids=image_ids,

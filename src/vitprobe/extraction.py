@@ -16,7 +16,7 @@ import pandas as pd
 from .atomic import write_npz, write_parquet
 from .data.preprocess import normalize
 from .experiment import ModelEntry
-from .shards import ShardInfo, ShardWriter
+from .shards import ShardInfo, ShardWriter, open_crops
 
 log = logging.getLogger("vitprobe")
 
@@ -69,7 +69,7 @@ def extract(
     ``model``: an already loaded `ProbeModel` for ``entry`` (the benchmark passes a warm one)."""
     model = model or build_model(entry)
     spec = model.spec
-    crops = np.load(crops_path, mmap_mode="r", allow_pickle=False)
+    crops = open_crops(crops_path)
     image_ids = manifest["image_id"].tolist()
     if len(crops) != len(image_ids):
         raise ValueError(f"{crops_path}: {len(crops)} crops for {len(image_ids)} manifest rows; delete it and rerun")

@@ -86,3 +86,17 @@ def open_shard(path: str | os.PathLike) -> tuple[np.ndarray, ShardInfo]:
         _sidecar(path).unlink(missing_ok=True)
         raise ShardError(f"{path}: attention shard is truncated or corrupt ({e}); deleted it, rerun to rebuild it") from e
     return array, info
+
+
+def open_crops(path: str | os.PathLike) -> np.ndarray:
+    """Memory-map a crop shard (n, S, S, 3) uint8; a damaged one is deleted and reported like an
+    attention shard, so the next run rebuilds it."""
+    path = Path(path)
+    try:
+        crops = np.load(path, mmap_mode="r", allow_pickle=False)
+        if crops.ndim != 4 or crops.dtype != np.uint8:
+            raise ValueError(f"expected (n, S, S, 3) uint8, got {crops.dtype} {crops.shape}")
+    except (OSError, ValueError) as e:
+        path.unlink(missing_ok=True)
+        raise ShardError(f"{path}: crop shard is truncated or corrupt ({e}); deleted it, rerun to rebuild it") from e
+    return crops
