@@ -1,4 +1,5 @@
-"""Tests for vitprobe.metrics against hand-computed values and slow reference loops."""
+"""Tests for vitprobe.metrics and vitprobe.attention_metrics (keras.ops, on the configured
+backend) against hand-computed values and slow reference loops."""
 
 from __future__ import annotations
 
@@ -7,19 +8,28 @@ import math
 import numpy as np
 import pytest
 
+from keras import ops
+
+from vitprobe import attention_metrics as am
 from vitprobe.metrics import (
-    attention_entropy,
-    attention_rollout,
-    check_attention,
-    cls_attention_maps,
-    mean_attention_distance,
     patch_distance_matrix,
     patch_embedding_components,
     patch_embedding_filters,
     position_embedding_similarity,
-    rollout_cls_map,
     upsample_map,
 )
+
+
+def mean_attention_distance(attn, num_prefix, grid, patch, renormalize=False):
+    return tuple(ops.convert_to_numpy(t) for t in am.mean_attention_distance(attn, num_prefix, grid, patch, renormalize))
+
+
+def attention_entropy(attn, num_prefix):
+    return ops.convert_to_numpy(am.attention_entropy(attn, num_prefix))
+
+
+def rollout_row(blocks, head_fusion="mean", discard_ratio=0.0, num_prefix=1):
+    return ops.convert_to_numpy(am.rollout_cls_row(blocks, head_fusion, discard_ratio, num_prefix))
 
 
 def random_softmax(rng: np.random.Generator, shape: tuple[int, ...], scale: float = 3.0) -> np.ndarray:
@@ -156,17 +166,17 @@ def test_rollout_hand_computed_mean() -> None:
     # Block 1 mean = [[.5,.5,0],[0,1,0],[0,0,1]]; + I and row-normalise -> [[.75,.25,0],[0,1,0],[0,0,1]].
     # Block 2 + I, normalised -> [[.5,0,.5],[0,1,0],[.5,0,.5]]; product A2 @ A1:
     expected = np.array([[0.375, 0.125, 0.5], [0.0, 1.0, 0.0], [0.375, 0.125, 0.5]])
-    out = attention_rollout(two_block_case(), head_fusion="mean")
-    np.testing.assert_allclose(out[0], expected, atol=1e-12)
-    np.testing.assert_allclose(rollout_cls_map(out, 1, (1, 2))[0], [[0.125, 0.5]])
+    np.testing.assert_allclose(rollout_row(two_block_case(), "mean")[0], expected[0], atol=1e-12)
+    cls_map = ops.convert_to_numpy(am.rollout_cls_map(two_block_case(), 1, (1, 2)))
+    np.testing.assert_allclose(cls_map[0], [[0.125, 0.5]], atol=1e-12)
 
 
 def test_rollout_hand_computed_max_min() -> None:
     # max: block 1 -> [[2/3,1/3,0],[0,1,0],[0,0,1]]; min: block 1 -> identity, so rollout = block 2 alone.
     expected_max = np.array([[1 / 3, 1 / 6, 1 / 2], [0, 1, 0], [1 / 3, 1 / 6, 1 / 2]])
     expected_min = np.array([[0.5, 0, 0.5], [0, 1, 0], [0.5, 0, 0.5]])
-    np.testing.assert_allclose(attention_rollout(two_block_case(), "max")[0], expected_max, atol=1e-12)
-    np.testing.assert_allclose(attention_rollout(two_block_case(), "min")[0], expected_min, atol=1e-12)
+    np.testing.assert_allclose(rollout_row(two_block_case(), "max")[0], expected_max[0], atol=1e-12)
+    np.testing.assert_allclose(rollout_row(two_block_case(), "min")[0], expected_min[0], atol=1e-12)
 
 
 def test_rollout_order_is_last_times_first() -> None:
@@ -176,13 +186,13 @@ def test_rollout_order_is_last_times_first() -> None:
     for blk in blocks:
         a = blk.mean(1) + np.eye(6)
         mats.append(a / a.sum(-1, keepdims=True))
-    np.testing.assert_allclose(attention_rollout(blocks), mats[2] @ mats[1] @ mats[0], atol=1e-12)
+    np.testing.assert_allclose(rollout_row(blocks), (mats[2] @ mats[1] @ mats[0])[:, 0], atol=1e-12)
 
 
 def test_identity_attention_gives_identity_rollout() -> None:
     eye = np.broadcast_to(np.eye(5, dtype=np.float32), (2, 3, 5, 5))
-    out = attention_rollout([eye, eye, eye], head_fusion="max", discard_ratio=0.5)
-    np.testing.assert_allclose(out, np.broadcast_to(np.eye(5), (2, 5, 5)), atol=1e-7)
+    out = rollout_row([eye, eye, eye], head_fusion="max", discard_ratio=0.5)
+    np.testing.assert_allclose(out, np.broadcast_to(np.eye(5)[0], (2, 5)), atol=1e-7)
 
 
 def test_discard_keeps_cls_entries() -> None:
@@ -194,18 +204,23 @@ def test_discard_keeps_cls_entries() -> None:
     )
     other = np.eye(3)[None, None]  # second image: discarding its off-diagonal zeros changes nothing
     attn = np.concatenate([fused[None, None], other])
-    out = attention_rollout([attn], discard_ratio=0.5)
-    np.testing.assert_allclose(out[0], expected, atol=1e-12)
-    np.testing.assert_allclose(out[1], np.eye(3), atol=1e-12)
-    np.testing.assert_allclose(attention_rollout([fused[None, None]], discard_ratio=0.0)[0, 0], [0.55, 0.1, 0.35])
+    out = rollout_row([attn], discard_ratio=0.5)
+    np.testing.assert_allclose(out[0], expected[0], atol=1e-12)
+    np.testing.assert_allclose(out[1], np.eye(3)[0], atol=1e-12)
+    np.testing.assert_allclose(rollout_row([fused[None, None]], discard_ratio=0.0)[0], [0.55, 0.1, 0.35])
+    # The discarded entries themselves: the rows other than CLS see them.
+    kept = ops.convert_to_numpy(am._discard_lowest(fused[None], 0.5, 1))[0]
+    np.testing.assert_array_equal(kept, [[0.1, 0.2, 0.7], [0.05, 0.9, 0.0], [0.01, 0.0, 0.9]])
 
 
 def test_rollout_rejects_bad_args() -> None:
     eye = np.eye(3)[None, None]
     with pytest.raises(ValueError):
-        attention_rollout([eye], head_fusion="median")  # type: ignore[arg-type]
+        am.rollout_cls_row([eye], head_fusion="median")
     with pytest.raises(ValueError):
-        attention_rollout([eye], discard_ratio=1.0)
+        am.rollout_cls_row([eye], discard_ratio=1.0)
+    with pytest.raises(ValueError):
+        am.AttentionReducer(1, 2, 16, discard_ratio=-0.1)
 
 
 def test_cls_attention_maps_and_upsample() -> None:
@@ -213,7 +228,7 @@ def test_cls_attention_maps_and_upsample() -> None:
     n = num_prefix + grid * grid
     attn = np.zeros((1, 2, n, n), np.float32)
     attn[0, 1, 0, num_prefix:] = np.arange(9)
-    maps = cls_attention_maps(attn, num_prefix, grid)
+    maps = ops.convert_to_numpy(am.cls_attention_maps(attn, num_prefix, grid))
     assert maps.shape == (1, 2, 3, 3)
     np.testing.assert_array_equal(maps[0, 1], np.arange(9).reshape(3, 3))
     up = upsample_map(maps[0, 1], 6)
@@ -268,11 +283,12 @@ def test_patch_embedding_components() -> None:
     np.testing.assert_allclose(patch_embedding_components(-kernel, count=5), comps, atol=1e-9)
 
 
-def test_check_attention() -> None:
+def test_row_sum_error() -> None:
     rng = np.random.default_rng(5)
     attn = random_softmax(rng, (3, 2, 5, 5))
-    check_attention(attn, model="vit_b16", block=3, image_ids=["a", "b", "c"])
     attn[1, 0, 2, 1] += 0.1
     attn[2, 1, 0, 0] = np.nan
-    with pytest.raises(ValueError, match=r"vit_b16 block 3.*\['b', 'c'\]"):
-        check_attention(attn, model="vit_b16", block=3, image_ids=["a", "b", "c"])
+    error = ops.convert_to_numpy(am.row_sum_error(attn))
+    assert error[0] < 1e-6
+    assert error[1] == pytest.approx(0.1, abs=1e-6)
+    assert error[2] == np.inf

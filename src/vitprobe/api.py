@@ -9,10 +9,14 @@ from typing import Sequence
 import keras
 import numpy as np
 
+from .attention_metrics import AttentionReducer
 from .data.preprocess import Preprocess, crop, default_preprocess, normalize
 from .models.spec import ViTSpec, get_spec
 from .models.vit import VisionTransformer, init_random
 from .weights.loader import load_weights
+
+
+PRECISIONS = ("float32", "bfloat16")
 
 
 @dataclass
@@ -22,18 +26,51 @@ class ForwardOutput:
     head_logits: list[np.ndarray] | None  # each head's logits (two for a distilled DeiT)
 
 
+@dataclass
+class ReducedOutput:
+    reductions: dict[str, np.ndarray]  # `AttentionReducer`'s outputs, one row per image
+    logits: np.ndarray | None
+
+
+class _ReducingModel(keras.Model):
+    """The ViT followed by an `AttentionReducer`, compiled as one program: the attention
+    never leaves the device."""
+
+    def __init__(self, vit: VisionTransformer, reducer, **kwargs):
+        super().__init__(**kwargs)
+        self.vit, self.reducer = vit, reducer
+
+    def call(self, images):
+        out = self.vit(images)
+        result = {"reductions": self.reducer(out["attentions"])}
+        if "logits" in out:
+            result["logits"] = out["logits"]
+        return result
+
+
+def compile_for_backend(model: keras.Model) -> None:
+    # jax.jit on jax; a tf.function graph on tensorflow (its bfloat16 matmuls use oneDNN's AMX
+    # kernels, which XLA's CPU backend does not, and float32 runs as fast as under XLA); the
+    # torch backend runs eagerly.
+    model.compile(jit_compile=keras.backend.backend() == "jax")
+
+
 class ProbeModel:
     """A loaded ViT with its preprocessing and a compiled forward pass returning attentions."""
 
-    def __init__(self, arch: str, spec: ViTSpec, preprocessing: Preprocess, weights: str | None, weights_file: Path | None):
+    def __init__(self, arch: str, spec: ViTSpec, preprocessing: Preprocess, weights: str | None,
+                 weights_file: Path | None, precision: str = "float32"):
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         self.arch = arch
         self.spec = spec
         self.preprocessing = preprocessing
         self.weights = weights
         self.weights_file = weights_file
-        self.keras_model = VisionTransformer(spec, name=arch.replace(".", "_"))
-        # XLA on tensorflow, jax.jit on jax; the torch backend runs eagerly.
-        self.keras_model.compile(jit_compile=keras.backend.backend() != "torch")
+        self.precision = precision
+        self.keras_model = VisionTransformer(spec, precision, name=arch.replace(".", "_"))
+        compile_for_backend(self.keras_model)
+        self._reducing: dict[tuple, _ReducingModel] = {}
 
     @property
     def patch_size(self) -> int:
@@ -59,13 +96,31 @@ class ProbeModel:
         """PIL images or uint8 HWC arrays of any size and mode -> float32 (B, S, S, 3)."""
         return normalize(self.crop(images), self.preprocessing)
 
-    def forward(self, x: np.ndarray) -> ForwardOutput:
-        """Run the compiled model on a preprocessed batch."""
+    def _checked(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, dtype=np.float32)
         expected = (self.image_size, self.image_size, 3)
         if x.ndim != 4 or x.shape[1:] != expected:
             raise ValueError(f"{self.arch}: expected input (B, {', '.join(map(str, expected))}), got {x.shape}")
-        out = self.keras_model.predict_on_batch(x)
+        return x
+
+    def reducer(self, **settings) -> AttentionReducer:
+        """An `AttentionReducer` for this model's tokens (settings: renormalize, head_fusion, discard_ratio)."""
+        return AttentionReducer(self.num_prefix_tokens, self.grid_size, self.patch_size, **settings)
+
+    def forward_reduced(self, x: np.ndarray, **settings) -> ReducedOutput:
+        """Run the model and `reducer(**settings)` as one compiled program on a preprocessed
+        batch: per-image distances, entropies, rollout and CLS maps, not the attention."""
+        key = tuple(sorted(settings.items()))
+        if key not in self._reducing:
+            self._reducing[key] = _ReducingModel(self.keras_model, self.reducer(**settings), name="reducing")
+            compile_for_backend(self._reducing[key])
+        out = self._reducing[key].predict_on_batch(self._checked(x))
+        reductions = {name: np.asarray(value) for name, value in out["reductions"].items()}
+        return ReducedOutput(reductions, np.asarray(out["logits"]) if "logits" in out else None)
+
+    def forward(self, x: np.ndarray) -> ForwardOutput:
+        """Run the compiled model on a preprocessed batch."""
+        out = self.keras_model.predict_on_batch(self._checked(x))
         attentions = [np.asarray(a) for a in out["attentions"]]
         if "logits" not in out:
             return ForwardOutput(attentions, None, None)
@@ -83,6 +138,7 @@ def load_model(
     image_size: int | None = None,
     preprocess: Preprocess | dict | None = None,
     seed: int = 0,
+    precision: str = "float32",
     **spec_overrides,
 ) -> ProbeModel:
     """Build ``arch`` (a timm name, see `vitprobe.models.SPECS`) and load ``weights``.
@@ -90,7 +146,8 @@ def load_model(
     ``weights``: ``None`` or ``"random"`` (seeded initialisation), ``hf-hub:timm/<name>``,
     an ``https://`` URL to an ``.npz``, or a local ``.safetensors`` / ``.npz`` / ``.onnx`` file.
     ``preprocess`` overrides fields of the family's default preprocessing; other keyword
-    arguments override `ViTSpec` fields (``depth=2``, ``num_classes=0``...).
+    arguments override `ViTSpec` fields (``depth=2``, ``num_classes=0``...). ``precision``
+    ``"bfloat16"`` runs the blocks' projections in bfloat16 (see `VisionTransformer`).
     """
     if image_size:
         spec_overrides["image_size"] = image_size
@@ -98,7 +155,7 @@ def load_model(
     base = default_preprocess(arch)
     if isinstance(preprocess, dict):
         preprocess = Preprocess(**{**base.as_dict(), **preprocess})
-    model = ProbeModel(arch, spec, preprocess or base, weights, None)
+    model = ProbeModel(arch, spec, preprocess or base, weights, None, precision)
     if weights in (None, "random"):
         init_random(model.keras_model, seed)
     else:

@@ -1,7 +1,5 @@
-"""The extract stage: one model over one shard of crops, writing attention and predictions.
-
-Its code is what the extract rule depends on (with the model and weight code); the
-analysis stages live in `analysis.py` so editing them never reruns extraction.
+"""The extract stage: one model over one shard of crops, writing its predictions and either
+the per-image reductions (computed inside the compiled forward pass) or the raw attention.
 """
 
 from __future__ import annotations
@@ -16,6 +14,7 @@ import pandas as pd
 from .atomic import write_npz, write_parquet
 from .data.preprocess import normalize
 from .experiment import ModelEntry
+from .reduction import ShardReductions
 from .shards import ShardInfo, ShardWriter, open_crops
 
 log = logging.getLogger("vitprobe")
@@ -23,11 +22,13 @@ log = logging.getLogger("vitprobe")
 PREDICTION_COLUMNS = ["model", "image_id", "top1", "top1_name", "top1_prob", "correct"]
 
 
-def build_model(entry: ModelEntry):
+def build_model(entry: ModelEntry, precision: str = "float32"):
     from .api import load_model
 
     weights = None if entry.weights == "random" else entry.weights
-    return load_model(entry.arch, weights, preprocess=entry.preprocess.as_dict(), seed=entry.seed, **entry.spec_overrides)
+    return load_model(
+        entry.arch, weights, preprocess=entry.preprocess.as_dict(), seed=entry.seed, precision=precision, **entry.spec_overrides
+    )
 
 
 class Progress:
@@ -58,23 +59,35 @@ def extract(
     entry: ModelEntry,
     crops_path: str,
     manifest: pd.DataFrame,
-    attention_path: str,
     predictions_path: str,
     class_names: list[str],
+    *,
+    per_image_path: str | None = None,
+    maps_path: str | None = None,
+    attention_path: str | None = None,
+    analysis: dict | None = None,
     batch_size: int = 8,
+    precision: str = "float32",
     dtype: str = "float32",
     model=None,
 ) -> None:
-    """Forward every crop of one shard through one model; write its attention shard and predictions.
+    """Forward every crop of one shard through one model and write its predictions, and either
+    the reductions (``per_image_path``, ``maps_path``; ``analysis``: the `AttentionReducer`
+    settings) or, with ``attention_path``, the raw attention (stored as ``dtype``).
     ``model``: an already loaded `ProbeModel` for ``entry`` (the benchmark passes a warm one)."""
-    model = model or build_model(entry)
+    if (attention_path is None) == (per_image_path is None or maps_path is None):
+        raise ValueError("extract writes either attention_path or per_image_path and maps_path")
+    model = model or build_model(entry, precision)
     spec = model.spec
     crops = open_crops(crops_path)
     image_ids = manifest["image_id"].tolist()
     if len(crops) != len(image_ids):
         raise ValueError(f"{crops_path}: {len(crops)} crops for {len(image_ids)} manifest rows; delete it and rerun")
-    info = ShardInfo(entry.key, image_ids, spec.num_prefix_tokens, spec.grid_size, spec.patch_size)
-    writer = ShardWriter(attention_path, info, (spec.depth, spec.num_heads, spec.num_tokens, spec.num_tokens), dtype)
+    if attention_path:
+        info = ShardInfo(entry.key, image_ids, spec.num_prefix_tokens, spec.grid_size, spec.patch_size)
+        writer = ShardWriter(attention_path, info, (spec.depth, spec.num_heads, spec.num_tokens, spec.num_tokens), dtype)
+    else:
+        reductions = ShardReductions(entry.key)
     logits = []
     progress = Progress(len(image_ids), f"extract {entry.key}")
     for start in range(0, len(image_ids), batch_size):
@@ -82,12 +95,19 @@ def extract(
         n = len(batch)
         if n < batch_size:  # pad: one compiled shape for every batch
             batch = np.concatenate([batch, np.zeros((batch_size - n, *batch.shape[1:]), batch.dtype)])
-        out = model.forward(batch)
-        writer.write_blocks([a[:n] for a in out.attentions])
+        if attention_path:
+            out = model.forward(batch)
+            writer.write_blocks([a[:n] for a in out.attentions])
+        else:
+            out = model.forward_reduced(batch, **(analysis or {}))
+            reductions.add(image_ids[start : start + n], {name: v[:n] for name, v in out.reductions.items()})
         if out.logits is not None:
             logits.append(out.logits[:n])
         progress.update(n)
-    writer.close()
+    if attention_path:
+        writer.close()
+    else:
+        reductions.write(per_image_path, maps_path)
     log.info("extract %s: %.2f img/s", entry.key, progress.close())
     write_parquet(predictions_table(entry.key, manifest, np.concatenate(logits) if logits else None, class_names), predictions_path)
 

@@ -110,7 +110,6 @@ def attention_video(model_settings: dict, key: str, video: str, out: str, fps: f
     crops = model.crop(frames)
     maps = []
     for start in range(0, len(crops), batch_size):
-        out_batch = model.forward(normalize(crops[start : start + batch_size], model.preprocessing))
-        cls = metrics.cls_attention_maps(out_batch.attentions[-1], model.num_prefix_tokens, model.grid_size)
-        maps.append(cls.mean(axis=1))
+        out_batch = model.forward_reduced(normalize(crops[start : start + batch_size], model.preprocessing))
+        maps.append(out_batch.reductions["cls"].mean(axis=1))
     plots.write_video(plots.attention_video_frames(crops, np.concatenate(maps)), out, fps=fps)

@@ -1,28 +1,24 @@
-rule reduce:
-    input:
-        attention=f"{OUT}/attention/{{model}}/shard_{{shard}}.npy",
-        sidecar=f"{OUT}/attention/{{model}}/shard_{{shard}}.json",
-        # Its params read the manifest (the map images): a cluster job must see it as an input.
-        manifest=f"{OUT}/manifest.parquet",
-        code=ANALYSIS_CODE,
-    output:
-        per_image=f"{OUT}/shards/{{model}}/distance_{{shard}}.parquet",
-        maps=f"{OUT}/shards/{{model}}/maps_{{shard}}.npz",
-    params:
-        analysis=ANALYSIS_SETTINGS,
-        map_image_ids=map_image_ids,
-    # Reduce as soon as a shard exists, so temporary attention shards are deleted early.
-    priority: 10
-    resources:
-        mem_mb=2000,
-    conda:
-        "../../envs/vitprobe.yaml"
-    log:
-        f"{OUT}/logs/reduce/{{model}}_{{shard}}.log",
-    benchmark:
-        f"{OUT}/benchmarks/reduce/{{model}}_{{shard}}.tsv"
-    script:
-        "../scripts/reduce.py"
+if KEEP_ATTENTION:
+
+    rule reduce:
+        input:
+            attention=f"{OUT}/attention/{{model}}/shard_{{shard}}.npy",
+            sidecar=f"{OUT}/attention/{{model}}/shard_{{shard}}.json",
+            code=REDUCTION_CODE + library("api.py", "shards.py", "atomic.py"),
+        output:
+            **reduction_outputs(),
+        params:
+            analysis=REDUCER_SETTINGS,
+        resources:
+            mem_mb=2000,
+        conda:
+            "../../envs/vitprobe.yaml"
+        log:
+            f"{OUT}/logs/reduce/{{model}}_{{shard}}.log",
+        benchmark:
+            f"{OUT}/benchmarks/reduce/{{model}}_{{shard}}.tsv"
+        script:
+            "../scripts/reduce.py"
 
 
 rule aggregate:
@@ -54,11 +50,13 @@ rule aggregate:
 
 rule maps:
     input:
-        maps=lambda w: [f"{OUT}/shards/{w.model}/maps_{s}.npz" for s in shards()],
+        maps=lambda w: [f"{OUT}/shards/{w.model}/maps_{s}.npz" for s in map_shards(w)],
         crops=map_crop_shards,
         code=ANALYSIS_CODE,
     output:
         f"{OUT}/maps/{{model}}.npz",
+    params:
+        map_images=MAP_COUNT,
     conda:
         "../../envs/vitprobe.yaml"
     log:

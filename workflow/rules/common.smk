@@ -11,6 +11,9 @@ EXTRACT_SETTINGS = config["extract"]
 ANALYSIS_SETTINGS = config["analysis"]
 FIGURE_SETTINGS = config["figures"]
 SHARD_SIZE = EXTRACT_SETTINGS["shard_size"]
+KEEP_ATTENTION = EXTRACT_SETTINGS["keep_attention"]
+# The AttentionReducer's settings (map_images only selects which maps the figures show).
+REDUCER_SETTINGS = {k: ANALYSIS_SETTINGS[k] for k in ("renormalize", "head_fusion", "discard_ratio")}
 # One crop set per distinct (image size, resize, crop fraction, interpolation).
 GEOMETRIES = {entry.geometry: entry for entry in MODELS.values()}
 
@@ -27,7 +30,10 @@ def library(*names):
 
 SAMPLE_CODE = library("data", "atomic.py")
 MODEL_CODE = library("models", "weights", "api.py", "data/preprocess.py", "extraction.py", "shards.py", "atomic.py", "threads.py")
-ANALYSIS_CODE = library("metrics.py", "analysis.py", "shards.py", "atomic.py")
+REDUCTION_CODE = library("attention_metrics.py", "metrics.py", "reduction.py", "analysis.py")
+# Without keep_attention the reductions run inside extraction, so their code is its code too.
+EXTRACT_CODE = MODEL_CODE if KEEP_ATTENTION else MODEL_CODE + REDUCTION_CODE
+ANALYSIS_CODE = library("analysis.py", "shards.py", "atomic.py")
 FIGURE_CODE = library("plots.py", "figures.py", "metrics.py")
 
 
@@ -47,13 +53,33 @@ def local_weights(wildcards):
 
 def kept_attention(wildcards=None):
     """With extract.keep_attention the raw shards are results: a missing one is rebuilt."""
-    if not EXTRACT_SETTINGS["keep_attention"]:
+    if not KEEP_ATTENTION:
         return []
     return [f"{OUT}/attention/{m}/shard_{s}.{ext}" for m in MODELS for s in shards() for ext in ("npy", "json")]
 
 
-def attention_output(path):
-    return path if EXTRACT_SETTINGS["keep_attention"] else temp(path)
+def extract_outputs():
+    """Predictions, and either the reductions (computed inside the compiled forward pass: the
+    attention never reaches the disk) or, with keep_attention, the raw attention that the
+    reduce rule reads."""
+    shard = "{model}/shard_{shard}"
+    outputs = {"predictions": f"{OUT}/shards/{{model}}/predictions_{{shard}}.parquet"}
+    if KEEP_ATTENTION:
+        return dict(outputs, attention=f"{OUT}/attention/{shard}.npy", sidecar=f"{OUT}/attention/{shard}.json")
+    return dict(outputs, **reduction_outputs())
+
+
+def reduction_outputs():
+    return {
+        "per_image": f"{OUT}/shards/{{model}}/distance_{{shard}}.parquet",
+        "maps": f"{OUT}/shards/{{model}}/maps_{{shard}}.npz",
+    }
+
+
+def extract_params():
+    if KEEP_ATTENTION:
+        return {"dtype": EXTRACT_SETTINGS["dtype"]}
+    return {"analysis": REDUCER_SETTINGS}
 
 
 def model_settings(wildcards):
@@ -64,16 +90,14 @@ def model_settings(wildcards):
     return dict(settings, preprocess=entry.preprocess.as_dict())
 
 
-def map_image_ids(wildcards=None):
-    manifest = checkpoints.sample.get().output.manifest
-    ids = pd.read_parquet(manifest, columns=["image_id"])["image_id"]
-    return ids.head(ANALYSIS_SETTINGS["map_images"]).tolist()
+def map_shards(wildcards):
+    """The first shards, which hold the map images (the first manifest rows)."""
+    return shards()[: max(-(-ANALYSIS_SETTINGS["map_images"] // SHARD_SIZE), 1)]
 
 
 def map_crop_shards(wildcards):
-    needed = -(-ANALYSIS_SETTINGS["map_images"] // SHARD_SIZE)
     geometry = MODELS[wildcards.model].geometry
-    return [f"{OUT}/crops/{geometry}/shard_{s}.npy" for s in shards()[: max(needed, 1)]]
+    return [f"{OUT}/crops/{geometry}/shard_{s}.npy" for s in map_shards(wildcards)]
 
 
 HEADED = [m for m, e in MODELS.items() if e.has_head]

@@ -3,16 +3,15 @@ rule extract:
         crops=lambda w: f"{OUT}/crops/{MODELS[w.model].geometry}/shard_{w.shard}.npy",
         manifest=f"{OUT}/manifest.parquet",
         weights=local_weights,
-        code=MODEL_CODE,
+        code=EXTRACT_CODE,
     output:
-        attention=attention_output(f"{OUT}/attention/{{model}}/shard_{{shard}}.npy"),
-        sidecar=attention_output(f"{OUT}/attention/{{model}}/shard_{{shard}}.json"),
-        predictions=f"{OUT}/shards/{{model}}/predictions_{{shard}}.parquet",
+        **extract_outputs(),
     params:
         model=model_settings,
         batch_size=EXTRACT_SETTINGS["batch_size"],
         shard_size=SHARD_SIZE,
-        dtype=EXTRACT_SETTINGS["dtype"],
+        precision=EXTRACT_SETTINGS["precision"],
+        **extract_params(),
     threads: EXTRACT_SETTINGS["threads"]
     resources:
         mem_mb=EXTRACT_SETTINGS["mem_mb"],

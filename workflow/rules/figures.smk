@@ -170,7 +170,7 @@ rule figure_video:
     input:
         video=config["video"]["path"] if config.get("video") else [],
         weights=local_weights,
-        code=MODEL_CODE + FIGURE_CODE,
+        code=MODEL_CODE + FIGURE_CODE + library("attention_metrics.py"),
     output:
         report(
             f"{OUT}/figures/cls_attention_video_{{model}}.gif",

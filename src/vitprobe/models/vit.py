@@ -15,21 +15,26 @@ from keras import ops
 from .spec import ViTSpec
 
 
-def _zeros(layer: keras.layers.Layer, registry: dict, name: str, shape) -> keras.Variable:
-    var = layer.add_weight(shape=tuple(shape), initializer="zeros", name=name.replace(".", "_"))
+def _zeros(layer: keras.layers.Layer, registry: dict, name: str, shape, dtype: str = "float32") -> keras.Variable:
+    var = layer.add_weight(shape=tuple(shape), initializer="zeros", name=name.replace(".", "_"), dtype=dtype)
     registry[name] = var
     return var
 
 
 class _Dense:
-    """Weights of a dense projection; the layer that owns them runs the matmul."""
+    """Weights of a dense projection; the layer that owns them runs the matmul.
 
-    def __init__(self, layer, registry, name, d_in, d_out, bias=True):
-        self.kernel = _zeros(layer, registry, f"{name}.weight", (d_in, d_out))
+    ``compute_dtype`` bfloat16 stores the kernel in bfloat16 and multiplies in it (AMX on
+    recent x86 CPUs, tensor cores on GPUs); the bias add and everything after stay float32."""
+
+    def __init__(self, layer, registry, name, d_in, d_out, bias=True, compute_dtype="float32"):
+        self.kernel = _zeros(layer, registry, f"{name}.weight", (d_in, d_out), compute_dtype)
         self.bias = _zeros(layer, registry, f"{name}.bias", (d_out,)) if bias else None
+        self.compute_dtype = compute_dtype
 
     def __call__(self, x):
-        y = ops.matmul(x, self.kernel)
+        y = ops.matmul(ops.cast(x, self.compute_dtype), self.kernel)
+        y = ops.cast(y, "float32")
         return y + self.bias if self.bias is not None else y
 
 
@@ -48,17 +53,17 @@ class _LayerNorm:
 class TransformerBlock(keras.layers.Layer):
     """Pre-norm block: x + ls1(attn(norm1(x))), then x + ls2(mlp(norm2(x)))."""
 
-    def __init__(self, spec: ViTSpec, index: int, registry: dict, **kwargs):
+    def __init__(self, spec: ViTSpec, index: int, registry: dict, precision: str = "float32", **kwargs):
         super().__init__(name=f"block_{index}", **kwargs)
         p, d = f"blocks.{index}", spec.embed_dim
         self.num_heads, self.head_dim = spec.num_heads, spec.head_dim
         self.scale = spec.head_dim**-0.5
         self.norm1 = _LayerNorm(self, registry, f"{p}.norm1", d, spec.norm_eps)
-        self.qkv = _Dense(self, registry, f"{p}.attn.qkv", d, 3 * d, bias=spec.qkv_bias)
-        self.proj = _Dense(self, registry, f"{p}.attn.proj", d, d)
+        self.qkv = _Dense(self, registry, f"{p}.attn.qkv", d, 3 * d, bias=spec.qkv_bias, compute_dtype=precision)
+        self.proj = _Dense(self, registry, f"{p}.attn.proj", d, d, compute_dtype=precision)
         self.norm2 = _LayerNorm(self, registry, f"{p}.norm2", d, spec.norm_eps)
-        self.fc1 = _Dense(self, registry, f"{p}.mlp.fc1", d, spec.mlp_dim)
-        self.fc2 = _Dense(self, registry, f"{p}.mlp.fc2", spec.mlp_dim, d)
+        self.fc1 = _Dense(self, registry, f"{p}.mlp.fc1", d, spec.mlp_dim, compute_dtype=precision)
+        self.fc2 = _Dense(self, registry, f"{p}.mlp.fc2", spec.mlp_dim, d, compute_dtype=precision)
         if spec.layer_scale:
             self.ls1 = _zeros(self, registry, f"{p}.ls1.gamma", (d,))
             self.ls2 = _zeros(self, registry, f"{p}.ls2.gamma", (d,))
@@ -82,11 +87,15 @@ class TransformerBlock(keras.layers.Layer):
 class VisionTransformer(keras.Model):
     """The ViT family. ``call(images)`` takes (B, H, W, 3) float images, already normalised,
     and returns ``{"attentions": [(B, heads, N, N)] * depth, "logits": (B, classes),
-    "head_logits": [(B, classes)] per head}`` (the logit keys only with a head)."""
+    "head_logits": [(B, classes)] per head}`` (the logit keys only with a head).
 
-    def __init__(self, spec: ViTSpec, **kwargs):
+    ``precision``: the dtype of the blocks' four projections (qkv, proj, fc1, fc2: nearly all of
+    the FLOPs). The patch embedding, attention logits, softmax, norms and heads stay float32."""
+
+    def __init__(self, spec: ViTSpec, precision: str = "float32", **kwargs):
         super().__init__(**kwargs)
         self.spec = spec
+        self.precision = precision
         # timm state-dict key -> Keras variable; filled as the layers create weights.
         self.weights_by_name: dict[str, keras.Variable] = {}
         reg, d, p = self.weights_by_name, spec.embed_dim, spec.patch_size
@@ -101,7 +110,7 @@ class VisionTransformer(keras.Model):
             else None
         )
         self.pos_embed = _zeros(self.stem, reg, "pos_embed", (1, spec.num_pos_prefix + spec.num_patches, d))
-        self.blocks = [TransformerBlock(spec, i, reg) for i in range(spec.depth)]
+        self.blocks = [TransformerBlock(spec, i, reg, precision) for i in range(spec.depth)]
         self.top = keras.layers.Layer(name="top")
         self.norm = _LayerNorm(self.top, reg, "norm", d, spec.norm_eps) if spec.final_norm else None
         self.heads = []

@@ -1,0 +1,158 @@
+"""Whole-pipeline benchmark: the paper experiment's five architectures (seeded random weights:
+the weights do not change the cost) on N photos, run by ``snakemake --cores C``.
+
+Records the wall time of the full run against the sum of the five models' pure forward-pass
+times over the same images (logits only, steady state, measured separately with the same
+batch size and threads), the time of a no-op ``snakemake -n`` on the finished run, the time
+of a rerun after changing one figure option, the peak RSS of the extract jobs and the disk
+the run left. Writes benchmarks/<date>-<machine>-pipeline.json and .md.
+
+Usage: python benchmarks/pipeline.py [--images 1000] [--cores 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import io
+import json
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+FORWARD_SIDE = r"""
+import json, sys, time
+import keras, numpy as np
+from vitprobe.api import compile_for_backend
+from vitprobe.experiment import model_entry
+from vitprobe.extraction import build_model
+from vitprobe.threads import limit_threads
+args = json.loads(sys.argv[1])
+limit_threads(args["threads"])
+
+
+class Logits(keras.Model):
+    def __init__(self, vit):
+        super().__init__(name="logits")
+        self.vit = vit
+
+    def call(self, x):
+        return self.vit(x)["logits"]
+
+
+seconds = {}
+for key, cfg in args["models"].items():
+    model = build_model(model_entry(key, cfg), args["precision"])
+    program = Logits(model.keras_model)
+    compile_for_backend(program)
+    batch = np.random.default_rng(0).random((args["batch"], model.image_size, model.image_size, 3), np.float32)
+    program.predict_on_batch(batch)  # compile
+    batches = -(-args["images"] // args["batch"])
+    start = time.perf_counter()
+    for _ in range(batches):
+        program.predict_on_batch(batch)
+    seconds[key] = time.perf_counter() - start
+print(json.dumps(seconds))
+"""
+
+
+def make_photos(folder: Path, count: int) -> None:
+    """``count`` JPEGs cut from the bundled photos: random crops and sizes like ImageNet's."""
+    from PIL import Image
+
+    from vitprobe.data import sources
+
+    photos = [Image.open(io.BytesIO(r.read())).convert("RGB") for r in sources.bundled()]
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True)
+    for i in range(count):
+        photo = photos[i % len(photos)]
+        w, h = photo.size
+        cw, ch = int(w * rng.uniform(0.6, 1)), int(h * rng.uniform(0.6, 1))
+        x, y = rng.integers(0, w - cw + 1), rng.integers(0, h - ch + 1)
+        image = photo.crop((x, y, x + cw, y + ch)).resize((int(rng.integers(300, 500)), int(rng.integers(300, 500))))
+        image.save(folder / f"photo_{i:05d}.jpg", quality=90)
+
+
+def snakemake(workdir: Path, *args: str) -> float:
+    start = time.perf_counter()
+    result = subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=workdir, capture_output=True, text=True)
+    if result.returncode:
+        raise RuntimeError(result.stdout[-3000:] + result.stderr[-3000:])
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=1000)
+    parser.add_argument("--cores", type=int, default=2)
+    parser.add_argument("--out", default=str(REPO / "benchmarks"))
+    args = parser.parse_args()
+    paper = yaml.safe_load((REPO / "config.yaml").read_text())
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        for name in ("Snakefile", "weights.lock.json"):
+            shutil.copy(REPO / name, work / name)
+        for name in ("workflow", "src", "envs", "profiles"):
+            shutil.copytree(REPO / name, work / name, ignore=shutil.ignore_patterns("__pycache__"))
+        make_photos(work / "photos", args.images)
+        config = dict(paper, experiment="bench", images={"source": "folder", "path": str(work / "photos"), "count": args.images, "seed": 0})
+        config["models"] = {key: {"arch": m["arch"], "weights": "random"} for key, m in paper["models"].items()}
+        (work / "bench.yaml").write_text(yaml.safe_dump(config))
+        run = ["--cores", str(args.cores), "--configfile", "bench.yaml"]
+        wall = snakemake(work, *run)
+        noop = snakemake(work, "-n", *run)
+        changed = dict(config, figures={**config.get("figures", {}), "filters": 64})
+        (work / "changed.yaml").write_text(yaml.safe_dump(changed))
+        figure_rerun = snakemake(work, "--cores", str(args.cores), "--configfile", "changed.yaml")
+        out = work / "results" / "bench"
+        jobs = pd.concat(
+            [pd.read_csv(p, sep="\t").assign(rule=p.parent.name) for p in (out / "benchmarks").rglob("*.tsv")], ignore_index=True
+        )
+        disk = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+        extract = config["extract"]
+        threads = min(extract.get("threads", 8), args.cores)
+        forward_job = {"models": config["models"], "images": args.images, "batch": extract["batch_size"],
+                       "precision": extract.get("precision", "float32"), "threads": threads}
+        result = subprocess.run([sys.executable, "-c", FORWARD_SIDE, json.dumps(forward_job)], capture_output=True, text=True)
+        if result.returncode:
+            raise RuntimeError(result.stderr[-3000:])
+        forward = json.loads(result.stdout.strip().splitlines()[-1])
+    summary = {
+        "images": args.images, "cores": args.cores, "models": len(config["models"]), "shard_size": extract["shard_size"],
+        "batch_size": extract["batch_size"], "extract_threads": threads, "precision": forward_job["precision"],
+        "wall_s": round(wall, 1), "forward_sum_s": round(sum(forward.values()), 1),
+        "wall_over_forward": round(wall / sum(forward.values()), 3),
+        "noop_dry_run_s": round(noop, 2), "figure_option_rerun_s": round(figure_rerun, 1),
+        "extract_peak_rss_mb": round(float(jobs.loc[jobs["rule"] == "extract", "max_rss"].max())),
+        "disk_mb": round(disk / 2**20, 1),
+        "job_seconds_by_rule": {k: round(float(v), 1) for k, v in jobs.groupby("rule")["s"].sum().items()},
+        "forward_s_by_model": {k: round(v, 1) for k, v in forward.items()},
+    }
+    stem = f"{datetime.date.today()}-{socket.gethostname()}-{platform.machine()}-pipeline"
+    table = "\n".join([
+        "| images | models | cores | wall (s) | sum of forward passes (s) | wall / forward | no-op `snakemake -n` (s) | figure-option rerun (s) | extract peak RSS (MB) | disk (MB) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+        f"| {args.images} | {summary['models']} | {args.cores} | {summary['wall_s']} | {summary['forward_sum_s']} | {summary['wall_over_forward']} | "
+        f"{summary['noop_dry_run_s']} | {summary['figure_option_rerun_s']} | {summary['extract_peak_rss_mb']} | {summary['disk_mb']} |",
+    ])
+    out_dir = Path(args.out)
+    (out_dir / f"{stem}.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (out_dir / f"{stem}.md").write_text(f"{table}\n\nCPU seconds by rule: {summary['job_seconds_by_rule']}\n")
+    print(table)
+    print(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()

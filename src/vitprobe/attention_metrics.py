@@ -1,0 +1,152 @@
+"""Per-image reductions of ViT attention: mean attention distance, prefix mass, entropy,
+attention rollout and CLS maps.
+
+Written in `keras.ops` only, so one implementation runs inside the compiled forward pass
+(on the GPU with jax, without moving 21 MiB of attention per image off the device) and over
+stored attention shards. Attention tensors are (B, heads, N, N) softmax rows (query = row,
+key = column); the tokens are ``num_prefix`` prefix tokens (CLS, distillation, registers)
+followed by the patches in row-major order. Every function also takes numpy arrays.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from keras import ops
+
+from .metrics import Grid, grid_hw, patch_distance_matrix
+
+HEAD_FUSIONS = ("mean", "max", "min")
+REDUCTIONS = ("distance", "prefix_mass", "entropy", "row_error", "rollout", "cls")
+
+
+def _check_tokens(attn, num_prefix: int, grid: Grid) -> tuple[int, int]:
+    gh, gw = grid_hw(grid)
+    shape = tuple(attn.shape)
+    if len(shape) != 4 or shape[-1] != shape[-2]:
+        raise ValueError(f"expected attention of shape (B, heads, N, N), got {shape}")
+    if shape[-1] != num_prefix + gh * gw:
+        raise ValueError(f"N={shape[-1]} != num_prefix {num_prefix} + grid {gh}x{gw}")
+    return gh, gw
+
+
+def mean_attention_distance(attn, num_prefix: int, grid: Grid, patch_size: int, renormalize: bool = False):
+    """(mean attention distance in px, prefix mass), each (B, heads), averaged over patch queries.
+
+    Prefix keys are dropped without renormalising (unless ``renormalize``); the mass they
+    took is the prefix mass."""
+    gh, gw = _check_tokens(attn, num_prefix, grid)
+    patch_rows = attn[:, :, num_prefix:, :]
+    prefix_mass = ops.mean(ops.sum(patch_rows[..., :num_prefix], axis=-1), axis=-1)
+    weights = patch_rows[..., num_prefix:]
+    dist = ops.convert_to_tensor(patch_distance_matrix(gh, gw, patch_size), dtype=weights.dtype)
+    per_query = ops.einsum("bhqk,qk->bhq", weights, dist)
+    if renormalize:
+        total = ops.sum(weights, axis=-1)
+        per_query = ops.where(total > 0, per_query / ops.where(total > 0, total, 1), 0)
+    return ops.mean(per_query, axis=-1), prefix_mass
+
+
+def attention_entropy(attn, num_prefix: int):
+    """(B, heads) mean over patch queries of the row entropy in nats (over all keys)."""
+    rows = attn[:, :, num_prefix:, :]
+    # x log x -> 0 as x -> 0: clamping zeros to the smallest normal number gives exactly 0 there.
+    logs = ops.log(ops.maximum(rows, np.finfo(np.float32).tiny))
+    return -ops.mean(ops.sum(rows * logs, axis=-1), axis=-1)
+
+
+def row_sum_error(attn):
+    """(B,) the largest |row sum - 1| over heads and rows; +inf where any entry is not finite."""
+    error = ops.max(ops.abs(ops.sum(attn, axis=-1) - 1), axis=(1, 2))
+    return ops.where(ops.all(ops.isfinite(attn), axis=(1, 2, 3)), error, np.inf)
+
+
+def _discard_lowest(fused, discard_ratio: float, num_prefix: int):
+    """Zero the lowest ``discard_ratio`` fraction of the patch-to-patch entries of each (N, N)
+    map (ties: the first in row-major order); prefix rows and columns are never discarded."""
+    n = fused.shape[-1]
+    patches = n - num_prefix
+    k = int(discard_ratio * patches * patches)
+    if k == 0:
+        return fused
+    block = ops.reshape(fused[:, num_prefix:, num_prefix:], (-1, patches * patches))
+    lowest = ops.cast(ops.top_k(-block, k)[1], "int32")  # (B, k), lower index first among equal values
+    batch = ops.shape(block)[0]
+    rows = ops.broadcast_to(ops.expand_dims(ops.arange(batch, dtype="int32"), 1), ops.shape(lowest))
+    coords = ops.reshape(ops.stack([rows, lowest], axis=-1), (-1, 2))
+    dropped = ops.scatter(coords, ops.ones((ops.shape(coords)[0],), block.dtype), (batch, patches * patches))
+    block = ops.reshape(block * (1 - dropped), (-1, patches, patches))
+    lower = ops.concatenate([fused[:, num_prefix:, :num_prefix], block], axis=2)
+    return ops.concatenate([fused[:, :num_prefix, :], lower], axis=1)
+
+
+def rollout_cls_row(attentions: Sequence, head_fusion: str = "mean", discard_ratio: float = 0.0, num_prefix: int = 1):
+    """(B, N): the CLS row of the rollout A_L @ ... @ A_1 of Abnar & Zuidema (2020), where
+    A_i is block i's fused heads plus the identity, rows renormalised.
+
+    Only the row is needed, so it is carried from the last block to the first as a vector:
+    O(N^2) per block instead of a full (N, N) product."""
+    if head_fusion not in HEAD_FUSIONS:
+        raise ValueError(f"head_fusion must be one of {', '.join(HEAD_FUSIONS)}, got {head_fusion!r}")
+    if not 0.0 <= discard_ratio < 1.0:
+        raise ValueError(f"discard_ratio must be in [0, 1), got {discard_ratio}")
+    if not attentions:
+        raise ValueError("attention rollout needs at least one block")
+    fuse = {"mean": ops.mean, "max": ops.max, "min": ops.min}[head_fusion]
+    n = attentions[0].shape[-1]
+    eye = ops.eye(n, dtype=attentions[0].dtype)
+    row = None
+    for attn in reversed(attentions):
+        joint = _discard_lowest(fuse(attn, axis=1), discard_ratio, num_prefix) + eye
+        joint = joint / ops.sum(joint, axis=-1, keepdims=True)
+        row = joint[:, 0, :] if row is None else ops.squeeze(ops.matmul(ops.expand_dims(row, 1), joint), 1)
+    return row
+
+
+def rollout_cls_map(attentions: Sequence, num_prefix: int, grid: Grid, head_fusion: str = "mean", discard_ratio: float = 0.0):
+    """(B, grid_h, grid_w): the rollout's CLS row over the patch columns."""
+    gh, gw = _check_tokens(attentions[0], num_prefix, grid)
+    row = rollout_cls_row(attentions, head_fusion, discard_ratio, num_prefix)
+    return ops.reshape(row[:, num_prefix:], (-1, gh, gw))
+
+
+def cls_attention_maps(attn_last_block, num_prefix: int, grid: Grid):
+    """(B, heads, grid_h, grid_w): the CLS query's attention over the patch keys."""
+    gh, gw = _check_tokens(attn_last_block, num_prefix, grid)
+    return ops.reshape(attn_last_block[:, :, 0, num_prefix:], (-1, attn_last_block.shape[1], gh, gw))
+
+
+class AttentionReducer:
+    """Every per-image reduction of one forward pass, from the list of its blocks' attention.
+
+    Returns a dict of tensors: ``distance``, ``prefix_mass``, ``entropy`` (B, blocks, heads),
+    ``row_error`` (B, blocks; see `row_sum_error`), ``rollout`` (B, gh, gw) and ``cls``
+    (B, heads, gh, gw; last block)."""
+
+    def __init__(self, num_prefix: int, grid: Grid, patch_size: int, *, renormalize: bool = False,
+                 head_fusion: str = "mean", discard_ratio: float = 0.0):
+        if head_fusion not in HEAD_FUSIONS:
+            raise ValueError(f"head_fusion must be one of {', '.join(HEAD_FUSIONS)}, got {head_fusion!r}")
+        if not 0.0 <= discard_ratio < 1.0:
+            raise ValueError(f"discard_ratio must be in [0, 1), got {discard_ratio}")
+        self.num_prefix, self.grid, self.patch_size = num_prefix, grid_hw(grid), patch_size
+        self.renormalize, self.head_fusion, self.discard_ratio = renormalize, head_fusion, discard_ratio
+
+    def __call__(self, attentions: Sequence) -> dict:
+        p = self.num_prefix
+        distance, mass, entropy, error = [], [], [], []
+        for attn in attentions:
+            d, m = mean_attention_distance(attn, p, self.grid, self.patch_size, self.renormalize)
+            distance.append(d)
+            mass.append(m)
+            entropy.append(attention_entropy(attn, p))
+            error.append(row_sum_error(attn))
+        return {
+            "distance": ops.stack(distance, axis=1),
+            "prefix_mass": ops.stack(mass, axis=1),
+            "entropy": ops.stack(entropy, axis=1),
+            "row_error": ops.stack(error, axis=1),
+            "rollout": rollout_cls_map(attentions, p, self.grid, self.head_fusion, self.discard_ratio),
+            "cls": cls_attention_maps(attentions[-1], p, self.grid),
+        }

@@ -1,0 +1,102 @@
+"""Per-image reductions of one shard: collected and checked batch by batch, then written.
+
+The reductions themselves are `attention_metrics.AttentionReducer`'s: inside the compiled
+forward pass by default (see `extraction.extract`), or over stored attention shards
+(`reduce`) when ``extract.keep_attention`` keeps them, so that an analysis change reruns
+without the model.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pandas as pd
+
+from .analysis import PER_IMAGE_COLUMNS
+from .api import compile_for_backend
+from .attention_metrics import AttentionReducer
+from .atomic import write_npz, write_parquet
+from .shards import open_shard
+
+# A row of attention may miss 1 by float32 rounding, never by more than this.
+ROW_SUM_ATOL = 1e-3
+
+
+class ShardReductions:
+    """One shard's reductions, batch by batch: checked, then written as the per-image table and
+    the maps file (every image's rollout and last-block CLS maps)."""
+
+    def __init__(self, model: str):
+        self.model = model
+        self.image_ids: list[str] = []
+        self.parts: list[dict[str, np.ndarray]] = []
+
+    def add(self, image_ids: list[str], reductions: dict[str, np.ndarray]) -> None:
+        """Raise ValueError naming the model, block and images whose attention rows are not
+        finite or do not sum to 1."""
+        bad = ~(reductions["row_error"] <= ROW_SUM_ATOL)  # (n, blocks); NaN counts as bad
+        for block in np.flatnonzero(bad.any(axis=0)):
+            images = [image_ids[i] for i in np.flatnonzero(bad[:, block])]
+            raise ValueError(
+                f"{self.model} block {block}: attention rows not finite or not summing to 1 "
+                f"(atol={ROW_SUM_ATOL}) for images {images}"
+            )
+        self.image_ids.extend(image_ids)
+        self.parts.append(reductions)
+
+    def _stacked(self, name: str) -> np.ndarray:
+        return np.concatenate([part[name] for part in self.parts])
+
+    def table(self) -> pd.DataFrame:
+        distance = self._stacked("distance")  # (images, blocks, heads)
+        n, blocks, heads = distance.shape
+        table = pd.DataFrame(
+            {
+                "model": self.model,
+                "image_id": np.repeat(np.asarray(self.image_ids, dtype=object), blocks * heads),
+                "block": np.tile(np.repeat(np.arange(blocks, dtype=np.int64), heads), n),
+                "head": np.tile(np.arange(heads, dtype=np.int64), n * blocks),
+                "distance_px": distance.reshape(-1).astype(np.float64),
+                "prefix_mass": self._stacked("prefix_mass").reshape(-1).astype(np.float64),
+                "entropy": self._stacked("entropy").reshape(-1).astype(np.float64),
+            }
+        )
+        return table.sort_values(["image_id", "block", "head"], kind="stable").reset_index(drop=True)
+
+    def write(self, per_image_path: str, maps_path: str) -> None:
+        write_parquet(self.table()[PER_IMAGE_COLUMNS], per_image_path)
+        write_npz(
+            maps_path,
+            image_ids=np.array(self.image_ids, dtype=str),
+            rollout=self._stacked("rollout").astype(np.float32),
+            cls=self._stacked("cls").astype(np.float32),
+        )
+
+
+class _StackedReducer(keras.Model):
+    """An `AttentionReducer` over a stored (B, blocks, heads, N, N) attention array."""
+
+    def __init__(self, reducer: AttentionReducer, **kwargs):
+        super().__init__(**kwargs)
+        self.reducer = reducer
+
+    def call(self, attention):
+        attention = keras.ops.cast(attention, "float32")
+        return self.reducer([attention[:, block] for block in range(attention.shape[1])])
+
+
+def reduce(attention_path: str, per_image_path: str, maps_path: str, chunk: int = 8, **settings) -> None:
+    """Reduce a stored attention shard (see `ShardReductions`); ``settings`` are the
+    `AttentionReducer`'s (renormalize, head_fusion, discard_ratio)."""
+    attention, info = open_shard(attention_path)
+    program = _StackedReducer(AttentionReducer(info.num_prefix_tokens, info.grid_size, info.patch_size, **settings), name="reduce")
+    compile_for_backend(program)
+    collected = ShardReductions(info.model)
+    for start in range(0, len(info.image_ids), chunk):
+        part = np.asarray(attention[start : start + chunk])
+        n = len(part)
+        if n < chunk:  # pad with uniform rows: one compiled shape for every chunk
+            part = np.concatenate([part, np.full((chunk - n, *part.shape[1:]), 1 / part.shape[-1], part.dtype)])
+        out = program.predict_on_batch(part)
+        collected.add(info.image_ids[start : start + n], {name: np.asarray(v)[:n] for name, v in out.items()})
+    collected.write(per_image_path, maps_path)
