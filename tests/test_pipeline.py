@@ -214,7 +214,7 @@ def jobs_after_editing(workdir: Path, config: Path, relative: str) -> dict[str, 
 
 def test_metrics_code_reruns_analysis_not_extraction(run):
     workdir, config, _ = run
-    jobs = jobs_after_editing(workdir, config, "src/vitprobe/metrics.py")
+    jobs = jobs_after_editing(workdir, config, "src/vitprobe/attention_metrics.py")
     assert "extract" not in jobs and "sample" not in jobs and "prepare" not in jobs
     assert jobs["reduce"] == 2 * 2 and jobs["aggregate"] == 1 and jobs["figure_distance_by_block"] == 2
 
@@ -241,3 +241,48 @@ def test_lint_is_clean():
     result = subprocess.run([*SNAKEMAKE, "--lint", "--configfile", "config/demo.yaml"], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Congratulations" in result.stdout + result.stderr
+
+
+@pytest.fixture(scope="module")
+def fused_run(run):
+    """The same experiment without keep_attention: the reductions run inside the compiled
+    forward pass and no attention reaches the disk."""
+    workdir, config_file, _ = run
+    config = yaml.safe_load(config_file.read_text())
+    config["experiment"] = "e2e_fused"
+    config["extract"]["keep_attention"] = False
+    del config["video"]
+    fused = workdir / "fused.yaml"
+    fused.write_text(yaml.safe_dump(config))
+    snakemake(workdir, "--configfile", str(fused))
+    return workdir, fused, workdir / "results" / "e2e_fused"
+
+
+def test_fused_reductions_equal_the_stored_shard_reductions(run, fused_run):
+    _, _, kept = run
+    _, _, fused = fused_run
+    assert not (fused / "attention").exists()
+    tables = [pd.read_parquet(out / "attention_distance_per_image.parquet") for out in (kept, fused)]
+    pd.testing.assert_frame_equal(tables[0], tables[1], check_exact=False, rtol=0, atol=1e-5)
+    pd.testing.assert_frame_equal(*(pd.read_parquet(out / "predictions.parquet") for out in (kept, fused)))
+    for key in MODELS:
+        maps = [np.load(out / "maps" / f"{key}.npz") for out in (kept, fused)]
+        assert list(maps[0]["image_ids"]) == list(maps[1]["image_ids"]) and len(maps[0]["image_ids"]) == 2
+        for name in ("rollout", "cls", "crops"):
+            np.testing.assert_allclose(maps[0][name], maps[1][name], rtol=0, atol=1e-6, err_msg=name)
+
+
+def test_fused_rerun_rules(fused_run):
+    workdir, config, _ = fused_run
+    jobs = jobs_after_editing(workdir, config, "src/vitprobe/attention_metrics.py")
+    assert jobs["extract"] == 2 * 2 and "reduce" not in jobs and "prepare" not in jobs
+    changed = yaml.safe_load(config.read_text())
+    changed["analysis"]["map_images"] = 1
+    fewer_maps = workdir / "fused_fewer_maps.yaml"
+    fewer_maps.write_text(yaml.safe_dump(changed))
+    jobs = planned_jobs(workdir, fewer_maps)
+    assert "extract" not in jobs and jobs["maps"] == 2 and jobs["figure_rollout"] == 1
+    changed["analysis"]["renormalize"] = True
+    renormalized = workdir / "fused_renormalized.yaml"
+    renormalized.write_text(yaml.safe_dump(changed))
+    assert planned_jobs(workdir, renormalized)["extract"] == 2 * 2
