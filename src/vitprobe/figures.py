@@ -33,10 +33,12 @@ def rollout(maps_files: Mapping[str, str], labels: Mapping[str, str], out: str) 
     )
 
 
-def cls_heads(maps_file: str, index: int, label: str, out: str) -> None:
+def cls_heads(maps_file: str, label: str, outs: list[str]) -> None:
+    """One figure per map image (``outs[i]`` for image i)."""
     data = np.load(maps_file, allow_pickle=False)
-    title = f"Last-block CLS attention per head, image {data['image_ids'][index]}"
-    plots.plot_cls_heads(data["crops"][index], data["cls"][index], label, out, title=title)
+    for index, out in enumerate(outs):
+        title = f"Last-block CLS attention per head, image {data['image_ids'][index]}"
+        plots.plot_cls_heads(data["crops"][index], data["cls"][index], label, out, title=title)
 
 
 def patch_filters(parameters: str, label: str, out_filters: str, out_components: str, count: int, components: int) -> None:

@@ -62,18 +62,22 @@ rule figure_cls_heads:
     input:
         maps=f"{OUT}/maps/{{model}}.npz",
         code=FIGURE_CODE,
+    # One job per model for all its map images: a figure job costs more to start than to draw.
     output:
-        report(
-            f"{OUT}/figures/cls_attention_heads_{{model}}_image{{index}}.png",
-            caption="../report/cls_heads.rst",
-            category="Attention maps",
-        ),
+        [
+            report(
+                f"{OUT}/figures/cls_attention_heads_{{model}}_image{index}.png",
+                caption="../report/cls_heads.rst",
+                category="Attention maps",
+            )
+            for index in range(MAP_COUNT)
+        ],
     params:
         label=lambda w: LABELS[w.model],
     conda:
         "../../envs/vitprobe.yaml"
     log:
-        f"{OUT}/logs/figures/cls_attention_heads_{{model}}_image{{index}}.log",
+        f"{OUT}/logs/figures/cls_attention_heads_{{model}}.log",
     script:
         "../scripts/figure.py"
 

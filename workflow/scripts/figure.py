@@ -11,7 +11,7 @@ elif rule == "figure_distance_comparison":
 elif rule == "figure_rollout":
     figures.rollout(dict(zip(p.models, i.maps)), p.labels, o[0])
 elif rule == "figure_cls_heads":
-    figures.cls_heads(i.maps, int(w.index), p.label, o[0])
+    figures.cls_heads(i.maps, p.label, list(o))
 elif rule == "figure_patch_filters":
     figures.patch_filters(i.parameters, p.label, o.filters, o.components, p.filters, p.components)
 elif rule == "figure_position_similarity":
