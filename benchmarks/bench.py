@@ -10,8 +10,9 @@ tensorflow never share one), so peak RSS is per side. Throughput is the steady s
 loading and compilation are timed separately. Every vitprobe row also records how far its
 distances are from the float32 timm reference's on the same images.
 
-On a GPU machine: ``KERAS_BACKEND=jax python benchmarks/bench.py --batch 256 --images 4096``
-(timm then runs on CUDA, vitprobe on jax's default device).
+On a GPU machine: ``KERAS_BACKEND=jax python benchmarks/bench.py --batch 256 --images 4096
+--sides "vitprobe float32" "vitprobe bfloat16" "timm float32" "timm bfloat16 autocast"`` (timm
+then runs on CUDA, vitprobe on jax's default device; keep_attention would write 86 GB).
 Writes benchmarks/<date>-<machine>.json and .md and prints the Markdown table.
 
 Usage: python benchmarks/bench.py [--images 48] [--batch 8] [--runs 3] [--arch vit_base_patch16_224]
