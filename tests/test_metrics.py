@@ -11,8 +11,8 @@ import pytest
 from keras import ops
 
 from vitprobe import attention_metrics as am
+from vitprobe.grid import patch_distance_matrix
 from vitprobe.metrics import (
-    patch_distance_matrix,
     patch_embedding_components,
     patch_embedding_filters,
     position_embedding_similarity,
@@ -292,3 +292,36 @@ def test_row_sum_error() -> None:
     assert error[0] < 1e-6
     assert error[1] == pytest.approx(0.1, abs=1e-6)
     assert error[2] == np.inf
+
+
+def test_shard_reductions_check_and_table(tmp_path) -> None:
+    from vitprobe.reduction import PER_IMAGE_COLUMNS, ShardReductions
+
+    rng = np.random.default_rng(6)
+    blocks, heads, grid = 2, 3, 2
+
+    def batch(n, error=0.0):
+        return {
+            "distance": rng.random((n, blocks, heads)), "prefix_mass": rng.random((n, blocks, heads)),
+            "entropy": rng.random((n, blocks, heads)), "row_error": np.full((n, blocks), error),
+            "rollout": rng.random((n, grid, grid)), "cls": rng.random((n, heads, grid, grid)),
+        }
+
+    collected = ShardReductions("vit_b16")
+    first, second = batch(2), batch(1)
+    collected.add(["b", "a"], first)
+    collected.add(["c"], second)
+    bad = batch(2)
+    bad["row_error"][1, 1] = np.nan
+    with pytest.raises(ValueError, match=r"vit_b16 block 1: .*\['e'\]"):
+        collected.add(["d", "e"], bad)
+    collected.write(str(tmp_path / "t.parquet"), str(tmp_path / "m.npz"))
+    import pandas as pd
+
+    table = pd.read_parquet(tmp_path / "t.parquet")
+    assert list(table.columns) == PER_IMAGE_COLUMNS and len(table) == 3 * blocks * heads
+    row = table[(table["image_id"] == "b") & (table["block"] == 1) & (table["head"] == 2)]
+    assert row["distance_px"].item() == first["distance"][0, 1, 2] and row["entropy"].item() == first["entropy"][0, 1, 2]
+    maps = np.load(tmp_path / "m.npz")
+    assert list(maps["image_ids"]) == ["b", "a", "c"]  # shard order: the first rows are the map images
+    np.testing.assert_array_equal(maps["cls"][2], second["cls"][0].astype(np.float32))

@@ -276,6 +276,8 @@ def test_fused_rerun_rules(fused_run):
     workdir, config, _ = fused_run
     jobs = jobs_after_editing(workdir, config, "src/vitprobe/attention_metrics.py")
     assert jobs["extract"] == 2 * 2 and "reduce" not in jobs and "prepare" not in jobs
+    for unrelated in ("src/vitprobe/analysis.py", "src/vitprobe/metrics.py"):  # aggregation; parameter figures
+        assert "extract" not in jobs_after_editing(workdir, config, unrelated)
     changed = yaml.safe_load(config.read_text())
     changed["analysis"]["map_images"] = 1
     fewer_maps = workdir / "fused_fewer_maps.yaml"

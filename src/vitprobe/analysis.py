@@ -8,8 +8,6 @@ import pandas as pd
 from .atomic import write_npz, write_parquet
 from .shards import open_crops
 
-PER_IMAGE_COLUMNS = ["model", "image_id", "block", "head", "distance_px", "prefix_mass", "entropy"]
-
 
 def aggregate(per_image_paths: list[str], prediction_paths: list[str], out_per_image: str, out_mean: str, out_predictions: str) -> None:
     """Concatenate the shards of every model and average over images."""
@@ -20,7 +18,7 @@ def aggregate(per_image_paths: list[str], prediction_paths: list[str], out_per_i
     mean["n_images"] = mean["n_images"].astype("int64")
     predictions = pd.concat([pd.read_parquet(p) for p in prediction_paths], ignore_index=True)
     predictions = predictions.sort_values(["model", "image_id"], kind="stable").reset_index(drop=True)
-    write_parquet(per_image[PER_IMAGE_COLUMNS], out_per_image)
+    write_parquet(per_image, out_per_image)  # the reduction shards' columns, in order
     write_parquet(mean, out_mean)
     write_parquet(predictions.astype({"correct": "boolean"}), out_predictions)
 

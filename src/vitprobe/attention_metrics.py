@@ -16,10 +16,9 @@ from functools import lru_cache
 import numpy as np
 from keras import ops
 
-from .metrics import Grid, grid_hw, patch_distance_matrix
+from .grid import Grid, grid_hw, patch_distance_matrix
 
 HEAD_FUSIONS = ("mean", "max", "min")
-REDUCTIONS = ("distance", "prefix_mass", "entropy", "row_error", "rollout", "cls")
 
 
 def _check_tokens(attn, num_prefix: int, grid: Grid) -> tuple[int, int]:

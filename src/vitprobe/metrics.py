@@ -4,29 +4,12 @@ map helpers. The attention metrics run in the compiled graph: see `attention_met
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 import numpy as np
 from numpy.typing import NDArray
 
-Grid = int | tuple[int, int]
+from .grid import Grid, grid_hw
+
 FloatArray = NDArray[np.floating]
-
-
-def grid_hw(grid: Grid) -> tuple[int, int]:
-    """Return (grid_h, grid_w) from an int or a pair."""
-    gh, gw = (grid, grid) if isinstance(grid, (int, np.integer)) else grid
-    return int(gh), int(gw)
-
-
-@lru_cache(maxsize=32)
-def patch_distance_matrix(grid_h: int, grid_w: int, patch_size: int) -> FloatArray:
-    """Return the read-only (P, P) pixel distances between patch centres of a row-major grid."""
-    rows, cols = np.divmod(np.arange(grid_h * grid_w), grid_w)
-    coords = np.stack([rows, cols], axis=1).astype(np.float64)
-    dist = patch_size * np.sqrt(((coords[:, None, :] - coords[None, :, :]) ** 2).sum(-1))
-    dist.setflags(write=False)
-    return dist
 
 
 def upsample_map(map2d: np.ndarray, size: int) -> np.ndarray:

@@ -12,12 +12,12 @@ import keras
 import numpy as np
 import pandas as pd
 
-from .analysis import PER_IMAGE_COLUMNS
 from .api import compile_for_backend
 from .attention_metrics import AttentionReducer
 from .atomic import write_npz, write_parquet
 from .shards import open_shard
 
+PER_IMAGE_COLUMNS = ["model", "image_id", "block", "head", "distance_px", "prefix_mass", "entropy"]
 # A row of attention may miss 1 by float32 rounding, never by more than this.
 ROW_SUM_ATOL = 1e-3
 
@@ -61,10 +61,10 @@ class ShardReductions:
                 "entropy": self._stacked("entropy").reshape(-1).astype(np.float64),
             }
         )
-        return table.sort_values(["image_id", "block", "head"], kind="stable").reset_index(drop=True)
+        return table[PER_IMAGE_COLUMNS].sort_values(["image_id", "block", "head"], kind="stable").reset_index(drop=True)
 
     def write(self, per_image_path: str, maps_path: str) -> None:
-        write_parquet(self.table()[PER_IMAGE_COLUMNS], per_image_path)
+        write_parquet(self.table(), per_image_path)
         write_npz(
             maps_path,
             image_ids=np.array(self.image_ids, dtype=str),

@@ -30,11 +30,12 @@ def library(*names):
 
 SAMPLE_CODE = library("data", "atomic.py")
 MODEL_CODE = library("models", "weights", "api.py", "data/preprocess.py", "extraction.py", "shards.py", "atomic.py", "threads.py")
-REDUCTION_CODE = library("attention_metrics.py", "metrics.py", "reduction.py", "analysis.py")
+ATTENTION_METRICS_CODE = library("attention_metrics.py", "grid.py")
+REDUCTION_CODE = ATTENTION_METRICS_CODE + library("reduction.py")
 # Without keep_attention the reductions run inside extraction, so their code is its code too.
 EXTRACT_CODE = MODEL_CODE if KEEP_ATTENTION else MODEL_CODE + REDUCTION_CODE
 ANALYSIS_CODE = library("analysis.py", "shards.py", "atomic.py")
-FIGURE_CODE = library("plots.py", "figures.py", "metrics.py")
+FIGURE_CODE = library("plots.py", "figures.py", "metrics.py", "grid.py")
 
 
 def shards(wildcards=None):

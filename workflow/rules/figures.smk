@@ -174,7 +174,7 @@ rule figure_video:
     input:
         video=config["video"]["path"] if config.get("video") else [],
         weights=local_weights,
-        code=MODEL_CODE + FIGURE_CODE + library("attention_metrics.py"),
+        code=MODEL_CODE + FIGURE_CODE + ATTENTION_METRICS_CODE,
     output:
         report(
             f"{OUT}/figures/cls_attention_video_{{model}}.gif",
