@@ -105,7 +105,7 @@ for block in model.blocks:
 size = model.patch_embed.img_size[0]; patch = model.patch_embed.patch_size[0]; grid = size // patch
 rows, cols = np.divmod(np.arange(grid * grid), grid)
 pixels = (patch * np.hypot(rows[:, None] - rows[None, :], cols[:, None] - cols[None, :])).astype(np.float32)
-mean = np.array([0.5, 0.5, 0.5], np.float32); std = mean
+mean, std = np.array(args["mean"], np.float32), np.array(args["std"], np.float32)  # vitprobe's, for this arch
 precision = torch.autocast(device, dtype=torch.bfloat16) if args["precision"] == "bfloat16" else contextlib.nullcontext()
 with torch.no_grad(), precision:
     model(torch.zeros(args["batch"], 3, size, size, device=device))
@@ -118,8 +118,9 @@ with torch.no_grad(), precision:
         x = (crops[start:start + args["batch"]].astype(np.float32) / 255 - mean) / std
         captured.clear()
         model(torch.from_numpy(x).permute(0, 3, 1, 2).to(device))
-        # (B, heads, N, N) per block: drop CLS, weight patch-to-patch by pixel distance
-        distances.append(np.stack([(attn[:, :, 1:, 1:] * pixels).sum(-1).mean(-1) for attn in captured], 1))
+        # (B, heads, N, N) per block: drop the prefix tokens, weight patch-to-patch by pixel distance
+        p = model.num_prefix_tokens
+        distances.append(np.stack([(attn[:, :, p:, p:] * pixels).sum(-1).mean(-1) for attn in captured], 1))
 elapsed = time.perf_counter() - t0
 np.save(work / "distance.npy", np.concatenate(distances).reshape(len(crops), -1))
 print(json.dumps({"seconds": elapsed, "setup_seconds": setup, "bytes_written": 0,
@@ -170,9 +171,11 @@ def main() -> None:
     args = parser.parse_args()
     import keras
 
+    from vitprobe.data.preprocess import default_preprocess
     from vitprobe.models.spec import get_spec
 
     spec = get_spec(args.arch)
+    preprocess = default_preprocess(args.arch)
     sides = [s for s in SIDES if s[0] in args.sides]
     runs = {name: [] for name, _, _ in sides}
     with tempfile.TemporaryDirectory() as tmp:
@@ -183,7 +186,8 @@ def main() -> None:
             for name, code, settings in sides:
                 work = Path(tmp) / f"run{i}_{name.replace(' ', '_')}"
                 work.mkdir()
-                common = {"arch": args.arch, "batch": args.batch, "crops": str(crops), "weights": str(weights), "work": str(work)}
+                common = {"arch": args.arch, "batch": args.batch, "crops": str(crops), "weights": str(weights), "work": str(work),
+                          "mean": preprocess.mean, "std": preprocess.std}
                 result = run_side(code, {**common, **settings})
                 result["distance"] = np.load(work / "distance.npy")
                 runs[name].append(result)
