@@ -11,7 +11,7 @@ import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
 
-from vitprobe.experiment import ConfigError, check_config, check_images, raw_attention_bytes
+from vitprobe.pipeline.config import ConfigError, check_config, check_images, raw_attention_bytes
 
 min_version("9.0")
 
@@ -43,10 +43,17 @@ include: "workflow/rules/figures.smk"
 
 rule all:
     input:
-        f"{OUT}/manifest.parquet",
-        f"{OUT}/predictions.parquet",
-        f"{OUT}/mean_attention_distance.parquet",
-        f"{OUT}/attention_distance_per_image.parquet",
-        all_figures,
-        kept_attention,
+        result("manifest.parquet"),
+        result("predictions.parquet"),
+        result("accuracy.parquet"),
+        result("mean_attention_distance.parquet"),
+        result("attention_distance_per_image.parquet"),
+        get_all_figures,
+        get_kept_attention,
     default_target: True
+
+
+onsuccess:
+    logger.info(f"Done. Figures: {OUT}/figures/  Tables: {OUT}/*.parquet  Logs: {OUT}/logs/")
+    config_args = "".join(f" --configfile {path}" for path in workflow.overwrite_configfiles)
+    logger.info(f"Report: snakemake --report {OUT}/report.html{config_args}")

@@ -1,4 +1,4 @@
-"""Tests for vitprobe.metrics and vitprobe.attention_metrics (keras.ops, on the configured
+"""Tests for vitprobe.metrics (the attention metrics in keras.ops, on the configured
 backend) against hand-computed values and slow reference loops."""
 
 from __future__ import annotations
@@ -10,13 +10,13 @@ import pytest
 
 from keras import ops
 
-from vitprobe import attention_metrics as am
-from vitprobe.grid import patch_distance_matrix
-from vitprobe.metrics import (
+from vitprobe.metrics import attention as am
+from vitprobe.metrics.arrays import upsample_map
+from vitprobe.metrics.grid import patch_distance_matrix
+from vitprobe.metrics.parameters import (
     patch_embedding_components,
     patch_embedding_filters,
     position_embedding_similarity,
-    upsample_map,
 )
 
 
@@ -295,7 +295,8 @@ def test_row_sum_error() -> None:
 
 
 def test_shard_reductions_check_and_table(tmp_path) -> None:
-    from vitprobe.reduction import PER_IMAGE_COLUMNS, ShardReductions
+    from vitprobe.pipeline.reduce import ShardReductions
+    from vitprobe.tables import PER_IMAGE_COLUMNS
 
     rng = np.random.default_rng(6)
     blocks, heads, grid = 2, 3, 2
@@ -319,7 +320,7 @@ def test_shard_reductions_check_and_table(tmp_path) -> None:
     import pandas as pd
 
     table = pd.read_parquet(tmp_path / "t.parquet")
-    assert list(table.columns) == PER_IMAGE_COLUMNS and len(table) == 3 * blocks * heads
+    assert list(table.columns) == list(PER_IMAGE_COLUMNS) and len(table) == 3 * blocks * heads
     row = table[(table["image_id"] == "b") & (table["block"] == 1) & (table["head"] == 2)]
     assert row["distance_px"].item() == first["distance"][0, 1, 2] and row["entropy"].item() == first["entropy"][0, 1, 2]
     maps = np.load(tmp_path / "m.npz")

@@ -214,15 +214,15 @@ def jobs_after_editing(workdir: Path, config: Path, relative: str) -> dict[str, 
 
 def test_metrics_code_reruns_analysis_not_extraction(run):
     workdir, config, _ = run
-    jobs = jobs_after_editing(workdir, config, "src/vitprobe/attention_metrics.py")
-    assert "extract" not in jobs and "sample" not in jobs and "prepare" not in jobs
+    jobs = jobs_after_editing(workdir, config, "src/vitprobe/metrics/attention.py")
+    assert "extract_attention" not in jobs and "sample" not in jobs and "prepare" not in jobs
     assert jobs["reduce"] == 2 * 2 and jobs["aggregate"] == 1 and jobs["figure_distance_by_block"] == 2
 
 
 def test_model_code_reruns_extraction(run):
     workdir, config, _ = run
     jobs = jobs_after_editing(workdir, config, "src/vitprobe/models/vit.py")
-    assert jobs["extract"] == 2 * 2 and jobs["model_parameters"] == 2
+    assert jobs["extract_attention"] == 2 * 2 and jobs["model_parameters"] == 2
     assert "sample" not in jobs and "prepare" not in jobs
     assert planned_jobs(workdir, config) == {}  # restored: nothing to do again
 
@@ -234,7 +234,7 @@ def test_preprocessing_change_reruns_extraction(run):
     other = workdir / "changed_preprocess.yaml"
     other.write_text(yaml.safe_dump(changed))
     jobs = planned_jobs(workdir, other)
-    assert jobs["extract"] == 2 and "prepare" not in jobs  # same geometry: crops are reused
+    assert jobs["extract_attention"] == 2 and "prepare" not in jobs  # same geometry: crops are reused
 
 
 def test_lint_is_clean():
@@ -274,9 +274,9 @@ def test_fused_reductions_equal_the_stored_shard_reductions(run, fused_run):
 
 def test_fused_rerun_rules(fused_run):
     workdir, config, _ = fused_run
-    jobs = jobs_after_editing(workdir, config, "src/vitprobe/attention_metrics.py")
+    jobs = jobs_after_editing(workdir, config, "src/vitprobe/metrics/attention.py")
     assert jobs["extract"] == 2 * 2 and "reduce" not in jobs and "prepare" not in jobs
-    for unrelated in ("src/vitprobe/analysis.py", "src/vitprobe/metrics.py"):  # aggregation; parameter figures
+    for unrelated in ("src/vitprobe/pipeline/aggregate.py", "src/vitprobe/metrics/parameters.py"):  # aggregation; parameter figures
         assert "extract" not in jobs_after_editing(workdir, config, unrelated)
     changed = yaml.safe_load(config.read_text())
     changed["analysis"]["map_images"] = 1

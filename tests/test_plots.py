@@ -14,13 +14,15 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from vitprobe import plots
-from vitprobe.metrics import (
+from vitprobe.metrics.arrays import upsample_map
+from vitprobe.metrics.parameters import (
     patch_embedding_components,
     patch_embedding_filters,
     position_embedding_similarity,
-    upsample_map,
 )
+from vitprobe.pipeline.aggregate import accuracy_table
+from vitprobe.plots import distance, parameters, predictions, style, video
+from vitprobe.plots import maps as map_plots
 
 LABELS = {
     "vit_b16_i21k": "vit_b16_i21k (vit_base_patch16_224.augreg_in21k)",
@@ -75,7 +77,7 @@ def crops() -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def predictions() -> pd.DataFrame:
+def predictions_table() -> pd.DataFrame:
     rows = [
         ("vit_b16_i21k", "img0", 281, "tabby", 0.91, True),
         ("vit_b16_i21k", "img1", 967, "espresso", 0.55, False),
@@ -91,50 +93,50 @@ def predictions() -> pd.DataFrame:
 
 
 def test_wrap_breaks_checkpoint_names_at_separators():
-    wrapped = plots._wrap(LABELS["deit_b16_distilled"], 24)
+    wrapped = style._wrap(LABELS["deit_b16_distilled"], 24)
     lines = wrapped.split("\n")
     assert lines[0] == "deit_b16_distilled"
     assert lines[1].startswith("(deit_base_")
     assert all(len(line) <= 24 for line in lines)
     assert wrapped.replace("\n", "") == LABELS["deit_b16_distilled"].replace(" ", "")
-    assert plots._wrap("short (x)", 80) == "short (x)"
+    assert style._wrap("short (x)", 80) == "short (x)"
 
 
 def test_distance_by_block(tmp_path, distance_table):
-    path = plots.plot_distance_by_block(distance_table, "dino_b16", LABELS["dino_b16"], tmp_path / "d.png")
+    path = distance.plot_distance_by_block(distance_table, "dino_b16", LABELS["dino_b16"], tmp_path / "d.png")
     assert path == tmp_path / "d.png"
     check_png(path)
     with pytest.raises(ValueError, match="no rows for model 'nope'"):
-        plots.plot_distance_by_block(distance_table, "nope", "x", tmp_path / "x.png")
+        distance.plot_distance_by_block(distance_table, "nope", "x", tmp_path / "x.png")
     with pytest.raises(ValueError, match="missing columns"):
-        plots.plot_distance_by_block(distance_table.drop(columns="std_px"), "dino_b16", "x", tmp_path / "x.png")
+        distance.plot_distance_by_block(distance_table.drop(columns="std_px"), "dino_b16", "x", tmp_path / "x.png")
 
 
 def test_distance_comparison(tmp_path, distance_table):
-    path = plots.plot_distance_comparison(
+    path = distance.plot_distance_comparison(
         distance_table, list(LABELS), LABELS, tmp_path / "cmp.png", "Mean attention distance: all models"
     )
     check_png(path)
     with pytest.raises(KeyError, match="exact checkpoint"):
-        plots.plot_distance_comparison(distance_table, ["dino_b16"], {}, tmp_path / "x.png", "t")
+        distance.plot_distance_comparison(distance_table, ["dino_b16"], {}, tmp_path / "x.png", "t")
 
 
 def test_vector_suffix_and_bad_suffix(tmp_path, distance_table):
-    svg = plots.plot_distance_by_block(distance_table, "dino_b16", LABELS["dino_b16"], tmp_path / "d.svg")
+    svg = distance.plot_distance_by_block(distance_table, "dino_b16", LABELS["dino_b16"], tmp_path / "d.svg")
     assert svg.read_text().lstrip().startswith("<?xml")
     with pytest.raises(ValueError, match="png"):
-        plots.plot_distance_by_block(distance_table, "dino_b16", LABELS["dino_b16"], tmp_path / "d.jpg")
+        distance.plot_distance_by_block(distance_table, "dino_b16", LABELS["dino_b16"], tmp_path / "d.jpg")
 
 
 def test_rollout_any_grid(tmp_path, crops):
     rng = np.random.default_rng(1)
     maps = {"vit_b16_i21k": rng.random((3, 7, 7)), "dino_b16": rng.random((3, 4, 4))}  # grids need not divide 56
-    path = plots.plot_rollout(crops, maps, LABELS, tmp_path / "rollout.png", image_ids=["a", "b", "c"])
+    path = map_plots.plot_rollout(crops, maps, LABELS, tmp_path / "rollout.png", image_ids=["a", "b", "c"])
     check_png(path)
     with pytest.raises(ValueError, match="maps\\['dino_b16'\\]"):
-        plots.plot_rollout(crops, {"dino_b16": rng.random((2, 4, 4))}, LABELS, tmp_path / "x.png")
+        map_plots.plot_rollout(crops, {"dino_b16": rng.random((2, 4, 4))}, LABELS, tmp_path / "x.png")
     with pytest.raises(ValueError, match="uint8"):
-        plots.plot_rollout(crops.astype(np.float32), maps, LABELS, tmp_path / "x.png")
+        map_plots.plot_rollout(crops.astype(np.float32), maps, LABELS, tmp_path / "x.png")
 
 
 def test_rollout_overlays_each_model_on_its_own_crops(tmp_path, crops):
@@ -142,9 +144,9 @@ def test_rollout_overlays_each_model_on_its_own_crops(tmp_path, crops):
 
     rng = np.random.default_rng(5)
     maps = {"vit_b16_i21k": rng.random((3, 7, 7)), "dino_b16": rng.random((3, 4, 4))}
-    shared = plots.plot_rollout(crops, maps, LABELS, tmp_path / "shared.png")
-    same = plots.plot_rollout({m: crops for m in maps}, maps, LABELS, tmp_path / "same.png")
-    other = plots.plot_rollout({"vit_b16_i21k": crops, "dino_b16": 255 - crops}, maps, LABELS, tmp_path / "other.png")
+    shared = map_plots.plot_rollout(crops, maps, LABELS, tmp_path / "shared.png")
+    same = map_plots.plot_rollout({m: crops for m in maps}, maps, LABELS, tmp_path / "same.png")
+    other = map_plots.plot_rollout({"vit_b16_i21k": crops, "dino_b16": 255 - crops}, maps, LABELS, tmp_path / "other.png")
     pixels = [np.asarray(Image.open(p).convert("RGB")) for p in (shared, same, other)]
     assert np.array_equal(pixels[0], pixels[1])
     assert not np.array_equal(pixels[0], pixels[2])
@@ -152,7 +154,7 @@ def test_rollout_overlays_each_model_on_its_own_crops(tmp_path, crops):
 
 def test_cls_heads(tmp_path, crops):
     maps = np.random.default_rng(2).random((6, 8, 8))
-    check_png(plots.plot_cls_heads(crops[0], maps, LABELS["dino_b16"], tmp_path / "heads.png"))
+    check_png(map_plots.plot_cls_heads(crops[0], maps, LABELS["dino_b16"], tmp_path / "heads.png"))
 
 
 @pytest.mark.parametrize("kind", ["filters", "components"])
@@ -160,11 +162,11 @@ def test_patch_filters(tmp_path, kind):
     kernel = np.random.default_rng(3).standard_normal((8, 8, 3, 160))
     filters = patch_embedding_filters(kernel, 128) if kind == "filters" else patch_embedding_components(kernel, 28)
     title = f"Patch-embedding {kind}"
-    path = plots.plot_patch_filters(filters, LABELS["vit_b16_i21k"], tmp_path / f"{kind}.png", title)
+    path = parameters.plot_patch_filters(filters, LABELS["vit_b16_i21k"], tmp_path / f"{kind}.png", title)
     check_png(path)
-    assert plots._default_ncols(128) == 16 and plots._default_ncols(28) == 7
+    assert style._default_ncols(128) == 16 and style._default_ncols(28) == 7
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
-        plots.plot_patch_filters(filters * 2 - 1, "x", tmp_path / "x.png", "t")
+        parameters.plot_patch_filters(filters * 2 - 1, "x", tmp_path / "x.png", "t")
 
 
 def test_position_similarity(tmp_path):
@@ -173,46 +175,49 @@ def test_position_similarity(tmp_path):
     freqs = np.linspace(0.3, 1.2, 4)
     pos = np.concatenate([f(a.ravel()[:, None] * freqs) for a in (yy, xx) for f in (np.sin, np.cos)], 1)
     cosine, dot = position_embedding_similarity(pos, g)
-    cos_path, dot_path = plots.plot_position_similarity(
+    cos_path, dot_path = parameters.plot_position_similarity(
         cosine, dot, LABELS["vit_b16_i21k"], tmp_path / "position_cosine_grid.png", tmp_path / "position_dot.png"
     )
     check_png(cos_path)
     check_png(dot_path)
     with pytest.raises(ValueError, match="grid_h, grid_w"):
-        plots.plot_position_cosine_grid(dot, "x", tmp_path / "x.png")
+        parameters.plot_position_cosine_grid(dot, "x", tmp_path / "x.png")
 
 
-def test_accuracy_and_predictions(tmp_path, predictions, crops):
+def test_accuracy_and_predictions(tmp_path, predictions_table, crops):
+    table = predictions_table
     published = {"vit_b16_i21k": 81.4, "deit_b16_distilled": 83.4}
-    acc = plots._accuracy_table(predictions)
+    acc = accuracy_table(table)
     assert list(acc["model"]) == ["vit_b16_i21k", "deit_b16_distilled"]  # dino_b16 has no labels
     assert acc["accuracy"].tolist() == [50.0, 50.0] and acc["n"].tolist() == [2, 2]
-    assert (acc["low"] < acc["accuracy"]).all() and (acc["high"] > acc["accuracy"]).all()
+    # The Wilson 95% interval of 1 success in 2 trials, by hand: 0.5 +- 1.96 sqrt(0.125 + 1.96^2/16) / (1 + 1.96^2/2).
+    np.testing.assert_allclose(acc["low"], 9.4531, atol=1e-3)
+    np.testing.assert_allclose(acc["high"], 90.5469, atol=1e-3)
 
-    check_png(plots.plot_predictions(predictions, None, published, LABELS, tmp_path / "acc.png"))
-    check_png(plots.plot_accuracy(predictions, published, LABELS, tmp_path / "acc2.png"))
-    path = plots.plot_predictions(predictions, crops, published, LABELS, tmp_path / "pred.png")
+    check_png(predictions.plot_predictions(acc, table, None, published, LABELS, tmp_path / "acc.png"))
+    check_png(predictions.plot_accuracy(acc, published, LABELS, tmp_path / "acc2.png"))
+    path = predictions.plot_predictions(acc, table, crops, published, LABELS, tmp_path / "pred.png")
     check_png(path)
-    unlabelled = predictions.assign(correct=pd.array([None] * len(predictions), dtype="boolean"))
-    check_png(plots.plot_accuracy(unlabelled, published, LABELS, tmp_path / "none.png"))
+    unlabelled = table.assign(correct=pd.array([None] * len(table), dtype="boolean"))
+    check_png(predictions.plot_accuracy(accuracy_table(unlabelled), published, LABELS, tmp_path / "none.png"))
 
 
-def test_top1_gallery(tmp_path, predictions, crops):
+def test_top1_gallery(tmp_path, predictions_table, crops):
     ids = ["img0", "img1", "img2"]
-    path = plots.plot_top1_gallery(
-        crops, ids, predictions, "deit_b16_distilled", LABELS["deit_b16_distilled"], tmp_path / "gallery.png"
+    path = predictions.plot_top1_gallery(
+        crops, ids, predictions_table, "deit_b16_distilled", LABELS["deit_b16_distilled"], tmp_path / "gallery.png"
     )
     check_png(path)
-    text, colour = plots._caption(predictions.iloc[0], 30)
-    assert text == "tabby (0.91)" and colour == plots.CORRECT_COLOUR
-    assert plots._caption(predictions.iloc[2], 30)[1] == "black"
-    assert plots._caption(None, 30)[0] == "no prediction"
+    text, colour = predictions._caption(predictions_table.iloc[0], 30)
+    assert text == "tabby (0.91)" and colour == style.CORRECT_COLOUR
+    assert predictions._caption(predictions_table.iloc[2], 30)[1] == "black"
+    assert predictions._caption(None, 30)[0] == "no prediction"
 
 
 def test_photo_figure_switches_to_palette_when_large(tmp_path):
     noise = np.random.default_rng(4).integers(0, 256, (4, 112, 112, 3), dtype=np.uint8)
     maps = {m: np.random.default_rng(5).random((4, 7, 7)) for m in LABELS}
-    path = plots.plot_rollout(noise, maps, LABELS, tmp_path / "noisy.png")
+    path = map_plots.plot_rollout(noise, maps, LABELS, tmp_path / "noisy.png")
     with Image.open(path) as image:
         assert image.mode == "P"
 
@@ -222,24 +227,24 @@ def test_video_frames_overlay_where_map_is_high():
     frames = rng.integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
     maps = np.zeros((3, 4, 4))
     maps[:, 1, 2] = 1.0  # high on patch (1, 2): pixels rows 8..15, cols 16..23
-    out = plots.attention_video_frames(frames, maps, interpolation="nearest")
+    out = video.attention_video_frames(frames, maps, interpolation="nearest")
     assert out.shape == frames.shape and out.dtype == np.uint8
     high = np.s_[:, 8:16, 16:24]
     assert np.abs(out[high].astype(int) - frames[high]).mean() > 20
     low = np.s_[:, 24:, :8]  # map 0 after scaling: the frame is untouched
     np.testing.assert_array_equal(out[low], frames[low])
-    smooth = plots.attention_video_frames(frames, maps)
+    smooth = video.attention_video_frames(frames, maps)
     assert np.abs(smooth[:, 12, 20].astype(int) - frames[:, 12, 20]).sum() > 0
     with pytest.raises(ValueError, match="maps must be"):
-        plots.attention_video_frames(frames, maps[:2])
+        video.attention_video_frames(frames, maps[:2])
 
 
 def test_resize_map_matches_upsample_map_and_interpolates():
     m = np.arange(16, dtype=float).reshape(4, 4)
-    np.testing.assert_array_equal(plots._resize_map(m, 32, 32, "nearest"), upsample_map(m, 32))
-    bilinear = plots._resize_map(m, 32, 32, "bilinear")
+    np.testing.assert_array_equal(video._resize_map(m, 32, 32, "nearest"), upsample_map(m, 32))
+    bilinear = video._resize_map(m, 32, 32, "bilinear")
     assert bilinear.shape == (32, 32) and bilinear.min() == m.min() and bilinear.max() == m.max()
-    assert plots._resize_map(m, 30, 20, "nearest").shape == (30, 20)
+    assert video._resize_map(m, 30, 20, "nearest").shape == (30, 20)
 
 
 def test_write_gif(tmp_path):
@@ -247,20 +252,20 @@ def test_write_gif(tmp_path):
     frames = np.zeros((t, 24, 24, 3), dtype=np.uint8)
     for i in range(t):
         frames[i, :, i * 4 : i * 4 + 4] = 255  # distinct frames (Pillow merges identical ones)
-    path = plots.write_video(frames, tmp_path / "sub" / "attention.gif", fps=5)
+    path = video.write_video(frames, tmp_path / "sub" / "attention.gif", fps=5)
     with Image.open(path) as gif:
         assert gif.format == "GIF" and gif.n_frames == t and gif.size == (24, 24)
         assert gif.info["duration"] == 200 and gif.info["loop"] == 0
         gif.seek(2)
         assert np.asarray(gif.convert("RGB"))[0, 9].tolist() == [255, 255, 255]
     with pytest.raises(ValueError, match="unsupported video suffix '.avi'"):
-        plots.write_video(frames, tmp_path / "a.avi")
+        video.write_video(frames, tmp_path / "a.avi")
     with pytest.raises(ValueError, match="uint8"):
-        plots.write_video(frames.astype(np.float32), tmp_path / "a.gif")
+        video.write_video(frames.astype(np.float32), tmp_path / "a.gif")
 
 
 @pytest.mark.skipif(importlib.util.find_spec("imageio_ffmpeg") is not None, reason="imageio-ffmpeg is installed")
 def test_mp4_without_ffmpeg_is_a_clear_error(tmp_path):
     frames = np.zeros((2, 16, 16, 3), dtype=np.uint8)
     with pytest.raises(RuntimeError, match="imageio-ffmpeg"):
-        plots.write_video(frames, tmp_path / "a.mp4")
+        video.write_video(frames, tmp_path / "a.mp4")

@@ -9,10 +9,9 @@ from vitprobe.shards import ShardError, ShardInfo, ShardWriter, open_crops, open
 def write_shard(path, images=3, blocks=2, dtype="float32"):
     rng = np.random.default_rng(0)
     data = rng.random((images, blocks, 2, 5, 5)).astype(np.float32)
-    writer = ShardWriter(path, ShardInfo("m", [f"i{k}" for k in range(images)], 1, 2, 16), data.shape[1:], dtype)
-    for start in (0, 2):  # two batches, given per block as the model returns them
-        writer.write_blocks([data[start:start + 2, b] for b in range(blocks)])
-    writer.close()
+    with ShardWriter(path, ShardInfo("m", [f"i{k}" for k in range(images)], 1, 2, 16), data.shape[1:], dtype) as writer:
+        for start in (0, 2):  # two batches, given per block as the model returns them
+            writer.write_blocks([data[start:start + 2, b] for b in range(blocks)])
     return data
 
 
@@ -32,11 +31,18 @@ def test_float16_storage(tmp_path):
 
 
 def test_incomplete_shard_is_not_renamed_into_place(tmp_path):
-    writer = ShardWriter(tmp_path / "s.npy", ShardInfo("m", ["a", "b"], 1, 2, 16), (1, 1, 5, 5), "float32")
-    writer.write_blocks([np.zeros((1, 1, 5, 5), np.float32)])
     with pytest.raises(ShardError, match="1 of 2 images written"):
-        writer.close()
-    assert not (tmp_path / "s.npy").exists()
+        with ShardWriter(tmp_path / "s.npy", ShardInfo("m", ["a", "b"], 1, 2, 16), (1, 1, 5, 5), "float32") as writer:
+            writer.write_blocks([np.zeros((1, 1, 5, 5), np.float32)])
+    assert list(tmp_path.iterdir()) == []  # neither the shard, its sidecar nor a temporary file
+
+
+def test_failed_write_leaves_nothing(tmp_path):
+    with pytest.raises(RuntimeError, match="the model failed"):
+        with ShardWriter(tmp_path / "s.npy", ShardInfo("m", ["a"], 1, 2, 16), (1, 1, 5, 5), "float32") as writer:
+            writer.write_blocks([np.zeros((1, 1, 5, 5), np.float32)])
+            raise RuntimeError("the model failed")
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("damage", ["truncate", "sidecar"])

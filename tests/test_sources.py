@@ -141,7 +141,7 @@ def test_every_mode_decodes_and_crops(tmp_path):
     rotated = crops[manifest.image_id.tolist().index("rotated.jpg")].astype(int)
     assert rotated[2, S // 2, 0] > 200 and rotated[2, S // 2, 2] < 60  # red on top after rotation
     assert rotated[-3, S // 2, 2] > 200 and rotated[-3, S // 2, 0] < 60  # blue at the bottom
-    assert not list((tmp_path / "out").glob("*partial*"))
+    assert not list((tmp_path / "out").glob("*.part"))
 
 
 def test_crops_refuse_changed_bytes(tmp_path):

@@ -1,20 +1,27 @@
 """vitprobe: probe what pretrained Vision Transformers learn.
 
-The model API (`load_model`) imports Keras on first use only, so the data, metrics and
-plotting modules (and the Snakefile) stay light.
+``vitprobe.load_model`` and the other public names below are looked up on first use, so importing
+the data, metrics and pipeline modules (and the Snakefile) never loads Keras. Stages import the
+modules they use directly; a name looked up here is not a stage's code dependency.
 """
 
+from importlib import import_module
+
 __version__ = "0.1.0"
-__all__ = ["ForwardOutput", "ProbeModel", "SPECS", "ViTSpec", "get_spec", "load_model"]
+
+_PUBLIC = {
+    "ForwardOutput": "vitprobe.api",
+    "ProbeModel": "vitprobe.api",
+    "load_model": "vitprobe.api",
+    "SPECS": "vitprobe.models.spec",
+    "ViTSpec": "vitprobe.models.spec",
+    "get_spec": "vitprobe.models.spec",
+    "AttentionReducer": "vitprobe.metrics.attention",
+}
+__all__ = sorted(_PUBLIC)
 
 
 def __getattr__(name):
-    if name in ("ForwardOutput", "ProbeModel", "load_model"):
-        from . import api
-
-        return getattr(api, name)
-    if name in ("SPECS", "ViTSpec", "get_spec"):
-        from .models import spec
-
-        return getattr(spec, name)
+    if name in _PUBLIC:
+        return getattr(import_module(_PUBLIC[name]), name)
     raise AttributeError(f"module 'vitprobe' has no attribute {name!r}")

@@ -9,12 +9,12 @@ from typing import Sequence
 import keras
 import numpy as np
 
-from .attention_metrics import AttentionReducer
+from .compiled import ReducingProgram, compile_for_backend
 from .data.preprocess import Preprocess, crop, default_preprocess, normalize
+from .metrics.attention import AttentionReducer
 from .models.spec import ViTSpec, get_spec
 from .models.vit import VisionTransformer, init_random
 from .weights.loader import load_weights
-
 
 PRECISIONS = ("float32", "bfloat16")
 
@@ -32,29 +32,6 @@ class ReducedOutput:
     logits: np.ndarray | None
 
 
-class _ReducingModel(keras.Model):
-    """The ViT followed by an `AttentionReducer`, compiled as one program: the attention
-    never leaves the device."""
-
-    def __init__(self, vit: VisionTransformer, reducer, **kwargs):
-        super().__init__(**kwargs)
-        self.vit, self.reducer = vit, reducer
-
-    def call(self, images):
-        out = self.vit(images)
-        result = {"reductions": self.reducer(out["attentions"])}
-        if "logits" in out:
-            result["logits"] = out["logits"]
-        return result
-
-
-def compile_for_backend(model: keras.Model) -> None:
-    # jax.jit on jax; a tf.function graph on tensorflow (its bfloat16 matmuls use oneDNN's AMX
-    # kernels, which XLA's CPU backend does not, and float32 runs as fast as under XLA); the
-    # torch backend runs eagerly.
-    model.compile(jit_compile=keras.backend.backend() == "jax")
-
-
 class ProbeModel:
     """A loaded ViT with its preprocessing and a compiled forward pass returning attentions."""
 
@@ -70,7 +47,7 @@ class ProbeModel:
         self.precision = precision
         self.keras_model = VisionTransformer(spec, precision, name=arch.replace(".", "_"))
         compile_for_backend(self.keras_model)
-        self._reducing: dict[tuple, _ReducingModel] = {}
+        self._reducing: dict[tuple, ReducingProgram] = {}
 
     @property
     def patch_size(self) -> int:
@@ -112,8 +89,7 @@ class ProbeModel:
         batch: per-image distances, entropies, rollout and CLS maps, not the attention."""
         key = tuple(sorted(settings.items()))
         if key not in self._reducing:
-            self._reducing[key] = _ReducingModel(self.keras_model, self.reducer(**settings), name="reducing")
-            compile_for_backend(self._reducing[key])
+            self._reducing[key] = ReducingProgram(self.reducer(**settings), self.keras_model, name="reducing")
         out = self._reducing[key].predict_on_batch(self._checked(x))
         reductions = {name: np.asarray(value) for name, value in out["reductions"].items()}
         return ReducedOutput(reductions, np.asarray(out["logits"]) if "logits" in out else None)

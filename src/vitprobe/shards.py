@@ -5,17 +5,21 @@ Uncompressed ``.npy`` rather than ``.npz``: it is written sequentially batch by 
 read in pieces through a memory map, so neither the extract job nor the reduce job ever
 holds a whole shard in memory, and writing runs at disk speed (zlib manages about 30 MB/s here).
 A shard is written under a temporary name and renamed only when complete; a reader
-checks the file length against its header, so a truncated shard is reported, not read.
+memory-maps it, which checks the file length against its header, so a truncated shard is
+reported, not read.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+
+from .atomic import atomic_path
 
 
 class ShardError(ValueError):
@@ -35,25 +39,28 @@ def _sidecar(path: Path) -> Path:
     return path.with_suffix(".json")
 
 
-def _tmp(path: Path) -> Path:
-    return path.with_name(path.name + ".part")
-
-
 class ShardWriter:
     """Append attention to ``path`` (an .npy of (images, blocks, heads, N, N)) image by image,
-    with sequential writes (no memory map: page faults cost more than the copy), then
-    rename it and its sidecar into place."""
+    with sequential writes (no memory map: page faults cost more than the copy). Used as a
+    context manager: the shard and its sidecar are renamed into place when every image is
+    written, and deleted if the block raises."""
 
     def __init__(self, path: str | os.PathLike, info: ShardInfo, shape_per_image: tuple, dtype: str):
         self.path, self.info = Path(path), info
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self.dtype = np.dtype(dtype)
         self.shape = (len(info.image_ids), *shape_per_image)
-        self._file = open(_tmp(self.path), "wb")
-        np.lib.format.write_array_header_1_0(
-            self._file, {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False, "shape": self.shape}
-        )
         self._filled = 0
+
+    def __enter__(self) -> ShardWriter:
+        with ExitStack() as stack:
+            tmp = stack.enter_context(atomic_path(self.path))
+            self._sidecar_tmp = stack.enter_context(atomic_path(_sidecar(self.path)))
+            self._file = stack.enter_context(open(tmp, "wb"))
+            np.lib.format.write_array_header_1_0(
+                self._file, {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False, "shape": self.shape}
+            )
+            self._stack = stack.pop_all()
+        return self
 
     def write_blocks(self, blocks: list[np.ndarray]) -> None:
         """One batch given as the model returns it: per block, (batch, heads, N, N)."""
@@ -62,14 +69,15 @@ class ShardWriter:
                 self._file.write(np.ascontiguousarray(block[i], dtype=self.dtype).data)
         self._filled += len(blocks[0])
 
-    def close(self) -> None:
-        self._file.close()
-        if self._filled != self.shape[0]:
-            raise ShardError(f"{self.path}: {self._filled} of {self.shape[0]} images written")
-        sidecar = _sidecar(self.path)
-        _tmp(sidecar).write_text(json.dumps(asdict(self.info)))
-        _tmp(self.path).replace(self.path)
-        _tmp(sidecar).replace(sidecar)
+    def __exit__(self, kind, error, traceback) -> None:
+        # The file closes first, then the sidecar and the shard are renamed (or, on error, deleted).
+        if kind is None and self._filled != self.shape[0]:
+            error = ShardError(f"{self.path}: {self._filled} of {self.shape[0]} images written")
+            self._stack.__exit__(ShardError, error, None)
+            raise error
+        if kind is None:
+            self._sidecar_tmp.write_text(json.dumps(asdict(self.info)))
+        self._stack.__exit__(kind, error, traceback)
 
 
 def open_shard(path: str | os.PathLike) -> tuple[np.ndarray, ShardInfo]:

@@ -1,32 +1,31 @@
 checkpoint sample:
-    input:
-        code=SAMPLE_CODE,
     output:
-        manifest=f"{OUT}/manifest.parquet",
-        rejected=f"{OUT}/rejected.parquet",
+        manifest=result("manifest.parquet"),
+        rejected=result("rejected.parquet"),
     params:
         images=config["images"],
+        code=code("sample.py"),
     conda:
         "../../envs/vitprobe.yaml"
     log:
-        f"{OUT}/logs/sample.log",
+        result("logs/sample.log"),
     script:
         "../scripts/sample.py"
 
 
 rule prepare:
     input:
-        manifest=f"{OUT}/manifest.parquet",
-        code=SAMPLE_CODE,
+        manifest=result("manifest.parquet"),
     output:
-        f"{OUT}/crops/{{geometry}}/shard_{{shard}}.npy",
+        result("crops/{geometry}/shard_{shard}.npy"),
     params:
         image_size=lambda w: GEOMETRIES[w.geometry].spec.image_size,
         geometry=lambda w: GEOMETRIES[w.geometry].preprocess.geometry_dict(),
         shard_size=SHARD_SIZE,
+        code=code("prepare.py"),
     conda:
         "../../envs/vitprobe.yaml"
     log:
-        f"{OUT}/logs/prepare/{{geometry}}_{{shard}}.log",
+        result("logs/prepare/{geometry}_{shard}.log"),
     script:
         "../scripts/prepare.py"

@@ -1,11 +1,7 @@
-from vitprobe.analysis import aggregate
-from vitprobe.runlog import start
+from vitprobe.pipeline.runlog import start
 
-start(snakemake.log)
-aggregate(
-    snakemake.input.per_image,
-    snakemake.input.predictions,
-    snakemake.output.per_image,
-    snakemake.output.mean,
-    snakemake.output.predictions,
-)
+start(snakemake.log, snakemake.threads)
+from vitprobe.pipeline.aggregate import aggregate  # noqa: E402  (after the thread limit)
+
+i, o = snakemake.input, snakemake.output
+aggregate(i.per_image, i.predictions, o.per_image, o.mean, o.predictions, o.accuracy)

@@ -1,6 +1,7 @@
-from vitprobe.experiment import model_entry
-from vitprobe.extraction import export_parameters
-from vitprobe.runlog import start
+from vitprobe.pipeline.runlog import start
 
-start(snakemake.log)
+start(snakemake.log, snakemake.threads)
+from vitprobe.pipeline.config import model_entry  # noqa: E402  (after the thread limit)
+from vitprobe.pipeline.parameters import export_parameters  # noqa: E402
+
 export_parameters(model_entry(snakemake.wildcards.model, snakemake.params.model), snakemake.output[0])

@@ -1,11 +1,7 @@
-import pandas as pd
+from vitprobe.pipeline.runlog import start
 
-from vitprobe.data.manifest import prepare_crops
-from vitprobe.data.preprocess import Preprocess
-from vitprobe.experiment import shard_slice
-from vitprobe.runlog import start
+start(snakemake.log, snakemake.threads)
+from vitprobe.pipeline.prepare import prepare  # noqa: E402  (after the thread limit)
 
-start(snakemake.log)
-manifest = pd.read_parquet(snakemake.input.manifest)
-rows = manifest.iloc[shard_slice(int(snakemake.wildcards.shard), snakemake.params.shard_size)]
-prepare_crops(rows, snakemake.params.image_size, Preprocess(**snakemake.params.geometry), snakemake.output[0])
+p = snakemake.params
+prepare(snakemake.input.manifest, int(snakemake.wildcards.shard), p.shard_size, p.image_size, p.geometry, snakemake.output[0])

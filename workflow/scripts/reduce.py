@@ -1,5 +1,6 @@
-from vitprobe.reduction import reduce
-from vitprobe.runlog import start
+from vitprobe.pipeline.runlog import start
 
-start(snakemake.log)
+start(snakemake.log, snakemake.threads)
+from vitprobe.pipeline.reduce import reduce  # noqa: E402  (after the thread limit)
+
 reduce(snakemake.input.attention, snakemake.output.per_image, snakemake.output.maps, **snakemake.params.analysis)

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageFile
 
+from ..atomic import atomic_path
 from .preprocess import Preprocess, crop
 from .sources import ImageRecord, read_source
 
@@ -99,31 +100,21 @@ def prepare_crops(
     image_id to record. Bytes are checked against the manifest's sha256. The array is filled
     through a memory map and renamed into place when complete.
     """
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(f".{out_path.name}.{os.getpid()}.partial")
     shape = (len(manifest), image_size, image_size, 3)
-    crops = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
-    try:
-        with _decoding_limits():
-            for i, row in enumerate(manifest.itertuples(index=False)):
-                if reader is None:
-                    data = read_source(row.source)
-                elif isinstance(reader, Mapping):
-                    data = reader[row.image_id].read()
-                else:
-                    data = reader(row.source)
-                if hashlib.sha256(data).hexdigest() != row.sha256:
-                    raise ValueError(f"{row.image_id} ({row.source}) changed since the manifest was built: "
-                                     "its sha256 differs")
-                with _open(data) as image:
-                    crops[i] = crop(image, image_size, pre)
+    with atomic_path(out_path) as tmp, _decoding_limits():
+        crops = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
+        for i, row in enumerate(manifest.itertuples(index=False)):
+            if reader is None:
+                data = read_source(row.source)
+            elif isinstance(reader, Mapping):
+                data = reader[row.image_id].read()
+            else:
+                data = reader(row.source)
+            if hashlib.sha256(data).hexdigest() != row.sha256:
+                raise ValueError(f"{row.image_id} ({row.source}) changed since the manifest was built: "
+                                 "its sha256 differs")
+            with _open(data) as image:
+                crops[i] = crop(image, image_size, pre)
         crops.flush()
         del crops
-        os.replace(tmp, out_path)
-    except BaseException:
-        with contextlib.suppress(NameError):
-            del crops
-        tmp.unlink(missing_ok=True)
-        raise
-    return out_path
+    return Path(out_path)

@@ -14,13 +14,14 @@ import hashlib
 import http.client
 import json
 import os
-import tempfile
 import urllib.parse
 import urllib.request
 import zipfile
 from pathlib import Path
 
+from ..atomic import atomic_path, write_text
 from .errors import WeightsError
+from .source import parse_weights
 
 SAFE_SUFFIXES = (".safetensors", ".npz", ".onnx")
 # Formats that can carry pickled code; never loaded.
@@ -78,10 +79,7 @@ def verify_against_lock(source: str, file: Path, shown: str | None = None) -> st
         pinned = lock.get(source, {}).get("sha256")
         if pinned is None:
             lock[source] = {"sha256": digest}
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-            with os.fdopen(fd, "w") as f:
-                f.write(json.dumps(lock, indent=2, sort_keys=True) + "\n")
-            os.replace(tmp, path)
+            write_text(path, json.dumps(lock, indent=2, sort_keys=True) + "\n")
     if pinned is not None and pinned != digest:
         raise WeightsError(
             f"{shown or file}: sha256 {digest} differs from {pinned} pinned for {source} in {path}. "
@@ -138,25 +136,20 @@ def _download_url(url: str) -> Path:
     if target.exists():
         verify_against_lock(url, target)
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, suffix=".part")
-    tmp = Path(tmp_name)
     try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
-            expected = response.length  # Content-Length; None when absent or chunked
-            while chunk := response.read(1 << 20):
-                out.write(chunk)
-            received = out.tell()
-        # http.client returns a short body without error when the connection drops.
-        if expected is not None and received != expected:
-            raise WeightsError(f"{url}: the download stopped after {received} of {expected} bytes (connection dropped?); try again.")
-        check_complete(tmp, target.suffix, url)
-        verify_against_lock(url, tmp, shown=url)
-        tmp.replace(target)
+        with atomic_path(target) as tmp:
+            with open(tmp, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
+                expected = response.length  # Content-Length; None when absent or chunked
+                while chunk := response.read(1 << 20):
+                    out.write(chunk)
+                received = out.tell()
+            # http.client returns a short body without error when the connection drops.
+            if expected is not None and received != expected:
+                raise WeightsError(f"{url}: the download stopped after {received} of {expected} bytes (connection dropped?); try again.")
+            check_complete(tmp, target.suffix, url)
+            verify_against_lock(url, tmp, shown=url)
     except (OSError, http.client.HTTPException) as e:  # HTTPException: IncompleteRead of a chunked body
         raise WeightsError(f"{url}: download failed ({e}). Check the network, or download the file and pass its path.") from e
-    finally:
-        tmp.unlink(missing_ok=True)
     return target
 
 
@@ -195,12 +188,15 @@ def _package_file(source: str) -> Path:
 
 def resolve(source: str) -> Path:
     """The local file for a weights source (``hf-hub:...``, ``https://...``, ``package:...`` or a path)."""
-    if source.startswith("hf-hub:"):
+    parsed = parse_weights(source)
+    if parsed.kind == "hf-hub":
         return _download_hub(source)
-    if source.startswith("package:"):
+    if parsed.kind == "package":
         return _package_file(source)
-    if "://" in source:
+    if parsed.kind == "https":
         return _download_url(source)
+    if parsed.kind == "random":
+        raise WeightsError("'random' names no weights file")
     path = Path(source)
     check_suffix(path)
     if not path.is_file():

@@ -1,5 +1,6 @@
-"""Numpy metrics over a model's parameters (position embeddings, patch-embedding filters) and
-map helpers. The attention metrics run in the compiled graph: see `attention_metrics`.
+"""Numpy metrics over a model's parameters: position-embedding similarity and the patch-embedding
+filters with their principal components. The attention metrics run in the compiled graph: see
+`vitprobe.metrics.attention`.
 """
 
 from __future__ import annotations
@@ -7,17 +8,10 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
+from .arrays import minmax_scale
 from .grid import Grid, grid_hw
 
 FloatArray = NDArray[np.floating]
-
-
-def upsample_map(map2d: np.ndarray, size: int) -> np.ndarray:
-    """Return the nearest-neighbour (size, size) upsampling of a (grid_h, grid_w) map."""
-    gh, gw = map2d.shape
-    if size % gh or size % gw:
-        raise ValueError(f"size {size} is not a multiple of the grid {gh}x{gw}")
-    return np.repeat(np.repeat(map2d, size // gh, axis=0), size // gw, axis=1)
 
 
 def position_embedding_similarity(pos_embed_patches: np.ndarray, grid: Grid) -> tuple[FloatArray, FloatArray]:
@@ -32,20 +26,11 @@ def position_embedding_similarity(pos_embed_patches: np.ndarray, grid: Grid) -> 
     return (dot / denom).reshape(gh, gw, gh, gw), dot
 
 
-def _minmax(stack: np.ndarray) -> FloatArray:
-    """Min-max scale each item of a (count, ...) stack to [0, 1] independently (constant items -> 0)."""
-    flat = stack.reshape(stack.shape[0], -1).astype(np.float64)
-    lo = flat.min(1, keepdims=True)
-    span = flat.max(1, keepdims=True) - lo
-    scaled = np.divide(flat - lo, span, out=np.zeros_like(flat), where=span > 0)
-    return scaled.reshape(stack.shape)
-
-
 def patch_embedding_filters(kernel: np.ndarray, count: int = 128) -> FloatArray:
     """Return the first `count` (p, p, 3) filters of a (p, p, 3, D) kernel, each min-max scaled."""
     if count > kernel.shape[-1]:
         raise ValueError(f"count {count} exceeds the {kernel.shape[-1]} filters")
-    return _minmax(np.moveaxis(kernel[..., :count], -1, 0))
+    return minmax_scale(np.moveaxis(kernel[..., :count], -1, 0))
 
 
 def patch_embedding_components(kernel: np.ndarray, count: int = 28) -> FloatArray:
@@ -56,4 +41,4 @@ def patch_embedding_components(kernel: np.ndarray, count: int = 28) -> FloatArra
     _, _, vt = np.linalg.svd(filters - filters.mean(0), full_matrices=False)
     comps = vt[:count]
     signs = np.sign(comps[np.arange(count), np.abs(comps).argmax(1)])
-    return _minmax((comps * signs[:, None]).reshape(count, *kernel.shape[:-1]))
+    return minmax_scale((comps * signs[:, None]).reshape(count, *kernel.shape[:-1]))

@@ -11,8 +11,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .data.preprocess import Preprocess, default_preprocess
-from .models.spec import SPECS, ViTSpec, get_spec
+from ..data import sources
+from ..data.preprocess import Preprocess, default_preprocess
+from ..models.spec import SPECS, ViTSpec, get_spec
+from ..weights.errors import WeightsError
+from ..weights.source import HELP, WeightsSource, parse_weights
 
 
 class ConfigError(ValueError):
@@ -66,7 +69,7 @@ def model_entry(key: str, cfg: dict) -> ModelEntry:
         key=key,
         arch=arch,
         weights=weights,
-        checkpoint=cfg.get("checkpoint") or _checkpoint_name(arch, weights, seed),
+        checkpoint=cfg.get("checkpoint") or _checkpoint_name(key, arch, weights, seed),
         seed=seed,
         published_top1=cfg.get("published_top1"),
         preprocess=pre,
@@ -79,11 +82,25 @@ def model_entries(config: dict) -> dict[str, ModelEntry]:
     return {key: model_entry(key, cfg) for key, cfg in config["models"].items()}
 
 
-def _checkpoint_name(arch: str, weights: str, seed: int) -> str:
-    if weights == "random":
+def weights_source(key: str, weights: str) -> WeightsSource:
+    """``models.<key>.weights`` parsed; a `ConfigError` naming the key when it cannot be."""
+    try:
+        return parse_weights(weights)
+    except WeightsError as e:
+        raise ConfigError(f"models.{key}.weights: {e}") from None
+
+
+def local_weights(entry: ModelEntry) -> list[str]:
+    """The weights file of a model when it is a local file (a rule input: replacing it reruns)."""
+    return [entry.weights] if parse_weights(entry.weights).is_local else []
+
+
+def _checkpoint_name(key: str, arch: str, weights: str, seed: int) -> str:
+    source = weights_source(key, weights)
+    if source.kind == "random":
         return f"{arch}, random init seed {seed}"
-    if weights.startswith("hf-hub:"):
-        return weights.removeprefix("hf-hub:").split("/", 1)[-1]
+    if source.kind == "hf-hub":
+        return source.value.split("/", 1)[-1]
     return Path(weights.split("?")[0]).name
 
 
@@ -93,18 +110,14 @@ def check_config(config: dict, root: str | os.PathLike = ".") -> dict[str, Model
     check_images(config["images"])
     for key, entry in entries.items():
         w = entry.weights
-        if w == "random" or "://" in w or w.startswith(("hf-hub:", "package:")):
-            if w.startswith("http://"):
-                raise ConfigError(f"models.{key}.weights: {w}: weights are only downloaded over https")
-            if w.startswith("hf-hub:") and os.environ.get("HF_HUB_OFFLINE") == "1" and not _in_hub_cache(w):
-                raise ConfigError(
-                    f"models.{key}.weights: {w} is not in the Hugging Face cache and HF_HUB_OFFLINE=1. "
-                    "Download it once with network, or give a local .safetensors path."
-                )
-            continue
-        path = Path(root, w)
-        if not path.is_file():
-            raise ConfigError(f"models.{key}.weights: file {path} not found. Give an existing .safetensors/.npz/.onnx file, a hub id or 'random'.")
+        source = weights_source(key, w)
+        if source.kind == "hf-hub" and os.environ.get("HF_HUB_OFFLINE") == "1" and not _in_hub_cache(source.value):
+            raise ConfigError(
+                f"models.{key}.weights: {w} is not in the Hugging Face cache and HF_HUB_OFFLINE=1. "
+                "Download it once with network, or give a local .safetensors path."
+            )
+        if source.is_local and not Path(root, w).is_file():
+            raise ConfigError(f"models.{key}.weights: file {Path(root, w)} not found. {HELP}")
     for pair in config.get("comparisons", []):
         for key in pair:
             if key not in entries:
@@ -118,8 +131,6 @@ def check_config(config: dict, root: str | os.PathLike = ".") -> dict[str, Model
 def check_images(images: dict) -> int | None:
     """Refuse an image source that cannot deliver ``count`` images, before any job runs.
     Returns the number of images the run will sample, when it is cheap to know."""
-    from .data import sources
-
     kind, path, count = images["source"], images.get("path"), images.get("count")
     if kind == "imagenet2012":
         tar = Path(path or sources.DEFAULT_MANUAL_DIR).expanduser() / sources.IMAGENET_VAL_TAR
@@ -145,7 +156,7 @@ def check_images(images: dict) -> int | None:
 def _in_hub_cache(source: str) -> bool:
     from huggingface_hub import try_to_load_from_cache
 
-    return isinstance(try_to_load_from_cache(source.removeprefix("hf-hub:"), "model.safetensors"), str)
+    return isinstance(try_to_load_from_cache(source, "model.safetensors"), str)
 
 
 def raw_attention_bytes(entries: dict[str, ModelEntry], images: int, dtype: str) -> int:

@@ -1,23 +1,23 @@
 """Per-image reductions of one shard: collected and checked batch by batch, then written.
 
-The reductions themselves are `attention_metrics.AttentionReducer`'s: inside the compiled
-forward pass by default (see `extraction.extract`), or over stored attention shards
+The reductions themselves are `metrics.attention.AttentionReducer`'s: inside the compiled
+forward pass by default (see `pipeline.extract`), or over stored attention shards
 (`reduce`) when ``extract.keep_attention`` keeps them, so that an analysis change reruns
 without the model.
 """
 
 from __future__ import annotations
 
-import keras
 import numpy as np
 import pandas as pd
 
-from .api import compile_for_backend
-from .attention_metrics import AttentionReducer
-from .atomic import write_npz, write_parquet
-from .shards import open_shard
+from ..atomic import write_npz, write_parquet
+from ..compiled import ReducingProgram
+from ..metrics.attention import AttentionReducer
+from ..shards import open_shard
+from ..tables import PER_IMAGE_COLUMNS
+from .checks import require_finite
 
-PER_IMAGE_COLUMNS = ["model", "image_id", "block", "head", "distance_px", "prefix_mass", "entropy"]
 # A row of attention may miss 1 by float32 rounding, never by more than this.
 ROW_SUM_ATOL = 1e-3
 
@@ -33,7 +33,7 @@ class ShardReductions:
 
     def add(self, image_ids: list[str], reductions: dict[str, np.ndarray]) -> None:
         """Raise ValueError naming the model, block and images whose attention rows are not
-        finite or do not sum to 1."""
+        finite or do not sum to 1, or the reduction that is not finite."""
         bad = ~(reductions["row_error"] <= ROW_SUM_ATOL)  # (n, blocks); NaN counts as bad
         for block in np.flatnonzero(bad.any(axis=0)):
             images = [image_ids[i] for i in np.flatnonzero(bad[:, block])]
@@ -41,6 +41,8 @@ class ShardReductions:
                 f"{self.model} block {block}: attention rows not finite or not summing to 1 "
                 f"(atol={ROW_SUM_ATOL}) for images {images}"
             )
+        for name, values in reductions.items():
+            require_finite(self.model, name, values, image_ids)
         self.image_ids.extend(image_ids)
         self.parts.append(reductions)
 
@@ -61,7 +63,7 @@ class ShardReductions:
                 "entropy": self._stacked("entropy").reshape(-1).astype(np.float64),
             }
         )
-        return table[PER_IMAGE_COLUMNS].sort_values(["image_id", "block", "head"], kind="stable").reset_index(drop=True)
+        return table[list(PER_IMAGE_COLUMNS)].sort_values(["image_id", "block", "head"], kind="stable").reset_index(drop=True)
 
     def write(self, per_image_path: str, maps_path: str) -> None:
         write_parquet(self.table(), per_image_path)
@@ -73,30 +75,17 @@ class ShardReductions:
         )
 
 
-class _StackedReducer(keras.Model):
-    """An `AttentionReducer` over a stored (B, blocks, heads, N, N) attention array."""
-
-    def __init__(self, reducer: AttentionReducer, **kwargs):
-        super().__init__(**kwargs)
-        self.reducer = reducer
-
-    def call(self, attention):
-        attention = keras.ops.cast(attention, "float32")
-        return self.reducer([attention[:, block] for block in range(attention.shape[1])])
-
-
 def reduce(attention_path: str, per_image_path: str, maps_path: str, chunk: int = 8, **settings) -> None:
     """Reduce a stored attention shard (see `ShardReductions`); ``settings`` are the
     `AttentionReducer`'s (renormalize, head_fusion, discard_ratio)."""
     attention, info = open_shard(attention_path)
-    program = _StackedReducer(AttentionReducer(info.num_prefix_tokens, info.grid_size, info.patch_size, **settings), name="reduce")
-    compile_for_backend(program)
+    program = ReducingProgram(AttentionReducer(info.num_prefix_tokens, info.grid_size, info.patch_size, **settings), name="reduce")
     collected = ShardReductions(info.model)
     for start in range(0, len(info.image_ids), chunk):
         part = np.asarray(attention[start : start + chunk])
         n = len(part)
         if n < chunk:  # pad with uniform rows: one compiled shape for every chunk
             part = np.concatenate([part, np.full((chunk - n, *part.shape[1:]), 1 / part.shape[-1], part.dtype)])
-        out = program.predict_on_batch(part)
+        out = program.predict_on_batch(part)["reductions"]
         collected.add(info.image_ids[start : start + n], {name: np.asarray(v)[:n] for name, v in out.items()})
     collected.write(per_image_path, maps_path)

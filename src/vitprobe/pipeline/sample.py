@@ -6,8 +6,8 @@ from __future__ import annotations
 import logging
 
 from ..atomic import write_parquet
-from .manifest import build_manifest, sample_records
-from .sources import load_source
+from ..data.manifest import build_manifest, sample_records
+from ..data.sources import load_source
 
 log = logging.getLogger("vitprobe")
 

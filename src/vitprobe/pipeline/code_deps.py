@@ -1,0 +1,82 @@
+"""The library code a pipeline script runs: the closure of the `vitprobe` modules it imports,
+found by reading the import statements (``ast``), never by importing anything.
+
+Every import statement counts, also one inside a function: it runs when the stage calls that
+function. Importing ``a.b.c`` runs ``a/__init__.py`` and ``a/b/__init__.py`` too, so those files
+are in the closure. The Snakefile turns each rule's closure into a parameter (a content hash per
+file), so an edit reruns exactly the rules whose scripts import the edited module.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+from pathlib import Path
+
+PACKAGE = "vitprobe"
+
+
+def _module_file(root: Path, module: str) -> Path | None:
+    """The file of ``vitprobe.x.y`` under ``root`` (the folder holding the package), if any."""
+    base = root.joinpath(*module.split("."))
+    for candidate in (base / "__init__.py", base.with_suffix(".py")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _with_parents(module: str) -> list[str]:
+    parts = module.split(".")
+    return [".".join(parts[: i + 1]) for i in range(len(parts))]
+
+
+def imported_modules(source: str, module: str | None = None, is_package: bool = False) -> set[str]:
+    """Every `vitprobe` module named by an import statement in ``source`` (the code of
+    ``module``, needed to resolve relative imports), as dotted names. ``from m import x`` names
+    ``m.x`` too, which is a module when ``x`` is one (kept if a file exists for it)."""
+    found = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                if module is None:
+                    continue  # a relative import outside a package
+                anchor = module.split(".") if is_package else module.split(".")[:-1]
+                anchor = anchor[: len(anchor) - (node.level - 1)]
+                base = ".".join(anchor + ([node.module] if node.module else []))
+            else:
+                base = node.module or ""
+            found.add(base)
+            found.update(f"{base}.{alias.name}" for alias in node.names if alias.name != "*")
+    return {name for name in found if name == PACKAGE or name.startswith(PACKAGE + ".")}
+
+
+def module_closure(script: str | Path, root: str | Path) -> dict[str, Path]:
+    """Module name -> file for every `vitprobe` module that ``script`` imports, directly or
+    through other modules, with the packages they sit in. ``root``: the folder holding the
+    ``vitprobe`` package (``src``)."""
+    root = Path(root)
+    closure: dict[str, Path] = {}
+    pending = imported_modules(Path(script).read_text())
+    while pending:
+        name = pending.pop()
+        for module in _with_parents(name):
+            if module in closure:
+                continue
+            path = _module_file(root, module)
+            if path is None:
+                continue  # a name imported from a module, not a module itself
+            closure[module] = path
+            pending |= imported_modules(path.read_text(), module, path.name == "__init__.py")
+    return dict(sorted(closure.items()))
+
+
+def code_version(script: str | Path, root: str | Path) -> dict[str, str]:
+    """The closure as ``{path relative to root: sha256 prefix of its content}``: a value that
+    changes exactly when the code a script runs changes (a touch alone changes nothing)."""
+    root = Path(root)
+    return {
+        str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+        for path in module_closure(script, root).values()
+    }

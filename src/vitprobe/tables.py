@@ -1,0 +1,7 @@
+"""The output contract's tables: their columns, in order (README, "Outputs")."""
+
+PREDICTION_COLUMNS = ("model", "image_id", "top1", "top1_name", "top1_prob", "correct")
+PREDICTION_DTYPES = ("str", "str", "int64", "str", "float64", "boolean")
+PER_IMAGE_COLUMNS = ("model", "image_id", "block", "head", "distance_px", "prefix_mass", "entropy")
+DISTANCE_COLUMNS = ("model", "block", "head", "distance_px", "std_px", "n_images")
+ACCURACY_COLUMNS = ("model", "n", "correct", "accuracy", "low", "high")

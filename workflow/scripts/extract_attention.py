@@ -1,0 +1,19 @@
+from vitprobe.pipeline.runlog import start
+
+start(snakemake.log, snakemake.threads)
+from vitprobe.pipeline.extract import run_extract  # noqa: E402  (after the thread limit)
+
+p = snakemake.params
+run_extract(
+    snakemake.wildcards.model,
+    p.model,
+    snakemake.input.crops,
+    snakemake.input.manifest,
+    int(snakemake.wildcards.shard),
+    p.shard_count,
+    p.shard_size,
+    dict(snakemake.output.items()),
+    batch_size=p.batch_size,
+    precision=p.precision,
+    dtype=p.dtype,
+)
