@@ -30,10 +30,18 @@ IMAGENET_VAL_TAR = "ILSVRC2012_img_val.tar"
 IMAGENET_VAL_COUNT = 50_000
 DEFAULT_MANUAL_DIR = Path("~/tensorflow_datasets/downloads/manual")
 DEFAULT_TFDS_DATA_DIR = Path("~/tensorflow_datasets")
-ALTERNATIVES = (
-    "Alternatives: `images.source: imagenet_v2` (public ImageNetV2 download), "
-    "`images.source: folder` (your own images) or `images.source: bundled` (offline photos)."
-)
+SOURCE_DESCRIPTIONS = {
+    "imagenet2012": "manual ImageNet validation tar",
+    "imagenet_v2": "public ImageNetV2 download",
+    "folder": "your own images",
+    "bundled": "offline photos",
+}
+
+
+def alternatives(to: str) -> str:
+    """The image sources other than ``to``, for an error message."""
+    others = [f"`images.source: {k}` ({v})" for k, v in SOURCE_DESCRIPTIONS.items() if k != to]
+    return "Alternatives: " + ", ".join(others[:-1]) + " or " + others[-1] + "."
 
 
 @dataclass(frozen=True)
@@ -147,7 +155,7 @@ def folder(path: str | os.PathLike) -> list[ImageRecord]:
     """
     root = Path(path).expanduser().resolve()
     if not root.is_dir():
-        raise FileNotFoundError(f"images.path: {root} is not a folder. {ALTERNATIVES}")
+        raise FileNotFoundError(f"images.path: {root} is not a folder. {alternatives('folder')}")
     labels = {}
     if (root / "labels.csv").is_file():
         with open(root / "labels.csv", newline="") as f:
@@ -205,7 +213,7 @@ def imagenet2012(manual_dir: str | os.PathLike | None = None, expected_count: in
         raise FileNotFoundError(
             f"images.source: imagenet2012 needs the ImageNet validation tar at {tar_path} "
             f"(download {IMAGENET_VAL_TAR}, 6.7 GB, from https://image-net.org after registering; "
-            f"set images.path to the folder that holds it). {ALTERNATIVES}"
+            f"set images.path to the folder that holds it). {alternatives('imagenet2012')}"
         )
     index = _tar_index(tar_path)
     expected = [f"ILSVRC2012_val_{i:08d}.JPEG" for i in range(1, expected_count + 1)]
@@ -275,9 +283,7 @@ def imagenet_v2(data_dir: str | os.PathLike | None = None, variant: str = "match
         raise RuntimeError(
             f"images.source: imagenet_v2 could not download or extract ImageNetV2 ({variant}) "
             f"into {data_dir / 'downloads'} ({type(error).__name__}: {error}). It needs network access "
-            "once (1.2 GB from huggingface.co); afterwards it works offline from that folder. "
-            "Alternatives: `images.source: imagenet2012` (manual validation tar), "
-            "`images.source: folder` or `images.source: bundled` (offline photos)."
+            f"once (1.2 GB from huggingface.co); afterwards it works offline from that folder. {alternatives('imagenet_v2')}"
         ) from error
     files = sorted(
         (p for p in root.glob("*/*") if p.is_file() and p.parent.name.isdigit()),

@@ -89,16 +89,21 @@ def _discard_lowest(fused, discard_ratio: float, num_prefix: int):
     return ops.concatenate([fused[:, :num_prefix, :], lower], axis=1)
 
 
+def check_rollout_settings(head_fusion: str, discard_ratio: float) -> None:
+    """Raise ValueError for a head fusion or discard ratio the rollout does not offer."""
+    if head_fusion not in HEAD_FUSIONS:
+        raise ValueError(f"head_fusion must be one of {', '.join(HEAD_FUSIONS)}, got {head_fusion!r}")
+    if not 0.0 <= discard_ratio < 1.0:
+        raise ValueError(f"discard_ratio must be in [0, 1), got {discard_ratio}")
+
+
 def rollout_cls_row(attentions: Sequence, head_fusion: str = "mean", discard_ratio: float = 0.0, num_prefix: int = 1):
     """(B, N): the CLS row of the rollout A_L @ ... @ A_1 of Abnar & Zuidema (2020), where
     A_i is block i's fused heads plus the identity, rows renormalised.
 
     Only the row is needed, so it is carried from the last block to the first as a vector:
     O(N^2) per block instead of a full (N, N) product."""
-    if head_fusion not in HEAD_FUSIONS:
-        raise ValueError(f"head_fusion must be one of {', '.join(HEAD_FUSIONS)}, got {head_fusion!r}")
-    if not 0.0 <= discard_ratio < 1.0:
-        raise ValueError(f"discard_ratio must be in [0, 1), got {discard_ratio}")
+    check_rollout_settings(head_fusion, discard_ratio)
     if not attentions:
         raise ValueError("attention rollout needs at least one block")
     fuse = {"mean": ops.mean, "max": ops.max, "min": ops.min}[head_fusion]
@@ -134,10 +139,7 @@ class AttentionReducer:
 
     def __init__(self, num_prefix: int, grid: Grid, patch_size: int, *, renormalize: bool = False,
                  head_fusion: str = "mean", discard_ratio: float = 0.0):
-        if head_fusion not in HEAD_FUSIONS:
-            raise ValueError(f"head_fusion must be one of {', '.join(HEAD_FUSIONS)}, got {head_fusion!r}")
-        if not 0.0 <= discard_ratio < 1.0:
-            raise ValueError(f"discard_ratio must be in [0, 1), got {discard_ratio}")
+        check_rollout_settings(head_fusion, discard_ratio)
         self.num_prefix, self.grid, self.patch_size = num_prefix, grid_hw(grid), patch_size
         self.renormalize, self.head_fusion, self.discard_ratio = renormalize, head_fusion, discard_ratio
 

@@ -137,7 +137,7 @@ def check_images(images: dict) -> int | None:
         if not tar.is_file():
             raise ConfigError(
                 f"images.source: imagenet2012 needs {tar} (ImageNet validation tar, 6.7 GB, from image-net.org "
-                f"after registering); set images.path to the folder that holds it. {sources.ALTERNATIVES}"
+                f"after registering); set images.path to the folder that holds it. {sources.alternatives('imagenet2012')}"
             )
         available = sources.IMAGENET_VAL_COUNT  # the sample step verifies the tar holds exactly these
     elif kind == "folder":
