@@ -25,7 +25,7 @@ if KEEP_ATTENTION:
             shard_count=lambda w: len(get_shards()),
             precision=EXTRACT_SETTINGS["precision"],
             dtype=EXTRACT_SETTINGS["dtype"],
-            code=code("extract_attention.py"),
+            code=code("extract.py"),
         threads: EXTRACT_SETTINGS["threads"]
         resources:
             **EXTRACT_RESOURCES,
@@ -36,7 +36,7 @@ if KEEP_ATTENTION:
         benchmark:
             result("benchmarks/extract/{model}_{shard}.tsv")
         script:
-            "../scripts/extract_attention.py"
+            "../scripts/extract.py"
 
     rule reduce:
         input:

@@ -15,5 +15,6 @@ run_extract(
     dict(snakemake.output.items()),
     batch_size=p.batch_size,
     precision=p.precision,
-    analysis=p.analysis,
+    analysis=p.get("analysis"),  # rule extract
+    dtype=p.get("dtype"),  # rule extract_attention
 )
