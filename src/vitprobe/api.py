@@ -9,7 +9,7 @@ from typing import Sequence
 import keras
 import numpy as np
 
-from .compiled import ReducingProgram, compile_for_backend
+from .compiled import ReducingProgram, accelerator_present, attention_kernel_is_fused, compile_for_backend
 from .data.preprocess import Preprocess, crop, default_preprocess, normalize
 from .metrics.attention import AttentionReducer
 from .models.spec import ViTSpec, get_spec
@@ -84,12 +84,20 @@ class ProbeModel:
         """An `AttentionReducer` for this model's tokens (settings: renormalize, head_fusion, discard_ratio)."""
         return AttentionReducer(self.num_prefix_tokens, self.grid_size, self.patch_size, **settings)
 
-    def forward_reduced(self, x: np.ndarray, **settings) -> ReducedOutput:
+    def forward_reduced(self, x: np.ndarray, attention_kernel: str = "auto", **settings) -> ReducedOutput:
         """Run the model and `reducer(**settings)` as one compiled program on a preprocessed
-        batch: per-image distances, entropies, rollout and CLS maps, not the attention."""
-        key = tuple(sorted(settings.items()))
+        batch: per-image distances, entropies, rollout and CLS maps, not the attention.
+
+        ``attention_kernel``: ``"unfused"`` (softmax probabilities, then the reducer), ``"fused"``
+        (the Pallas kernel that never materialises them: jax backend, mean head fusion, no
+        discarding; in Pallas' interpreter on a CPU, for tests) or ``"auto"`` (fused where it
+        applies and a GPU runs it, else unfused)."""
+        reducer = self.reducer(**settings)
+        fused = attention_kernel_is_fused(attention_kernel, reducer)
+        key = (fused, *sorted(settings.items()))
         if key not in self._reducing:
-            self._reducing[key] = ReducingProgram(self.reducer(**settings), self.keras_model, name="reducing")
+            interpret = fused and not accelerator_present()
+            self._reducing[key] = ReducingProgram(reducer, self.keras_model, fused=fused, interpret=interpret, name="reducing")
         out = self._reducing[key].predict_on_batch(self._checked(x))
         reductions = {name: np.asarray(value) for name, value in out["reductions"].items()}
         return ReducedOutput(reductions, np.asarray(out["logits"]) if "logits" in out else None)

@@ -16,22 +16,75 @@ def compile_for_backend(model: keras.Model) -> None:
     model.compile(jit_compile=keras.backend.backend() == "jax")
 
 
+def fused_attention_applies(reducer: AttentionReducer) -> bool:
+    """Whether the fused attention kernel computes this reducer's outputs: on the jax backend, for
+    mean head fusion without discarding (other settings need every attention matrix)."""
+    return keras.backend.backend() == "jax" and reducer.head_fusion == "mean" and reducer.discard_ratio == 0
+
+
+ATTENTION_KERNELS = ("auto", "unfused", "fused")
+
+
+def accelerator_present() -> bool:
+    """Whether the backend runs on a GPU (or another accelerator) rather than the CPU."""
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return jax.default_backend() != "cpu"
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        return bool(tf.config.list_logical_devices("GPU"))
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def attention_kernel_is_fused(choice: str, reducer: AttentionReducer) -> bool:
+    """Resolve ``extract.attention_kernel`` (`ATTENTION_KERNELS`) for this reducer and machine;
+    ``"fused"`` where it cannot apply is a ValueError naming why."""
+    if choice not in ATTENTION_KERNELS:
+        raise ValueError(f"attention_kernel must be one of {', '.join(ATTENTION_KERNELS)}, got {choice!r}")
+    if choice == "fused" and not fused_attention_applies(reducer):
+        raise ValueError(
+            "attention_kernel 'fused' needs KERAS_BACKEND=jax, head_fusion 'mean' and discard_ratio 0 "
+            f"(backend {keras.backend.backend()}, head_fusion {reducer.head_fusion!r}, discard_ratio {reducer.discard_ratio})"
+        )
+    return choice == "fused" or (choice == "auto" and fused_attention_applies(reducer) and accelerator_present())
+
+
 class ReducingProgram(keras.Model):
     """``reducer`` over the attention of ``backbone(images)`` (with the backbone's logits), or,
     without a backbone, over a stored (B, blocks, heads, N, N) attention array.
-    Returns ``{"reductions": ..., "logits": ...}`` (logits only from a backbone with a head)."""
+    Returns ``{"reductions": ..., "logits": ...}`` (logits only from a backbone with a head).
 
-    def __init__(self, reducer: AttentionReducer, backbone: keras.Model | None = None, **kwargs):
+    ``fused`` (jax only, see `fused_attention_applies`): the backbone's attention runs as the
+    fused Pallas kernel of `vitprobe.kernels.fused_attention`, which returns the reductions'
+    row statistics instead of the probabilities; ``interpret`` runs that kernel in Pallas'
+    interpreter (the CPU tests)."""
+
+    def __init__(self, reducer: AttentionReducer, backbone: keras.Model | None = None, *, fused: bool = False,
+                 interpret: bool = False, **kwargs):
         super().__init__(**kwargs)
-        self.reducer, self.backbone = reducer, backbone
+        if fused and not (backbone is not None and fused_attention_applies(reducer)):
+            raise ValueError("the fused attention kernel needs the jax backend, a backbone, mean head fusion and no discarding")
+        self.reducer, self.backbone, self.fused, self.interpret = reducer, backbone, fused, interpret
         compile_for_backend(self)
 
     def call(self, inputs):
         if self.backbone is None:
             attention = keras.ops.cast(inputs, "float32")
             return {"reductions": self.reducer([attention[:, block] for block in range(attention.shape[1])])}
-        out = self.backbone(inputs)
-        result = {"reductions": self.reducer(out["attentions"])}
+        if self.fused:
+            from .kernels.fused_attention import FusedReductions  # jax only
+
+            r = self.reducer
+            attend = FusedReductions(r.num_prefix, r.grid, r.patch_size, r.renormalize, self.interpret)
+            out = self.backbone(inputs, attend=attend)
+            result = {"reductions": attend.reductions()}
+        else:
+            out = self.backbone(inputs)
+            result = {"reductions": self.reducer(out["attentions"])}
         if "logits" in out:
             result["logits"] = out["logits"]
         return result

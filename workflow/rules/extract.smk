@@ -75,6 +75,7 @@ else:
             shard_count=lambda w: len(get_shards()),
             precision=EXTRACT_SETTINGS["precision"],
             analysis=REDUCER_SETTINGS,
+            attention_kernel=EXTRACT_SETTINGS["attention_kernel"],
             code=code("extract.py"),
         threads: EXTRACT_SETTINGS["threads"]
         resources:

@@ -16,5 +16,6 @@ run_extract(
     batch_size=p.batch_size,
     precision=p.precision,
     analysis=p.get("analysis"),  # rule extract
+    attention_kernel=p.get("attention_kernel", "auto"),  # rule extract
     dtype=p.get("dtype"),  # rule extract_attention
 )

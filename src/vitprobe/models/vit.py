@@ -70,13 +70,19 @@ class TransformerBlock(keras.layers.Layer):
         else:
             self.ls1 = self.ls2 = None
 
-    def call(self, x):
+    def call(self, x, attend=None):
+        """``(x, attention)``; ``attend(q, k, v) -> (heads, attention)`` replaces the softmax
+        attention (a fused kernel that returns statistics instead of the probabilities)."""
         n = ops.shape(x)[1]
         qkv = ops.reshape(self.qkv(self.norm1(x)), (-1, n, 3, self.num_heads, self.head_dim))
         qkv = ops.transpose(qkv, (2, 0, 3, 1, 4))  # (3, B, heads, N, head_dim)
         q, k, v = qkv[0] * self.scale, qkv[1], qkv[2]
-        attn = ops.softmax(ops.matmul(q, ops.transpose(k, (0, 1, 3, 2))), axis=-1)
-        y = ops.reshape(ops.transpose(ops.matmul(attn, v), (0, 2, 1, 3)), (-1, n, self.num_heads * self.head_dim))
+        if attend is None:
+            attn = ops.softmax(ops.matmul(q, ops.transpose(k, (0, 1, 3, 2))), axis=-1)
+            heads = ops.matmul(attn, v)
+        else:
+            heads, attn = attend(q, k, v)
+        y = ops.reshape(ops.transpose(heads, (0, 2, 1, 3)), (-1, n, self.num_heads * self.head_dim))
         y = self.proj(y)
         x = x + (y * self.ls1 if self.ls1 is not None else y)
         y = self.fc2(ops.gelu(self.fc1(self.norm2(x)), approximate=False))
@@ -140,11 +146,12 @@ class VisionTransformer(keras.Model):
             return ops.concatenate(prefix + [x], axis=1) + self.pos_embed
         return ops.concatenate(prefix + [x + self.pos_embed], axis=1)
 
-    def call(self, images):
+    def call(self, images, attend=None):
+        """``attend``: see `TransformerBlock.call`; with it, ``attentions`` holds what it returns."""
         x = self._add_prefix_and_positions(self._embed_patches(images))
         attentions = []
         for block in self.blocks:
-            x, attn = block(x)
+            x, attn = block(x, attend=attend)
             attentions.append(attn)
         out = {"attentions": attentions}
         if self.norm is not None:

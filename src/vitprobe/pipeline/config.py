@@ -118,6 +118,14 @@ def check_config(config: dict, root: str | os.PathLike = ".") -> dict[str, Model
             )
         if source.is_local and not Path(root, w).is_file():
             raise ConfigError(f"models.{key}.weights: file {Path(root, w)} not found. {HELP}")
+    if config["extract"].get("attention_kernel") == "fused":
+        analysis, backend = config["analysis"], os.environ.get("KERAS_BACKEND", "tensorflow")
+        if backend != "jax" or analysis["head_fusion"] != "mean" or analysis["discard_ratio"] != 0:
+            raise ConfigError(
+                f"extract.attention_kernel: fused needs KERAS_BACKEND=jax (it is {backend}), analysis.head_fusion: mean "
+                f"and analysis.discard_ratio: 0 (they are {analysis['head_fusion']}, {analysis['discard_ratio']}); "
+                "set attention_kernel: auto or unfused"
+            )
     for pair in config.get("comparisons", []):
         for key in pair:
             if key not in entries:

@@ -14,6 +14,7 @@ import pandas as pd
 
 from ..api import ProbeModel
 from ..atomic import write_parquet
+from ..compiled import attention_kernel_is_fused
 from ..data.preprocess import normalize
 from ..data.sources import source_class_names
 from ..shards import ShardInfo, ShardWriter, open_crops
@@ -109,14 +110,17 @@ def extract_reduced(
     analysis: dict,
     batch_size: int,
     progress: Progress,
+    attention_kernel: str = "auto",
 ) -> None:
     """The model and the `AttentionReducer` (``analysis``: its settings) as one program per batch:
-    the attention never leaves the device."""
+    the attention never leaves the device. ``attention_kernel``: see `ProbeModel.forward_reduced`."""
     image_ids = rows["image_id"].tolist()
     crops = _open_shard_crops(crops_path, image_ids)
+    fused = attention_kernel_is_fused(attention_kernel, model.reducer(**analysis))
+    log.info("%s: attention %s", entry.key, "in the fused kernel (no probabilities in memory)" if fused else "as softmax probabilities, then reduced")
     reductions, logits = ShardReductions(entry.key), []
     for start, n, batch in _batches(crops, model, batch_size):
-        out = model.forward_reduced(batch, **analysis)
+        out = model.forward_reduced(batch, attention_kernel, **analysis)
         reductions.add(image_ids[start : start + n], {name: v[:n] for name, v in out.reductions.items()})
         if out.logits is not None:
             logits.append(out.logits[:n])
@@ -171,6 +175,7 @@ def run_extract(
     batch_size: int,
     precision: str,
     analysis: dict | None = None,
+    attention_kernel: str = "auto",
     dtype: str | None = None,
 ) -> None:
     """The extract rules' stage: `extract_attention` when ``outputs`` has ``attention``, else
@@ -187,7 +192,7 @@ def run_extract(
     else:
         extract_reduced(
             entry, model, crops_path, rows, names, outputs["predictions"], outputs["per_image"], outputs["maps"],
-            analysis=analysis or {}, **common,
+            analysis=analysis or {}, attention_kernel=attention_kernel, **common,
         )
 
 

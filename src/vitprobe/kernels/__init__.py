@@ -1,0 +1,1 @@
+"""Device kernels for one backend each (imported only on that backend)."""
