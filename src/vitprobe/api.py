@@ -11,6 +11,7 @@ import numpy as np
 
 from .attention_metrics import AttentionReducer
 from .data.preprocess import Preprocess, crop, default_preprocess, normalize
+from .hardware import warn_if_slow_bfloat16
 from .models.spec import ViTSpec, get_spec
 from .models.vit import VisionTransformer, init_random
 from .weights.loader import load_weights
@@ -62,6 +63,8 @@ class ProbeModel:
                  weights_file: Path | None, precision: str = "float32"):
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        if precision == "bfloat16":
+            warn_if_slow_bfloat16()
         self.arch = arch
         self.spec = spec
         self.preprocessing = preprocessing
