@@ -10,6 +10,7 @@ Measured: benchmarks/2026-11-25-icelake-avx512-no-bf16.json.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import platform
@@ -24,13 +25,16 @@ BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 SPEED_WITHOUT_BF16 = "0.87-1.04x"
 
 
-def _cpuinfo(text: str | None) -> str:
-    if text is not None:
-        return text
+@functools.lru_cache(maxsize=1)
+def _proc_cpuinfo() -> str:
     try:
         return CPUINFO.read_text()
     except OSError:
         return ""
+
+
+def _cpuinfo(text: str | None) -> str:
+    return _proc_cpuinfo() if text is None else text
 
 
 def _field(text: str, name: str) -> str | None:
