@@ -9,8 +9,9 @@ from typing import Sequence
 import keras
 import numpy as np
 
-from .compiled import ReducingProgram, accelerator_present, attention_kernel_is_fused, compile_for_backend
+from .compiled import ReducingProgram, attention_kernel_is_fused, compile_for_backend
 from .data.preprocess import Preprocess, crop, default_preprocess, normalize
+from .hardware import accelerator, warn_if_slow_bfloat16
 from .metrics.attention import AttentionReducer
 from .models.spec import ViTSpec, get_spec
 from .models.vit import VisionTransformer, init_random
@@ -39,6 +40,8 @@ class ProbeModel:
                  weights_file: Path | None, precision: str = "float32"):
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        if precision == "bfloat16":
+            warn_if_slow_bfloat16()
         self.arch = arch
         self.spec = spec
         self.preprocessing = preprocessing
@@ -96,7 +99,7 @@ class ProbeModel:
         fused = attention_kernel_is_fused(attention_kernel, reducer)
         key = (fused, *sorted(settings.items()))
         if key not in self._reducing:
-            interpret = fused and not accelerator_present()
+            interpret = fused and not accelerator()
             self._reducing[key] = ReducingProgram(reducer, self.keras_model, fused=fused, interpret=interpret, name="reducing")
         out = self._reducing[key].predict_on_batch(self._checked(x))
         reductions = {name: np.asarray(value) for name, value in out["reductions"].items()}

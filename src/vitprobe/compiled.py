@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import keras
 
+from .hardware import accelerator
 from .metrics.attention import AttentionReducer
 
 
@@ -25,21 +26,6 @@ def fused_attention_applies(reducer: AttentionReducer) -> bool:
 ATTENTION_KERNELS = ("auto", "unfused", "fused")
 
 
-def accelerator_present() -> bool:
-    """Whether the backend runs on a GPU (or another accelerator) rather than the CPU."""
-    if keras.backend.backend() == "jax":
-        import jax
-
-        return jax.default_backend() != "cpu"
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-
-        return bool(tf.config.list_logical_devices("GPU"))
-    import torch
-
-    return torch.cuda.is_available()
-
-
 def attention_kernel_is_fused(choice: str, reducer: AttentionReducer) -> bool:
     """Resolve ``extract.attention_kernel`` (`ATTENTION_KERNELS`) for this reducer and machine;
     ``"fused"`` where it cannot apply is a ValueError naming why."""
@@ -50,7 +36,7 @@ def attention_kernel_is_fused(choice: str, reducer: AttentionReducer) -> bool:
             "attention_kernel 'fused' needs KERAS_BACKEND=jax, head_fusion 'mean' and discard_ratio 0 "
             f"(backend {keras.backend.backend()}, head_fusion {reducer.head_fusion!r}, discard_ratio {reducer.discard_ratio})"
         )
-    return choice == "fused" or (choice == "auto" and fused_attention_applies(reducer) and accelerator_present())
+    return choice == "fused" or (choice == "auto" and fused_attention_applies(reducer) and accelerator())
 
 
 class ReducingProgram(keras.Model):

@@ -12,6 +12,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from ..hardware import bfloat16_matmul_dtype
 from .spec import ViTSpec
 
 
@@ -24,16 +25,24 @@ def _zeros(layer: keras.layers.Layer, registry: dict, name: str, shape, dtype: s
 class _Dense:
     """Weights of a dense projection; the layer that owns them runs the matmul.
 
-    ``compute_dtype`` bfloat16 stores the kernel in bfloat16 and multiplies in it (AMX on
-    recent x86 CPUs, tensor cores on GPUs); the bias add and everything after stay float32."""
+    ``compute_dtype`` bfloat16 stores the kernel in bfloat16 and rounds the input to it; the
+    bias add and everything after stay float32. The product runs in bfloat16 (float32
+    accumulation, output rounded once) where the hardware has it (AMX or AVX512_BF16 CPUs,
+    GPUs); elsewhere the rounded operands are multiplied in float32, which gives the same
+    products exactly, is faster than emulated bfloat16 kernels and avoids TensorFlow's Eigen
+    fallback, which truncates the output to bfloat16 (see `vitprobe.hardware`)."""
 
     def __init__(self, layer, registry, name, d_in, d_out, bias=True, compute_dtype="float32"):
         self.kernel = _zeros(layer, registry, f"{name}.weight", (d_in, d_out), compute_dtype)
         self.bias = _zeros(layer, registry, f"{name}.bias", (d_out,)) if bias else None
         self.compute_dtype = compute_dtype
+        self.matmul_dtype = "float32" if compute_dtype == "float32" else bfloat16_matmul_dtype()
 
     def __call__(self, x):
-        y = ops.matmul(ops.cast(x, self.compute_dtype), self.kernel)
+        x, kernel = ops.cast(x, self.compute_dtype), self.kernel
+        if self.matmul_dtype != self.compute_dtype:
+            x, kernel = ops.cast(x, self.matmul_dtype), ops.cast(kernel, self.matmul_dtype)
+        y = ops.matmul(x, kernel)
         y = ops.cast(y, "float32")
         return y + self.bias if self.bias is not None else y
 
