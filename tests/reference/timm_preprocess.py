@@ -14,7 +14,8 @@ job.json: {"images": [paths], "models": [name or {"id", "name", "kwargs", "args"
   args: overrides for ``resolve_data_config`` (``{"crop_mode": "squash", "crop_pct": 0.875}``;
         ``input_size`` as a list);
   pixels: false to write only the cfg.
-Writes ``out_dir/cfgs.json`` ({id: data config + the transform's repr}) and, for each model
+Writes ``out_dir/cfgs.json`` ({id: data config, the pretrained tag, url and hf_hub_id, the
+transform's repr}) and, for each model
 with pixels, ``out_dir/<id>.npz`` holding ``x``: (images, H, W, 3) float32, NHWC.
 """
 
@@ -48,7 +49,9 @@ def main(job_file: str, out_dir: str) -> None:
             args["input_size"] = tuple(args["input_size"])
         cfg = resolve_data_config(args, model=model)
         transform = create_transform(**cfg)  # is_training=False: the evaluation transform
-        cfgs[key] = {**cfg, "pretrained_tag": model.pretrained_cfg.get("tag"), "transform": repr(transform)}
+        pretrained = model.pretrained_cfg
+        cfgs[key] = {**cfg, "pretrained_tag": pretrained.get("tag"), "url": pretrained.get("url"),
+                     "hf_hub_id": pretrained.get("hf_hub_id"), "transform": repr(transform)}
         if entry.get("pixels", True):
             batch = torch.stack([transform(image) for image in images])  # (B, 3, H, W)
             np.savez(out / f"{key}.npz", x=batch.permute(0, 2, 3, 1).contiguous().numpy().astype(np.float32))

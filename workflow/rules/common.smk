@@ -60,9 +60,7 @@ def get_kept_attention(wildcards=None):
 def get_model_settings(wildcards):
     """Everything about a model that changes its outputs, and nothing else (the checkpoint
     label and published accuracy only change figures): a change reruns its extraction."""
-    entry = MODELS[wildcards.model]
-    settings = {k: v for k, v in config["models"][wildcards.model].items() if k in ("arch", "weights", "seed", "spec")}
-    return dict(settings, preprocess=entry.preprocess.as_dict())
+    return MODELS[wildcards.model].settings
 
 
 def get_map_shards(wildcards=None):

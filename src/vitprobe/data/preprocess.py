@@ -14,10 +14,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from PIL import Image, ImageOps
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-INCEPTION_MEAN = (0.5, 0.5, 0.5)  # with this std: scaling to [-1, 1]
-INCEPTION_STD = (0.5, 0.5, 0.5)
+from ..models.presets import IMAGENET_MEAN, IMAGENET_STD, arch_preprocess
 
 _FILTERS = {
     "bicubic": Image.Resampling.BICUBIC,
@@ -57,13 +54,13 @@ class Preprocess:
 
 
 def default_preprocess(arch: str) -> Preprocess:
-    """The preprocessing that each family's published weights were evaluated with (timm's pretrained cfgs)."""
-    # DINOv2 and the 384 px fine-tunes are evaluated on the full resized image (no margin).
-    crop_fraction = 1.0 if "dinov2" in arch or arch.endswith("_384") else 0.9
-    if arch.startswith("vit_") and not arch.endswith(".dino") and "dinov2" not in arch:
-        # AugReg / original ViT: [-1, 1]
-        return Preprocess(crop_fraction=crop_fraction, mean=INCEPTION_MEAN, std=INCEPTION_STD)
-    return Preprocess(crop_fraction=crop_fraction)  # DeiT, DINO, DINOv2: ImageNet statistics
+    """The preprocessing that an architecture's published weights were evaluated with, looked
+    up in the presets table (`vitprobe.models.presets`, checked against timm's pretrained cfgs).
+
+    Args:
+        arch: a key of `vitprobe.models.spec.SPECS`.
+    """
+    return Preprocess(**arch_preprocess(arch))
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

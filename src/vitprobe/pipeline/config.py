@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ..data import sources
 from ..data.preprocess import Preprocess, default_preprocess
+from ..models.presets import get_preset
 from ..models.spec import SPECS, ViTSpec, get_spec
 from ..weights.errors import WeightsError
 from ..weights.source import HELP, WeightsSource, parse_weights
@@ -20,6 +21,11 @@ from ..weights.source import HELP, WeightsSource, parse_weights
 
 class ConfigError(ValueError):
     """The experiment config cannot run; the message names the key and the fix."""
+
+
+# The keys of a model entry that change its outputs (with its preprocessing); the checkpoint
+# label and published accuracy only change figures.
+_OUTPUT_KEYS = ("arch", "weights", "seed", "spec")
 
 
 @dataclass(frozen=True)
@@ -33,6 +39,7 @@ class ModelEntry:
     preprocess: Preprocess
     spec: ViTSpec
     spec_overrides: dict
+    settings: dict  # everything that changes the model's outputs: the extraction rules' parameter
 
     @property
     def geometry(self) -> str:
@@ -50,8 +57,24 @@ class ModelEntry:
         return self.spec.num_classes > 0
 
 
+def with_preset(key: str, cfg: dict) -> dict:
+    """``models.<key>`` with the fields of its ``preset`` filled in: the keys the entry gives
+    win, and a ``preprocess`` it gives overrides the preset's field by field."""
+    if "preset" not in cfg:
+        return dict(cfg)
+    try:
+        preset = get_preset(cfg["preset"]).as_config()
+    except KeyError as e:
+        raise ConfigError(f"models.{key}.preset: {e.args[0]}") from None
+    given = {k: v for k, v in cfg.items() if k != "preset"}
+    return {**preset, **given, "preprocess": {**preset["preprocess"], **given.get("preprocess", {})}}
+
+
 def model_entry(key: str, cfg: dict) -> ModelEntry:
     """The entry for ``models.<key>`` of a config (also rebuilt from a rule's params)."""
+    cfg = with_preset(key, cfg)
+    if "arch" not in cfg or "weights" not in cfg:
+        raise ConfigError(f"models.{key}: give a preset, or both arch and weights")
     arch = cfg["arch"]
     if arch not in SPECS:
         raise ConfigError(f"models.{key}.arch: unknown architecture {arch!r}. Known: {', '.join(sorted(SPECS))}")
@@ -65,6 +88,7 @@ def model_entry(key: str, cfg: dict) -> ModelEntry:
         spec = get_spec(arch, **overrides)
     except (TypeError, ValueError) as e:
         raise ConfigError(f"models.{key}.spec: {e}") from None
+    settings = {k: v for k, v in cfg.items() if k in _OUTPUT_KEYS}
     return ModelEntry(
         key=key,
         arch=arch,
@@ -75,6 +99,7 @@ def model_entry(key: str, cfg: dict) -> ModelEntry:
         preprocess=pre,
         spec=spec,
         spec_overrides=overrides,
+        settings=dict(settings, preprocess=pre.as_dict()),
     )
 
 

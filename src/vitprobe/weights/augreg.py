@@ -81,11 +81,15 @@ def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
     return arrays
 
 
-def augreg_to_timm(arrays: Mapping[str, np.ndarray], source: str) -> tuple[dict[str, np.ndarray], list[str]]:
-    """Return ``(state, ignored)``: timm-named float32 tensors in PyTorch layout, and the file keys left unused.
+def augreg_to_timm(arrays: Mapping[str, np.ndarray], source: str) -> dict[str, np.ndarray]:
+    """The timm-named float32 tensors in PyTorch layout that the file's arrays hold.
 
-    Every key must be understood; unknown, missing, misshapen or non-float tensors are all
-    reported together in one `WeightsError` naming ``source``.
+    Every key must be understood (none is left over); unknown, missing, misshapen or non-float
+    tensors are all reported together in one `WeightsError` naming ``source``.
+
+    Args:
+        arrays: the file's arrays by Flax name (`read_npz`).
+        source: the file, named in errors.
     """
     if any(k.startswith("pre_logits/") for k in arrays):
         # The original ViT ImageNet-21k files have a tanh representation layer between the
@@ -188,5 +192,4 @@ def augreg_to_timm(arrays: Mapping[str, np.ndarray], source: str) -> tuple[dict[
             f"{source}: does not match the AugReg ViT layout (depth {depth}, width {dim}, {heads} heads):\n  "
             + "\n  ".join(problems)
         )
-    # Nothing is ignored today: every key of a supported file has a place in the model.
-    return state, []
+    return state

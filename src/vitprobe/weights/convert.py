@@ -6,7 +6,7 @@ problems are collected and reported together, naming the file and the keys.
 
 from __future__ import annotations
 
-from typing import Iterable, Mapping
+from typing import Mapping
 
 import numpy as np
 
@@ -16,7 +16,7 @@ from ..models.vit import VisionTransformer
 from .errors import WeightsError
 
 
-def _to_keras_layout(name: str, value: np.ndarray, spec: ViTSpec) -> np.ndarray:
+def _to_keras_layout(name: str, value: np.ndarray) -> np.ndarray:
     if name == "patch_embed.proj.weight":
         # (D, 3, p, p) -> (p, p, 3, D) -> (p*p*3, D), the row order the model flattens patches in.
         return np.transpose(value, (2, 3, 1, 0)).reshape(-1, value.shape[0]) if value.ndim == 4 else value
@@ -25,7 +25,7 @@ def _to_keras_layout(name: str, value: np.ndarray, spec: ViTSpec) -> np.ndarray:
     return value
 
 
-def _fit_pos_embed(value: np.ndarray, spec: ViTSpec, antialias: bool, source: str) -> np.ndarray:
+def _fit_pos_embed(value: np.ndarray, spec: ViTSpec, antialias: bool) -> np.ndarray:
     """Resample a (1, prefix + g*g, D) position embedding to the model's patch grid."""
     prefix = spec.num_pos_prefix
     patches = value.shape[1] - prefix
@@ -37,28 +37,28 @@ def _fit_pos_embed(value: np.ndarray, spec: ViTSpec, antialias: bool, source: st
     return np.concatenate([value[:, :prefix], new.reshape(1, -1, value.shape[-1])], axis=1)
 
 
-def assign_state(
-    model: VisionTransformer,
-    state: Mapping[str, np.ndarray],
-    source: str,
-    *,
-    ignored: Iterable[str] = (),
-    pos_embed_antialias: bool = True,
-) -> None:
-    """Load ``state`` into ``model`` or raise `WeightsError` listing every problem."""
+def assign_state(model: VisionTransformer, state: Mapping[str, np.ndarray], source: str, *, pos_embed_antialias: bool = True) -> None:
+    """Load ``state`` into ``model`` or raise `WeightsError` listing every problem.
+
+    Args:
+        model: the model whose weights are replaced (all of them, or none when a problem is found).
+        state: timm-named tensors in PyTorch layout (what the readers in `vitprobe.weights` return).
+        source: the file the state came from, named in the error.
+        pos_embed_antialias: whether resampling the position grid to the model's antialiases
+            (timm's checkpoint filter does; the DINOv2 ONNX graph does not).
+    """
     spec = model.spec
-    ignored = set(ignored)
     targets = model.weights_by_name
     missing = sorted(set(targets) - set(state))
-    unexpected = sorted(set(state) - set(targets) - ignored)
+    unexpected = sorted(set(state) - set(targets))
     converted, misshapen = {}, []
     for name, var in targets.items():
         if name not in state:
             continue
         value = np.asarray(state[name], dtype=np.float32)
         if name == "pos_embed":
-            value = _fit_pos_embed(value, spec, pos_embed_antialias, source)
-        value = _to_keras_layout(name, value, spec)
+            value = _fit_pos_embed(value, spec, pos_embed_antialias)
+        value = _to_keras_layout(name, value)
         if tuple(value.shape) != tuple(var.shape):
             misshapen.append(f"{name}: file {tuple(np.shape(state[name]))}, model needs {tuple(var.shape)} (Keras layout)")
         converted[name] = value

@@ -25,27 +25,25 @@ def read_safetensors(path: Path) -> dict[str, np.ndarray]:
         ) from e
 
 
-def read_state(path: Path) -> tuple[dict[str, np.ndarray], list[str], bool]:
-    """(timm-named state, keys deliberately ignored, whether position resampling antialiases)."""
+def read_state(path: Path) -> tuple[dict[str, np.ndarray], bool]:
+    """(timm-named state, whether resampling its position grid antialiases)."""
     if path.suffix == ".safetensors":
-        return read_safetensors(path), [], True
+        return read_safetensors(path), True
     if path.suffix == ".npz":
         from .augreg import augreg_to_timm, read_npz
 
-        state, ignored = augreg_to_timm(read_npz(path), str(path))
-        return state, ignored, True
+        return augreg_to_timm(read_npz(path), str(path)), True
     if path.suffix == ".onnx":
         from .onnx_dinov2 import onnx_to_timm
 
-        state, ignored = onnx_to_timm(path)
         # The Hugging Face DINOv2 graph resizes its position grid without antialiasing.
-        return state, ignored, False
+        return onnx_to_timm(path), False
     raise WeightsError(f"{path}: unknown weight format")
 
 
 def load_weights(model: VisionTransformer, source: str) -> Path:
     """Load ``source`` (``hf-hub:...``, ``https://...`` or a local path) into ``model``; returns the file used."""
     path = resolve(source)
-    state, ignored, antialias = read_state(path)
-    assign_state(model, state, str(path), ignored=ignored, pos_embed_antialias=antialias)
+    state, antialias = read_state(path)
+    assign_state(model, state, str(path), pos_embed_antialias=antialias)
     return path

