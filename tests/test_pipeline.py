@@ -130,6 +130,9 @@ def test_outputs_follow_the_contract(run):
             assert f"{stem}_{key}.png" in figures
         assert f"cls_attention_heads_{key}_image0.png" in figures
     assert {"attention_rollout.png", "top1_predictions.png", "distance_comparison_vit_t_vs_deit_t_dist.png"} <= set(figures)
+    page = (out / "explorer.html").read_text()
+    assert "<script src" not in page and "<link" not in page and "https://" not in page  # self-contained
+    assert '"key":"vit_t"' in page and '"key":"deit_t_dist"' in page
 
 
 def test_video_has_one_overlay_per_frame(run):
@@ -151,7 +154,7 @@ def test_report_holds_every_figure(run):
     names = "\n".join(zipfile.ZipFile(report).namelist())
     for figure in (out / "figures").iterdir():
         assert figure.name in names
-    for table in ("mean_attention_distance.parquet", "predictions.parquet"):
+    for table in ("mean_attention_distance.parquet", "predictions.parquet", "explorer.html"):
         assert table in names
 
 
