@@ -204,6 +204,16 @@ def test_published_accuracy_reruns_only_the_predictions_figure(run):
     assert planned_jobs(workdir, other) == {"figure_predictions": 1, "all": 1}
 
 
+def test_explorer_option_and_page_code_rerun_only_the_explorer(run):
+    workdir, config, _ = run
+    changed = yaml.safe_load(config.read_text())
+    changed["explorer"] = {"blocks": [-1]}
+    other = workdir / "changed_explorer.yaml"
+    other.write_text(yaml.safe_dump(changed))
+    assert planned_jobs(workdir, other) == {"explorer": 1, "all": 1}
+    assert jobs_after_editing(workdir, config, "src/vitprobe/pipeline/explorer_page/explorer.js") == {"explorer": 1, "all": 1}
+
+
 def jobs_after_editing(workdir: Path, config: Path, relative: str) -> dict[str, int]:
     """The dry-run job list after an edit of one library file (restored afterwards)."""
     path = workdir / relative
