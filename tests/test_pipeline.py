@@ -130,6 +130,9 @@ def test_outputs_follow_the_contract(run):
             assert f"{stem}_{key}.png" in figures
         assert f"cls_attention_heads_{key}_image0.png" in figures
     assert {"attention_rollout.png", "top1_predictions.png", "distance_comparison_vit_t_vs_deit_t_dist.png"} <= set(figures)
+    page = (out / "explorer.html").read_text()
+    assert "<script src" not in page and "<link" not in page and "https://" not in page  # self-contained
+    assert '"key":"vit_t"' in page and '"key":"deit_t_dist"' in page
 
 
 def test_video_has_one_overlay_per_frame(run):
@@ -151,7 +154,7 @@ def test_report_holds_every_figure(run):
     names = "\n".join(zipfile.ZipFile(report).namelist())
     for figure in (out / "figures").iterdir():
         assert figure.name in names
-    for table in ("mean_attention_distance.parquet", "predictions.parquet"):
+    for table in ("mean_attention_distance.parquet", "predictions.parquet", "explorer.html"):
         assert table in names
 
 
@@ -199,6 +202,16 @@ def test_published_accuracy_reruns_only_the_predictions_figure(run):
     other = workdir / "changed_published.yaml"
     other.write_text(yaml.safe_dump(changed))
     assert planned_jobs(workdir, other) == {"figure_predictions": 1, "all": 1}
+
+
+def test_explorer_option_and_page_code_rerun_only_the_explorer(run):
+    workdir, config, _ = run
+    changed = yaml.safe_load(config.read_text())
+    changed["explorer"] = {"blocks": [-1]}
+    other = workdir / "changed_explorer.yaml"
+    other.write_text(yaml.safe_dump(changed))
+    assert planned_jobs(workdir, other) == {"explorer": 1, "all": 1}
+    assert jobs_after_editing(workdir, config, "src/vitprobe/pipeline/explorer_page/explorer.js") == {"explorer": 1, "all": 1}
 
 
 def jobs_after_editing(workdir: Path, config: Path, relative: str) -> dict[str, int]:

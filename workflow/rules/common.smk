@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from vitprobe.pipeline.code_deps import code_version
+from vitprobe.pipeline.code_deps import code_version, files_version
 from vitprobe.pipeline.config import local_weights, shard_count
 
 SRC = Path(workflow.basedir) / "src"
@@ -12,6 +12,7 @@ SCRIPTS = Path(workflow.basedir) / "workflow" / "scripts"
 EXTRACT_SETTINGS = config["extract"]
 ANALYSIS_SETTINGS = config["analysis"]
 FIGURE_SETTINGS = config["figures"]
+EXPLORER_SETTINGS = config["explorer"]
 SHARD_SIZE = EXTRACT_SETTINGS["shard_size"]
 KEEP_ATTENTION = EXTRACT_SETTINGS["keep_attention"]
 # The AttentionReducer's settings (map_images only selects which maps the figures show).
@@ -21,6 +22,8 @@ GEOMETRIES = {entry.geometry: entry for entry in MODELS.values()}
 HEADED = [m for m, e in MODELS.items() if e.has_head]
 LABELS = {m: e.label for m, e in MODELS.items()}
 MAP_COUNT = ANALYSIS_SETTINGS["map_images"]
+# The explorer page's template, style and script (package data, not imported: hashed here).
+EXPLORER_PAGE = files_version(SRC / "vitprobe" / "pipeline" / "explorer_page", SRC)
 
 
 def result(path):
@@ -57,10 +60,14 @@ def get_kept_attention(wildcards=None):
     return [result(f"attention/{m}/shard_{s}.{ext}") for m in MODELS for s in get_shards() for ext in ("npy", "json")]
 
 
-def get_model_settings(wildcards):
+def model_settings(model):
     """Everything about a model that changes its outputs, and nothing else (the checkpoint
     label and published accuracy only change figures): a change reruns its extraction."""
-    return MODELS[wildcards.model].settings
+    return MODELS[model].settings
+
+
+def get_model_settings(wildcards):
+    return model_settings(wildcards.model)
 
 
 def get_map_shards(wildcards=None):
@@ -99,3 +106,8 @@ def get_all_figures(wildcards=None):
     if config.get("video"):
         figures.append(f"cls_attention_video_{config['video']['model']}.gif")
     return [result(f"figures/{name}") for name in figures]
+
+
+def get_explorer(wildcards=None):
+    """The explorer page shows the map images: none, no page."""
+    return [result("explorer.html")] if MAP_COUNT else []

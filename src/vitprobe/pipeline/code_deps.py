@@ -80,3 +80,14 @@ def code_version(script: str | Path, root: str | Path) -> dict[str, str]:
         str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest()[:16]
         for path in module_closure(script, root).values()
     }
+
+
+def files_version(folder: str | Path, root: str | Path) -> dict[str, str]:
+    """Like `code_version` for a folder of package data that code reads at run time (the
+    explorer's page template): ``{path relative to root: sha256 prefix}`` of every file in it."""
+    root = Path(root)
+    return {
+        str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+        for path in sorted(Path(folder).iterdir())
+        if path.is_file()
+    }

@@ -158,7 +158,32 @@ def check_config(config: dict, root: str | os.PathLike = ".") -> dict[str, Model
     video = config.get("video")
     if video and video["model"] not in entries:
         raise ConfigError(f"video.model: {video['model']!r} is not a key under models")
+    check_explorer(config, entries)
     return entries
+
+
+def check_explorer(config: dict, entries: dict[str, ModelEntry]) -> None:
+    """The explorer shows map images only, and only blocks that every model has."""
+    explorer = config.get("explorer") or {}
+    images, map_images = explorer.get("images"), (config.get("analysis") or {}).get("map_images", 4)
+    if images is not None and images > map_images:
+        raise ConfigError(
+            f"explorer.images: {images} exceeds analysis.map_images ({map_images}); the explorer shows map images only. "
+            "Raise analysis.map_images or lower explorer.images"
+        )
+    for key, entry in entries.items():
+        explorer_blocks(explorer.get("blocks"), entry.spec.depth, key)
+
+
+def explorer_blocks(blocks: list[int] | None, depth: int, key: str = "") -> list[int]:
+    """``explorer.blocks`` for a model of ``depth`` blocks as sorted 0-based indices (negative
+    ones count from the last block); ``None`` gives every block."""
+    if blocks is None:
+        return list(range(depth))
+    wrong = [b for b in blocks if not -depth <= b < depth]
+    if wrong:
+        raise ConfigError(f"explorer.blocks: {wrong} out of range for models.{key} ({depth} blocks: 0..{depth - 1} or -{depth}..-1)")
+    return sorted({b % depth for b in blocks})
 
 
 def check_images(images: dict) -> int | None:

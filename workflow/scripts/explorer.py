@@ -1,0 +1,8 @@
+from vitprobe.pipeline.runlog import start
+
+start(snakemake.log, snakemake.threads)
+from vitprobe.pipeline.explorer import write_explorer  # noqa: E402  (after the thread limit)
+
+i, p = snakemake.input, snakemake.params
+maps = dict(zip(p.models, i.maps))
+write_explorer(p.models, p.labels, maps, i.table, p.comparisons, p.images, p.blocks, snakemake.output[0])
