@@ -5,7 +5,7 @@ from pathlib import Path
 import pandas as pd
 
 from vitprobe.pipeline.code_deps import code_version
-from vitprobe.pipeline.config import local_weights, shard_count
+from vitprobe.pipeline.config import image_listing, local_weights, shard_count
 
 SRC = Path(workflow.basedir) / "src"
 SCRIPTS = Path(workflow.basedir) / "workflow" / "scripts"
@@ -41,6 +41,11 @@ def get_shards(wildcards=None):
     return list(range(shard_count(len(pd.read_parquet(manifest, columns=["image_id"])), SHARD_SIZE)))
 
 
+def get_image_listing(wildcards):
+    """What a folder source holds (names, sizes, labels.csv): an added image resamples."""
+    return image_listing(config["images"])
+
+
 def get_local_weights(wildcards):
     """A local weights file is an input, so replacing it reruns the rules that load it."""
     return local_weights(MODELS[wildcards.model])
@@ -61,7 +66,11 @@ def get_model_settings(wildcards):
     """Everything about a model that changes its outputs, and nothing else (the checkpoint
     label and published accuracy only change figures): a change reruns its extraction."""
     entry = MODELS[wildcards.model]
-    settings = {k: v for k, v in config["models"][wildcards.model].items() if k in ("arch", "weights", "seed", "spec")}
+    cfg = config["models"][wildcards.model]
+    # Sorted, so that reordering the keys of a config file does not rerun extraction.
+    settings = {k: cfg[k] for k in ("arch", "weights", "seed", "spec") if k in cfg}
+    if "spec" in settings:
+        settings["spec"] = dict(sorted(settings["spec"].items()))
     return dict(settings, preprocess=entry.preprocess.as_dict())
 
 
