@@ -7,20 +7,21 @@
 # A --configfile replaces config.yaml instead of being merged into it, so a run uses exactly
 # the models and images its file names.
 
-import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
 
-from vitprobe.pipeline.config import ConfigError, check_config, check_images, raw_attention_bytes
+from vitprobe.pipeline.config import ConfigError, check_config, check_images, load_config_file, raw_attention_bytes
+from vitprobe.pipeline.outputs import quarantine, stale_outputs
 
 min_version("9.0")
 
-if not config:
-    with open(workflow.source_path("config.yaml")) as f:
-        config.update(yaml.safe_load(f))
-
-validate(config, "workflow/schemas/config.schema.yaml")
 try:
+    if not config:
+        config.update(load_config_file(workflow.source_path("config.yaml")))
+    # Snakemake reads a --configfile itself, keeping the last of duplicated keys: read again strictly.
+    for path in workflow.overwrite_configfiles:
+        load_config_file(path)
+    validate(config, "workflow/schemas/config.schema.yaml")
     MODELS = check_config(config)
 except ConfigError as e:
     raise WorkflowError(f"config: {e}") from None
@@ -40,6 +41,7 @@ include: "workflow/rules/extract.smk"
 include: "workflow/rules/analyze.smk"
 include: "workflow/rules/figures.smk"
 include: "workflow/rules/explorer.smk"
+include: "workflow/rules/outputs.smk"
 
 
 rule all:
@@ -52,7 +54,14 @@ rule all:
         get_all_figures,
         get_explorer,
         get_kept_attention,
+        result("outputs.json"),
     default_target: True
+
+
+onstart:
+    # Outputs of an earlier config (a dropped model's figures, shards and maps) leave before any
+    # job runs; the outputs rule moves what only the finished sample reveals (extra shards).
+    quarantine(OUT, stale_outputs(OUT, get_planned_outputs(), owned=get_owned_folders()))
 
 
 onsuccess:

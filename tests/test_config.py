@@ -7,6 +7,7 @@ import sys
 import pytest
 import yaml
 from snakemake.utils import validate
+from PIL import Image
 
 from test_pipeline import REPO
 from vitprobe.pipeline.config import model_entries
@@ -151,3 +152,50 @@ def test_preset_fields_are_overridden_by_the_entry():
 def test_preset_config_plans_jobs(tmp_path):
     result = dry_run(tmp_path, with_("models.m", {"preset": "deit_tiny_patch16_224.fb_in1k", "weights": "random"}))
     assert result.returncode == 0, result.output
+
+
+@pytest.mark.parametrize(
+    "path,value,words",
+    [
+        ("analysis", {"map_images": 3}, ["analysis.map_images", "3 map images but the run samples 2 images"]),
+        ("models.m.weights", "ftp://example.org/w.npz", ["models.m.weights", "not ftp://"]),
+        ("models.m.weights", "file:///etc/w.safetensors", ["models.m.weights", "not file://"]),
+        ("models.m.weights", "hf-hub:timm", ["models.m.weights", "malformed Hugging Face id"]),
+        ("models.m.weights", "hf-hub:a/b/c", ["models.m.weights", "malformed Hugging Face id"]),
+        ("models.m.weights", "hf-hub:timm/vit\n", ["models.m.weights", "malformed Hugging Face id"]),
+        ("experiment", "cfg\n", ["does not match", "experiment"]),
+        ("models", {"m\n": {"arch": "vit_tiny_patch16_224", "weights": "random"}}, ["does not match", "models"]),
+    ],
+)
+def test_more_bad_configs_are_refused_before_any_job(tmp_path, path, value, words):
+    result = dry_run(tmp_path, with_(path, value))
+    assert result.returncode != 0
+    for word in words:
+        assert word in result.output, result.output[-2000:]
+    assert not (tmp_path / "results").exists()
+
+
+def test_empty_folder_and_bad_labels_are_refused_before_any_job(tmp_path):
+    (tmp_path / "empty").mkdir()
+    result = dry_run(tmp_path, with_("images", {"source": "folder", "path": str(tmp_path / "empty"), "count": None}))
+    assert result.returncode != 0 and "images.path" in result.output and "holds no image files" in result.output
+    folder = tmp_path / "labelled"
+    folder.mkdir()
+    Image.new("RGB", (20, 20)).save(folder / "a.png")
+    (folder / "labels.csv").write_text("filename,label\na.png,dog\n")
+    result = dry_run(tmp_path, with_("images", {"source": "folder", "path": str(folder)}))
+    assert result.returncode != 0
+    assert f"images.path: {folder / 'labels.csv'} line 2: label 'dog'" in result.output, result.output[-2000:]
+    assert "Traceback" not in result.output
+
+
+def test_duplicate_keys_in_a_config_file_are_refused(tmp_path):
+    text = yaml.safe_dump(BASE) + "models:\n  other: {arch: vit_tiny_patch16_224, weights: random}\n"
+    (tmp_path / "dup.yaml").write_text(text)
+    args = [sys.executable, "-m", "snakemake", "-n", "--cores", "1", "-s", str(REPO / "Snakefile"), "-d", str(tmp_path),
+            "--configfile", str(tmp_path / "dup.yaml")]
+    result = subprocess.run(args, capture_output=True, text=True)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    line = 1 + text.splitlines().index("models:")
+    assert f"key 'models' appears twice in one mapping (lines {line} and {len(text.splitlines()) - 1})" in output, output[-2000:]

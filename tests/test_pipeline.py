@@ -192,7 +192,7 @@ def test_figure_option_reruns_only_that_figure(run, tmp_path):
     changed["figures"]["filters"] = 16
     other = workdir / "changed_figure.yaml"
     other.write_text(yaml.safe_dump(changed))
-    assert planned_jobs(workdir, other) == {"figure_patch_filters": 2, "all": 1}
+    assert planned_jobs(workdir, other) == {"figure_patch_filters": 2, "outputs": 1, "all": 1}
 
 
 def test_published_accuracy_reruns_only_the_predictions_figure(run):
@@ -201,7 +201,7 @@ def test_published_accuracy_reruns_only_the_predictions_figure(run):
     changed["models"]["vit_t"]["published_top1"] = 75.5
     other = workdir / "changed_published.yaml"
     other.write_text(yaml.safe_dump(changed))
-    assert planned_jobs(workdir, other) == {"figure_predictions": 1, "all": 1}
+    assert planned_jobs(workdir, other) == {"figure_predictions": 1, "outputs": 1, "all": 1}
 
 
 def test_explorer_option_and_page_code_rerun_only_the_explorer(run):

@@ -54,7 +54,7 @@ def test_bundled_photos_are_original_files_with_licences(tmp_path):
     assert tuple(manifest.columns) == mf.MANIFEST_COLUMNS
     assert manifest.dtypes.to_dict() == {
         "image_id": "str", "label": "int64", "source": "str", "sha256": "str",
-        "width": "int64", "height": "int64", "licence": "str", "origin": "str"}
+        "width": "int64", "height": "int64", "licence": "str", "origin": "str", "note": "str"}
     for row in manifest.itertuples():  # the bytes are the files skimage ships, unchanged
         assert row.sha256 == registry["data/" + sources.BUNDLED[row.image_id][0]]
     modes = {r.image_id: Image.open(io.BytesIO(r.read())).mode for r in records}

@@ -5,7 +5,7 @@ from pathlib import Path
 import pandas as pd
 
 from vitprobe.pipeline.code_deps import code_version, files_version
-from vitprobe.pipeline.config import local_weights, shard_count
+from vitprobe.pipeline.config import image_listing, local_weights, shard_count
 
 SRC = Path(workflow.basedir) / "src"
 SCRIPTS = Path(workflow.basedir) / "workflow" / "scripts"
@@ -42,6 +42,11 @@ def get_shards(wildcards=None):
     """Shard indices; known once the sample checkpoint has written the manifest."""
     manifest = checkpoints.sample.get().output.manifest
     return list(range(shard_count(len(pd.read_parquet(manifest, columns=["image_id"])), SHARD_SIZE)))
+
+
+def get_image_listing(wildcards):
+    """What a folder source holds (names, sizes, labels.csv): an added image resamples."""
+    return image_listing(config["images"])
 
 
 def get_local_weights(wildcards):
@@ -111,3 +116,38 @@ def get_all_figures(wildcards=None):
 def get_explorer(wildcards=None):
     """The explorer page shows the map images: none, no page."""
     return [result("explorer.html")] if MAP_COUNT else []
+
+
+def get_planned_outputs(wildcards=None):
+    """The config's outputs whose names are known before the sample checkpoint has run."""
+    planned = get_all_figures() + get_explorer() + [result(f"parameters/{m}.npz") for m in MODELS]
+    if MAP_COUNT:
+        planned += [result(f"maps/{m}.npz") for m in MODELS]
+    return [path.removeprefix(f"{OUT}/") for path in planned]
+
+
+def get_owned_folders(wildcards=None):
+    """Folders whose files all belong to the config; which shards exist is known after sampling."""
+    folders = [f"shards/{m}" for m in MODELS] + [f"crops/{g}" for g in GEOMETRIES]
+    return folders + ([f"attention/{m}" for m in MODELS] if KEEP_ATTENTION else [])
+
+
+def get_all_outputs(wildcards=None):
+    """Every file the workflow produces for this config (after the sample checkpoint)."""
+    shards = get_shards()
+    files = [
+        result(name)
+        for name in (
+            "manifest.parquet",
+            "rejected.parquet",
+            "predictions.parquet",
+            "accuracy.parquet",
+            "mean_attention_distance.parquet",
+            "attention_distance_per_image.parquet",
+        )
+    ]
+    files += [result(f"crops/{g}/shard_{s}.npy") for g in GEOMETRIES for s in shards]
+    kinds = ["predictions_{}.parquet", "distance_{}.parquet", "maps_{}.npz"]
+    files += [result(f"shards/{m}/{kind.format(s)}") for m in MODELS for s in shards for kind in kinds]
+    files += get_kept_attention() + [result(path) for path in get_planned_outputs()]
+    return sorted(files)

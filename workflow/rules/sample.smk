@@ -4,6 +4,7 @@ checkpoint sample:
         rejected=result("rejected.parquet"),
     params:
         images=config["images"],
+        listing=get_image_listing,
         code=code("sample.py"),
     conda:
         "../../envs/vitprobe.yaml"

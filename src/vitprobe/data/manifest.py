@@ -17,12 +17,13 @@ from ..atomic import atomic_path
 from .preprocess import Preprocess, crop
 from .sources import ImageRecord, read_source
 
-MANIFEST_COLUMNS = ("image_id", "label", "source", "sha256", "width", "height", "licence", "origin")
+MANIFEST_COLUMNS = ("image_id", "label", "source", "sha256", "width", "height", "licence", "origin", "note")
 REJECTED_COLUMNS = ("image_id", "source", "reason")
 # Pillow refuses images above twice this many pixels as decompression bombs: 10000 x 10000
 # passes, anything above 200 MP is refused.
 MAX_IMAGE_PIXELS = 100_000_000
 _TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)  # EXIF orientations that swap width and height
+_DEEP_MODES = ("I;16", "I;16B", "I;16L", "I", "F")  # more than 8 bits per pixel: preprocess.to_rgb scales them
 
 
 def sample_records(records: Sequence[ImageRecord], count: int | None, seed: int) -> list[ImageRecord]:
@@ -62,9 +63,23 @@ def _displayed_size(image: Image.Image) -> tuple[int, int]:
     return (h, w) if orientation in _TRANSPOSING_ORIENTATIONS else (w, h)
 
 
+def _note(image: Image.Image) -> str:
+    """What the crop will not show as the file holds it: frames beyond the first, deep pixel modes."""
+    notes = []
+    frames = getattr(image, "n_frames", 1)
+    if frames > 1:
+        notes.append(f"first of {frames} frames")
+    if image.mode in _DEEP_MODES:
+        notes.append(f"mode {image.mode} scaled to 8 bits")
+    return "; ".join(notes)
+
+
 def build_manifest(records: Sequence[ImageRecord]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Read and decode every record once: (manifest, rejected). Each record lands in exactly one."""
-    rows, rejected, seen = [], [], set()
+    """Read and decode every record once: (manifest, rejected). Each record lands in exactly one.
+
+    A file whose bytes equal an earlier record's (same sha256) is rejected as ``duplicate of
+    <image_id>``: it would be analysed and counted twice."""
+    rows, rejected, seen, first_with = [], [], set(), {}
     with _decoding_limits():
         for record in records:
             if record.image_id in seen:
@@ -75,14 +90,22 @@ def build_manifest(records: Sequence[ImageRecord]) -> tuple[pd.DataFrame, pd.Dat
                 data = record.read()
                 with _open(data) as image:
                     width, height = _displayed_size(image)
+                    if image.mode == "F" and not np.isfinite(np.asarray(image)).all():
+                        raise ValueError("float pixels hold NaN or Inf")
+                    note = _note(image)
             except Exception as error:
                 rejected.append((record.image_id, record.source, f"{type(error).__name__}: {error}"))
                 continue
-            rows.append((record.image_id, int(record.label), record.source, hashlib.sha256(data).hexdigest(),
-                         width, height, record.licence, record.origin))
+            sha256 = hashlib.sha256(data).hexdigest()
+            if sha256 in first_with:
+                rejected.append((record.image_id, record.source, f"duplicate of {first_with[sha256]}"))
+                continue
+            first_with[sha256] = record.image_id
+            rows.append((record.image_id, int(record.label), record.source, sha256,
+                         width, height, record.licence, record.origin, note))
     manifest = pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS)).astype(
         {"image_id": str, "label": "int64", "source": str, "sha256": str, "width": "int64", "height": "int64",
-         "licence": str, "origin": str})
+         "licence": str, "origin": str, "note": str})
     rejected = pd.DataFrame(rejected, columns=list(REJECTED_COLUMNS)).astype(str)
     return manifest, rejected
 

@@ -16,6 +16,9 @@ from PIL import Image, ImageOps
 
 from ..models.presets import IMAGENET_MEAN, IMAGENET_STD, arch_preprocess
 
+# The largest resized image (in crops of the output size) that preprocessing builds in memory.
+MAX_RESIZED_CROPS = 64
+
 _FILTERS = {
     "bicubic": Image.Resampling.BICUBIC,
     "bilinear": Image.Resampling.BILINEAR,
@@ -64,13 +67,17 @@ def default_preprocess(arch: str) -> Preprocess:
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
-    """Apply EXIF orientation and convert any mode (L, CMYK, RGBA, P, I;16) to 8-bit RGB."""
+    """Apply EXIF orientation and convert any mode (L, CMYK, RGBA, P, I;16, I, F) to 8-bit RGB.
+
+    A multi-frame file (animated GIF, multi-page TIFF) gives its first frame. Integer grey
+    above 8 bits is scaled from its container's range (16-bit: 0..65535; 32-bit values above
+    65535: the image's own min..max); float grey from 0..1 when it lies there, else from its own
+    min..max. So deep images are scaled down, never clipped to white or black."""
+    if getattr(image, "n_frames", 1) > 1:
+        image.seek(0)
     image = ImageOps.exif_transpose(image)
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-        # 16/32-bit grey: scale the full range down to 8 bits rather than clipping.
-        array = np.asarray(image, dtype=np.float64)
-        top = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
-        image = Image.fromarray(np.clip(array / top * 255.0 + 0.5, 0, 255).astype(np.uint8), mode="L")
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        image = Image.fromarray(_grey_to_uint8(np.asarray(image, dtype=np.float64), image.mode), mode="L")
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         # Composite transparent pixels on white, as a viewer shows them.
         rgba = image.convert("RGBA")
@@ -79,8 +86,31 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+def _grey_to_uint8(array: np.ndarray, mode: str) -> np.ndarray:
+    if not np.isfinite(array).all():
+        raise ValueError(f"mode {mode} image holds NaN or infinite pixel values")
+    low, high = float(array.min()), float(array.max())
+    if mode == "F" and low >= 0 and high <= 1:
+        low, top = 0.0, 1.0
+    elif mode != "F" and low >= 0 and high <= 255 and not mode.startswith("I;16"):
+        low, top = 0.0, 255.0
+    elif mode != "F" and low >= 0 and high <= 65535:
+        low, top = 0.0, 65535.0
+    else:  # float outside 0..1, or 32-bit integers outside 0..65535: the image's own range
+        top = high if high > low else low + 1.0
+    return np.clip((array - low) / (top - low) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
 def crop(image: Image.Image | np.ndarray, image_size: int, pre: Preprocess) -> np.ndarray:
-    """Resize and centre-crop one image to (image_size, image_size, 3) uint8."""
+    """Resize and centre-crop one image to (image_size, image_size, 3) uint8.
+
+    The resized image is at most `MAX_RESIZED_CROPS` crops large, whatever the source's
+    geometry: a 1 x 60000 PNG (a few hundred bytes) would otherwise resize to 248 x 14.9
+    million pixels before the crop. Beyond that (aspect ratios above about 1:40), only the
+    crop's region of the source is resampled (``Image.resize(box=...)``, the crop box mapped to
+    source coordinates): the same geometry, within one grey level of resize-then-crop (PIL
+    rounds its filter weights for the two differently), one source pixel apart for ``nearest``.
+    Up to the limit the crop is exactly resize-then-crop, as timm's evaluation transform."""
     if isinstance(image, np.ndarray):
         image = Image.fromarray(image)
     image = to_rgb(image)
@@ -92,11 +122,18 @@ def crop(image: Image.Image | np.ndarray, image_size: int, pre: Preprocess) -> n
         new_w, new_h = scaled, int(scaled * h / w)
     else:
         new_w, new_h = int(scaled * w / h), scaled
-    if (new_w, new_h) != (w, h):
-        image = image.resize((new_w, new_h), _FILTERS[pre.interpolation])
     top = int(round((new_h - image_size) / 2.0))
     left = int(round((new_w - image_size) / 2.0))
-    return np.asarray(image.crop((left, top, left + image_size, top + image_size)), dtype=np.uint8)
+    box = (left, top, left + image_size, top + image_size)
+    if (new_w, new_h) == (w, h):
+        region = image.crop(box)
+    elif new_w * new_h <= MAX_RESIZED_CROPS * image_size**2:
+        region = image.resize((new_w, new_h), _FILTERS[pre.interpolation]).crop(box)
+    else:
+        sx, sy = w / new_w, h / new_h
+        source_box = (box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy)
+        region = image.resize((image_size, image_size), _FILTERS[pre.interpolation], box=source_box)
+    return np.asarray(region, dtype=np.uint8)
 
 
 def normalize(crops: np.ndarray, pre: Preprocess) -> np.ndarray:

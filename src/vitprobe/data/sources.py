@@ -20,6 +20,7 @@ import csv
 import functools
 import importlib.util
 import os
+import re
 import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from pathlib import Path
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 IMAGENET_VAL_TAR = "ILSVRC2012_img_val.tar"
 IMAGENET_VAL_COUNT = 50_000
+IMAGENET_CLASSES = 1000  # labels are indices into ImageNet-1k (tfds order)
 DEFAULT_MANUAL_DIR = Path("~/tensorflow_datasets/downloads/manual")
 DEFAULT_TFDS_DATA_DIR = Path("~/tensorflow_datasets")
 SOURCE_DESCRIPTIONS = {
@@ -151,25 +153,42 @@ def folder(path: str | os.PathLike) -> list[ImageRecord]:
     """Every image file under ``path`` (recursive, sorted); ``image_id`` is the relative path.
 
     An optional ``labels.csv`` (columns ``filename,label``, filename relative to the folder)
-    gives labels; files it does not list get -1.
+    gives labels; files it does not list get -1. A row naming no image file of the folder, a
+    file listed twice, or a label that is not an integer from -1 to 999 is refused (ValueError
+    naming the file and the row): it would silently score the image as unlabelled or wrong.
     """
     root = Path(path).expanduser().resolve()
     if not root.is_dir():
         raise FileNotFoundError(f"images.path: {root} is not a folder. {alternatives('folder')}")
-    labels = {}
-    if (root / "labels.csv").is_file():
-        with open(root / "labels.csv", newline="") as f:
-            reader = csv.DictReader(f)
-            if not {"filename", "label"} <= set(reader.fieldnames or ()):
-                raise ValueError(f"{root / 'labels.csv'} needs the columns filename,label; found {reader.fieldnames}")
-            labels = {Path(row["filename"]).as_posix(): int(row["label"]) for row in reader}
     files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+    names = [p.relative_to(root).as_posix() for p in files]
+    labels = _read_labels(root / "labels.csv", set(names)) if (root / "labels.csv").is_file() else {}
     origin = f"folder {root}"
-    return [
-        ImageRecord(rel, labels.get(rel, -1), f"file:{p}", "unknown", origin)
-        for p in files
-        for rel in [p.relative_to(root).as_posix()]
-    ]
+    return [ImageRecord(rel, labels.get(rel, -1), f"file:{p}", "unknown", origin) for p, rel in zip(files, names)]
+
+
+def _read_labels(csv_path: Path, names: set[str]) -> dict[str, int]:
+    """``labels.csv`` as {relative file name: ImageNet-1k label index}, checked row by row."""
+    labels = {}
+    with open(csv_path, newline="") as f:
+        reader = csv.DictReader(f)
+        if not {"filename", "label"} <= set(reader.fieldnames or ()):
+            raise ValueError(f"{csv_path} needs the columns filename,label; found {reader.fieldnames}")
+        for row in reader:
+            where = f"{csv_path} line {reader.line_num}"
+            name = Path(row["filename"] or "").as_posix()
+            text = (row["label"] or "").strip()
+            if name not in names:
+                raise ValueError(f"{where}: {row['filename']!r} is not an image file in {csv_path.parent}; fix or remove the row")
+            if name in labels:
+                raise ValueError(f"{where}: {name!r} is listed twice; keep one row per file")
+            if not re.fullmatch(r"-?[0-9]+", text) or not -1 <= int(text) < IMAGENET_CLASSES:
+                raise ValueError(
+                    f"{where}: label {row['label']!r} of {name!r} is not an ImageNet-1k class index "
+                    f"(an integer from 0 to {IMAGENET_CLASSES - 1}, or -1 for unknown)"
+                )
+            labels[name] = int(text)
+    return labels
 
 
 # ---------------------------------------------------------------- imagenet2012 validation tar

@@ -6,10 +6,13 @@ refuse a bad config before any job starts.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+
+import yaml
 
 from ..data import sources
 from ..data.preprocess import Preprocess, default_preprocess
@@ -88,7 +91,10 @@ def model_entry(key: str, cfg: dict) -> ModelEntry:
         spec = get_spec(arch, **overrides)
     except (TypeError, ValueError) as e:
         raise ConfigError(f"models.{key}.spec: {e}") from None
-    settings = {k: v for k, v in cfg.items() if k in _OUTPUT_KEYS}
+    # In a fixed order, so that reordering the keys of a config file does not rerun extraction.
+    settings = {k: cfg[k] for k in _OUTPUT_KEYS if k in cfg}
+    if "spec" in settings:
+        settings["spec"] = dict(sorted(settings["spec"].items()))
     return ModelEntry(
         key=key,
         arch=arch,
@@ -132,7 +138,13 @@ def _checkpoint_name(key: str, arch: str, weights: str, seed: int) -> str:
 def check_config(config: dict, root: str | os.PathLike = ".") -> dict[str, ModelEntry]:
     """Checks beyond the JSON Schema; raises `ConfigError` before any job runs."""
     entries = model_entries(config)
-    check_images(config["images"])
+    images = check_images(config["images"])
+    map_images = config.get("analysis", {}).get("map_images", 0)
+    if images is not None and map_images > images:
+        raise ConfigError(
+            f"analysis.map_images: {map_images} map images but the run samples {images} images; "
+            f"lower analysis.map_images to at most {images} (or sample more images)"
+        )
     for key, entry in entries.items():
         w = entry.weights
         source = weights_source(key, w)
@@ -201,7 +213,15 @@ def check_images(images: dict) -> int | None:
     elif kind == "folder":
         if not path or not Path(path).is_dir():
             raise ConfigError(f"images.path: {path!r} is not a folder; images.source: folder needs a folder of images")
-        available = len(sources.folder(path))
+        try:
+            available = len(sources.folder(path))
+        except ValueError as e:  # a bad labels.csv
+            raise ConfigError(f"images.path: {e}") from None
+        if not available:
+            raise ConfigError(
+                f"images.path: folder {path} holds no image files ({', '.join(sources.IMAGE_EXTENSIONS)}); "
+                "add images or point images.path at the folder that holds them"
+            )
     elif kind == "bundled":
         available = len(sources.BUNDLED)
     else:  # imagenet_v2: known once downloaded; the sample step checks count
@@ -209,6 +229,45 @@ def check_images(images: dict) -> int | None:
     if count and count > available:
         raise ConfigError(f"images.count: {count} images requested but the {kind} source has {available}; lower images.count")
     return count or available
+
+
+def image_listing(images: dict) -> str:
+    """A fingerprint of what a folder source holds (every image file's path and size, and
+    labels.csv's content): the sample checkpoint's parameter, so that adding, removing,
+    renaming or resizing an image, or relabelling one, resamples. Other sources are fixed."""
+    if images["source"] != "folder" or not images.get("path") or not Path(images["path"]).is_dir():
+        return ""
+    root = Path(images["path"]).expanduser().resolve()
+    digest = hashlib.sha256()
+    for record in sources.folder(root):
+        file = root / record.image_id
+        digest.update(f"{record.image_id}\t{file.stat().st_size}\n".encode())
+    if (root / "labels.csv").is_file():
+        digest.update((root / "labels.csv").read_bytes())
+    return digest.hexdigest()
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key that appears twice in one mapping (PyYAML keeps the
+    last one silently, so a second ``models:`` would drop every model of the first)."""
+
+    def construct_mapping(self, node, deep=False):
+        lines = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, (str, int, float, bool)) and key in lines:
+                raise ConfigError(
+                    f"{self.name}: key {key!r} appears twice in one mapping (lines {lines[key]} and "
+                    f"{key_node.start_mark.line + 1}); YAML would keep only the last. Merge them into one."
+                )
+            lines.setdefault(key, key_node.start_mark.line + 1)
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_config_file(path: str | os.PathLike) -> dict:
+    """A YAML config file; `ConfigError` naming the key and both lines when a key is duplicated."""
+    with open(path) as f:
+        return yaml.load(f, Loader=_StrictLoader) or {}
 
 
 def _in_hub_cache(source: str) -> bool:

@@ -12,7 +12,10 @@ def merge_maps(paths: list[str], crop_paths: list[str], count: int, out_path: st
     """One file per model with the first ``count`` manifest images' rollout and CLS maps and
     the crops the model saw (the first rows of the concatenated shards, in manifest order)."""
     parts = [np.load(p, allow_pickle=False) for p in paths]
-    image_ids = np.concatenate([p["image_ids"] for p in parts])[:count]
+    image_ids = np.concatenate([p["image_ids"] for p in parts])
+    if len(image_ids) < count:  # a manifest made before map_images was raised
+        raise ValueError(f"analysis.map_images: {count} map images but the manifest has {len(image_ids)}; lower it")
+    image_ids = image_ids[:count]
     crops = np.concatenate([open_crops(p) for p in crop_paths])[:count]
     write_npz(
         out_path,
