@@ -10,7 +10,7 @@
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
 
-from vitprobe.pipeline.config import ConfigError, check_config, check_images, load_config_file, raw_attention_bytes
+from vitprobe.pipeline.config import ConfigError, check_config, fit_default_map_images, check_images, load_config_file, raw_attention_bytes
 from vitprobe.pipeline.outputs import quarantine, stale_outputs
 
 min_version("9.0")
@@ -21,7 +21,10 @@ try:
     # Snakemake reads a --configfile itself, keeping the last of duplicated keys: read again strictly.
     for path in workflow.overwrite_configfiles:
         load_config_file(path)
+    map_images_given = "map_images" in (config.get("analysis") or {})
     validate(config, "workflow/schemas/config.schema.yaml")
+    if not map_images_given and (note := fit_default_map_images(config)):
+        logger.info(note)
     MODELS = check_config(config)
 except ConfigError as e:
     raise WorkflowError(f"config: {e}") from None

@@ -61,7 +61,7 @@ def test_good_config_plans_jobs(tmp_path):
         ("comparisons", [["m", "other"]], ["comparisons", "'other'"]),
         ("images", {"source": "folder", "path": "no_such_folder"}, ["images.path", "no_such_folder"]),
         ("experiment", "../outside", ["'../outside' does not match"]),
-        ("explorer", {"images": 5}, ["explorer.images", "exceeds analysis.map_images (4)"]),
+        ("explorer", {"images": 5}, ["explorer.images", "exceeds analysis.map_images (2)"]),
         ("explorer", {"blocks": [0, 12]}, ["explorer.blocks", "[12] out of range for models.m", "12 blocks"]),
     ],
 )

@@ -135,6 +135,16 @@ def _checkpoint_name(key: str, arch: str, weights: str, seed: int) -> str:
     return Path(weights.split("?")[0]).name
 
 
+def fit_default_map_images(config: dict) -> str | None:
+    """Lower the schema's default ``analysis.map_images`` to the number of images a small run
+    samples (a value the user gave is checked by `check_config` instead). Returns a note to log."""
+    images, default = check_images(config["images"]), config["analysis"]["map_images"]
+    if images is None or default <= images:
+        return None
+    config["analysis"]["map_images"] = images
+    return f"analysis.map_images: the default {default} lowered to the {images} images this run samples"
+
+
 def check_config(config: dict, root: str | os.PathLike = ".") -> dict[str, ModelEntry]:
     """Checks beyond the JSON Schema; raises `ConfigError` before any job runs."""
     entries = model_entries(config)
