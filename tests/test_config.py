@@ -43,6 +43,9 @@ def test_good_config_plans_jobs(tmp_path):
     result = dry_run(tmp_path, BASE)
     assert result.returncode == 0, result.output
     assert "sample" in result.output
+    # 2 images and map_images not given: its default (4) is lowered to 2, and said so.
+    assert "analysis.map_images: the default 4 lowered to the 2 images this run samples" in result.output
+    assert "cls_attention_heads_m_image1.png" in result.output and "image2.png" not in result.output
 
 
 @pytest.mark.parametrize(
