@@ -38,7 +38,7 @@ class Progress:
     Args:
         total: images in the shard.
         what: the job, as every log line starts, e.g. ``extract vit_b16 shard 2/5``.
-        load_seconds: seconds spent before this object was made (imports, model, weights).
+        load_seconds: seconds spent loading the model (building it, reading its weights) before this.
         clock: monotonic seconds; injectable so tests can check the arithmetic.
     """
 
