@@ -5,9 +5,13 @@ Records the wall time of the full run against the sum of the five models' pure f
 times over the same images (logits only, steady state, each model alone on all cores, the
 same batch size), the time of a no-op ``snakemake -n`` on the finished run, the time
 of a rerun after changing one figure option, the peak RSS of the extract jobs and the disk
-the run left. Writes benchmarks/<date>-<machine>-pipeline.json and .md.
+the run left, with the CPU model and its AVX/AMX flags. Prints the Markdown table, then writes
+<out>/<date>-<host>-<machine>-pipeline.json and .md (--out: benchmarks/ by default).
 
-Usage: python benchmarks/pipeline.py [--images 1000] [--cores 2]
+``--config`` and ``--depth`` run another experiment's models (random weights) or shallower ones,
+for a quick check that the script works.
+
+Usage: python benchmarks/pipeline.py [--images 1000] [--cores 2] [--config config.yaml] [--depth N] [--out DIR]
 """
 
 from __future__ import annotations
@@ -29,18 +33,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import yaml
+from record import cpu_info, describe_cpu, record
 
 REPO = Path(__file__).resolve().parents[1]
 
 FORWARD_SIDE = r"""
 import json, sys, time
-import keras, numpy as np
-from vitprobe.api import compile_for_backend
-from vitprobe.experiment import model_entry
-from vitprobe.extraction import build_model
-from vitprobe.threads import limit_threads
+from vitprobe.pipeline.threads import limit_threads
 args = json.loads(sys.argv[1])
 limit_threads(args["threads"])
+import keras, numpy as np
+from vitprobe.compiled import compile_for_backend
+from vitprobe.pipeline.config import model_entry
+from vitprobe.pipeline.model import build_model
 
 
 class Logits(keras.Model):
@@ -117,9 +122,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=1000)
     parser.add_argument("--cores", type=int, default=2)
-    parser.add_argument("--out", default=str(REPO / "benchmarks"))
+    parser.add_argument("--config", default=str(REPO / "config.yaml"), help="the experiment whose models run (random weights)")
+    parser.add_argument("--depth", type=int, default=None, help="blocks of every model (default: each arch's)")
+    parser.add_argument("--out", default=str(REPO / "benchmarks"), help="folder for the .json and .md (created)")
     args = parser.parse_args()
-    paper = yaml.safe_load((REPO / "config.yaml").read_text())
+    paper = yaml.safe_load(Path(args.config).read_text())
+    spec = {"spec": {"depth": args.depth}} if args.depth else {}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         for name in ("Snakefile", "weights.lock.json"):
@@ -128,7 +136,7 @@ def main() -> None:
             shutil.copytree(REPO / name, work / name, ignore=shutil.ignore_patterns("__pycache__"))
         make_photos(work / "photos", args.images)
         config = dict(paper, experiment="bench", images={"source": "folder", "path": str(work / "photos"), "count": args.images, "seed": 0})
-        config["models"] = {key: {"arch": m["arch"], "weights": "random"} for key, m in paper["models"].items()}
+        config["models"] = {key: {"arch": m["arch"], "weights": "random", **spec} for key, m in paper["models"].items()}
         (work / "bench.yaml").write_text(yaml.safe_dump(config))
         extract = config["extract"]
         # The yardstick: each model alone on every core, as fast as one forward pass can go here.
@@ -150,8 +158,9 @@ def main() -> None:
             [pd.read_csv(p, sep="\t").assign(rule=p.parent.name) for p in (out / "benchmarks").rglob("*.tsv")], ignore_index=True
         )
         disk = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    cpu = cpu_info()
     summary = {
-        "images": args.images, "cores": args.cores, "models": len(config["models"]), "shard_size": extract["shard_size"],
+        **cpu, "images": args.images, "cores": args.cores, "models": len(config["models"]), "shard_size": extract["shard_size"],
         "batch_size": extract["batch_size"], "extract_threads": extract.get("threads", 1), "precision": forward_job["precision"],
         "wall_s": round(wall, 1), "forward_sum_s": round(sum(forward.values()), 1),
         "wall_over_forward": round(wall / sum(forward.values()), 3),
@@ -163,17 +172,24 @@ def main() -> None:
         "forward_s_by_model": {k: round(v, 1) for k, v in forward.items()},
     }
     stem = f"{datetime.date.today()}-{socket.gethostname()}-{platform.machine()}-pipeline"
-    table = "\n".join([
-        "| images | models | cores | wall (s) | sum of forward passes (s) | wall / forward | no-op `snakemake -n` (s) | figure-option rerun (s) | extract peak RSS (MB) | disk (MB) |",
+    depth = f" at depth {args.depth}" if args.depth else ""
+    markdown = "\n".join([
+        f"{Path(args.config).name}'s {summary['models']} models{depth} (random weights), CPU: {describe_cpu(cpu)}.",
+        "",
+        (
+            "| images | models | cores | wall (s) | sum of forward passes (s) | wall / forward | no-op `snakemake -n` (s) "
+            "| figure-option rerun (s) | extract peak RSS (MB) | disk (MB) |"
+        ),
         "|---|---|---|---|---|---|---|---|---|---|",
-        f"| {args.images} | {summary['models']} | {args.cores} | {summary['wall_s']} | {summary['forward_sum_s']} | {summary['wall_over_forward']} | "
-        f"{summary['noop_dry_run_s']} | {summary['figure_option_rerun_s']} | {summary['extract_peak_rss_mb']} | {summary['disk_mb']} |",
+        (
+            f"| {args.images} | {summary['models']} | {args.cores} | {summary['wall_s']} | {summary['forward_sum_s']} "
+            f"| {summary['wall_over_forward']} | {summary['noop_dry_run_s']} | {summary['figure_option_rerun_s']} "
+            f"| {summary['extract_peak_rss_mb']} | {summary['disk_mb']} |"
+        ),
+        "",
+        f"Job wall seconds by rule (jobs overlap on {args.cores} cores): {summary['job_wall_seconds_by_rule']}",
     ])
-    out_dir = Path(args.out)
-    (out_dir / f"{stem}.json").write_text(json.dumps(summary, indent=2) + "\n")
-    (out_dir / f"{stem}.md").write_text(f"{table}\n\nJob wall seconds by rule (jobs overlap on {args.cores} cores): {summary['job_wall_seconds_by_rule']}\n")
-    print(table)
-    print(json.dumps(summary, indent=2))
+    record(args.out, stem, markdown, summary)
 
 
 if __name__ == "__main__":

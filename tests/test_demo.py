@@ -16,7 +16,7 @@ def test_demo_runs_offline(tmp_path, monkeypatch, browser):
     (workdir / "config").mkdir()
     shutil.copy(REPO / "config" / "demo.yaml", workdir / "config" / "demo.yaml")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    snakemake(workdir, "--configfile", "config/demo.yaml")
+    console = snakemake(workdir, "--configfile", "config/demo.yaml").stderr
     out = workdir / "results" / "demo"
 
     manifest = pd.read_parquet(out / "manifest.parquet")
@@ -47,6 +47,27 @@ def test_demo_runs_offline(tmp_path, monkeypatch, browser):
         "dinov2_s14_imgfocus", "dinov2_s14_random"]
     opened.tab.screenshot(path=tmp_path / "explorer.png")
     opened.close()
+    assert_console_guides(console, len(manifest), shard_size=8)
+
+
+def assert_console_guides(console: str, images: int, shard_size: int) -> None:
+    """Each extract job says on the console which model and shard it is, where its log is, and
+    how fast it ran (or that one batch has no steady rate); the run ends saying where the
+    figures are and how to make the report."""
+    shards = -(-images // shard_size)
+    for model in ("dinov2_s14_imgfocus", "dinov2_s14_random"):
+        for shard in range(shards):
+            assert f"log: results/demo/logs/extract/{model}_{shard}.log" in console  # Snakemake's job header
+            done = [line for line in console.splitlines() if f"extract {model} shard {shard + 1}/{shards}: done, " in line]
+            assert len(done) == 1, console[-3000:]
+            assert "img/s over the" in done[0] or "no steady rate: all" in done[0]
+            assert "start-up" in done[0]
+    lines = console.strip().splitlines()
+    done_at = max(i for i, line in enumerate(lines) if line.startswith("Done. Figures: "))
+    assert lines[done_at].startswith("Done. Figures: results/demo/figures/")
+    report = lines[done_at + 1]
+    assert report.startswith("Report: snakemake --report results/demo/report.html --configfile ") and report.endswith("config/demo.yaml")
+    assert all(line.startswith(("Complete log", "Elapsed time")) for line in lines[done_at + 2 :]), lines[done_at:]
 
 
 def uniform_distance(grid: int, patch: int) -> float:

@@ -28,14 +28,27 @@ log = logging.getLogger("vitprobe")
 
 
 class Progress:
-    """Images done / total in the log (and a bar when stderr is a terminal), with the rate after
-    the first batch apart from the start-up: loading the model (``load_seconds``) and the first
-    batch, which traces and compiles the program."""
+    """An extract job's progress in its log (and a bar when stderr is a terminal), with the
+    start-up and the steady rate apart, the way `benchmarks/bench.py` measures them too.
+
+    The start-up is loading the model (``load_seconds``, timed by the caller) plus the first
+    batch, which traces and compiles the program. The steady rate is the images after the first
+    batch over the time from the end of the first batch to the end of the last, so it neither
+    includes compilation nor the writing of the outputs. A shard of one batch has no steady rate.
+
+    Args:
+        total: images in the shard.
+        what: the job, as every log line starts, e.g. ``extract vit_b16 shard 2/5``.
+        load_seconds: seconds spent loading the model (building it, reading its weights) before this.
+        clock: monotonic seconds; injectable so tests can check the arithmetic.
+    """
 
     def __init__(self, total: int, what: str, load_seconds: float, clock: Callable[[], float] = time.perf_counter):
         self.total, self.what, self.load_seconds, self.clock = total, what, load_seconds, clock
-        self.done, self.first, self.start = 0, 0, clock()
-        self.warm_at: float | None = None
+        self.done, self.first_images = 0, 0
+        self.started = clock()
+        self.first_batch_end: float | None = None
+        self.last_batch_end: float | None = None
         self.bar = None
         if sys.stderr.isatty():
             from tqdm import tqdm
@@ -43,34 +56,73 @@ class Progress:
             self.bar = tqdm(total=total, desc=what, unit="img")
 
     @property
-    def startup_seconds(self) -> float:
-        """Loading plus the first batch (tracing and compiling)."""
-        return self.load_seconds + ((self.warm_at or self.clock()) - self.start)
+    def first_batch_seconds(self) -> float | None:
+        """The first batch (tracing and compiling included); None until it is done."""
+        return None if self.first_batch_end is None else self.first_batch_end - self.started
+
+    @property
+    def startup_seconds(self) -> float | None:
+        """Loading plus the first batch; None until the first batch is done."""
+        first = self.first_batch_seconds
+        return None if first is None else self.load_seconds + first
+
+    @property
+    def steady_images(self) -> int:
+        return self.done - self.first_images
+
+    @property
+    def steady_seconds(self) -> float | None:
+        """From the end of the first batch to the end of the last; None until the first is done."""
+        return None if self.first_batch_end is None else self.last_batch_end - self.first_batch_end
 
     @property
     def rate(self) -> float | None:
         """Images per second after the first batch; None until a second batch is done."""
-        if self.warm_at is None or self.done == self.first:
+        if not self.steady_images:
             return None
-        return (self.done - self.first) / max(self.clock() - self.warm_at, 1e-9)
+        return self.steady_images / max(self.steady_seconds, 1e-9)
+
+    def _startup(self) -> str:
+        return (
+            f"start-up {self.startup_seconds:.1f} s (model load {self.load_seconds:.1f} s "
+            f"+ first batch, with trace and compile, {self.first_batch_seconds:.1f} s)"
+        )
 
     def describe(self) -> str:
-        rate = self.rate
-        speed = f"{rate:.2f} img/s" if rate is not None else "rate after the first batch"
-        return f"{self.what}: {self.done}/{self.total} images, {speed} (loaded and compiled in {self.startup_seconds:.1f} s)"
+        """The log line after a batch."""
+        head = f"{self.what}: {self.done}/{self.total} images"
+        if self.first_batch_end is None:
+            return f"{head}, loaded in {self.load_seconds:.1f} s"
+        if self.rate is None:
+            return f"{head}, {self._startup()}"
+        return f"{head}, {self.rate:.2f} img/s after the first batch"
+
+    def summary(self) -> str:
+        """The job's last log line: start-up and steady rate, or why there is no steady rate."""
+        if self.first_batch_end is None:
+            return f"{self.what}: done, no images"
+        if self.rate is None:
+            steady = f"no steady rate: all {self.done} images were in the first batch, which includes compilation"
+        else:
+            steady = f"{self.rate:.2f} img/s over the {self.steady_images} images after the first batch"
+        return f"{self.what}: done, {self.done} images; {steady}; {self._startup()}"
 
     def update(self, n: int) -> None:
+        """Count a finished batch of ``n`` images and log the line for it."""
         self.done += n
-        if self.warm_at is None:
-            self.warm_at, self.first = self.clock(), self.done
+        self.last_batch_end = self.clock()
+        if self.first_batch_end is None:
+            self.first_batch_end, self.first_images = self.last_batch_end, self.done
         log.info("%s", self.describe())
         if self.bar:
             self.bar.set_postfix_str(f"{self.rate:.2f} img/s" if self.rate else "compiling")
             self.bar.update(n)
 
     def close(self) -> None:
+        """Log the summary (and close the bar)."""
         if self.bar:
             self.bar.close()
+        log.info("%s", self.summary())
 
 
 def _batches(crops: np.ndarray, model: ProbeModel, batch_size: int) -> Iterator[tuple[int, int, np.ndarray]]:
@@ -184,7 +236,9 @@ def run_extract(
     entry = model_entry(key, model_settings)
     rows = pd.read_parquet(manifest_path).iloc[shard_slice(shard, shard_size)]
     model = build_model(entry, precision)
-    progress = Progress(len(rows), f"extract {key} shard {shard + 1}/{shard_count}", time.perf_counter() - loading)
+    what = f"extract {key} shard {shard + 1}/{shard_count}"
+    log.info("%s: %d images of %s, batches of %d, %s", what, len(rows), entry.label, batch_size, precision)
+    progress = Progress(len(rows), what, time.perf_counter() - loading)
     common = dict(batch_size=batch_size, progress=progress)
     names = list(source_class_names())
     if "attention" in outputs:

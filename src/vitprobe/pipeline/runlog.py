@@ -23,7 +23,8 @@ def start(log_paths, threads: int = 1) -> logging.Logger:
     logger.handlers.clear()
     console = sys.stderr
     handlers: list[logging.Handler] = []
-    for path in list(log_paths)[:1]:
+    paths = list(log_paths)[:1]
+    for path in paths:
         open(path, "w").close()
         handlers.append(logging.FileHandler(path, mode="a"))
         # Native stderr into the log (appending, so it interleaves with the handler's lines).
@@ -37,7 +38,8 @@ def start(log_paths, threads: int = 1) -> logging.Logger:
     for handler in handlers:
         handler.setFormatter(fmt)
         logger.addHandler(handler)
-    logger.info("threads: %d", max(1, int(threads)))
+    # The console interleaves parallel jobs: naming the log file says which job this is.
+    logger.info("threads: %d, log: %s", max(1, int(threads)), paths[0] if paths else "none")
 
     def log_failure(kind, error, tb):  # the reason a job failed belongs in its log file and on the console
         logger.error("failed: %s", error, exc_info=(kind, error, tb))

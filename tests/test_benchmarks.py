@@ -1,0 +1,84 @@
+"""The benchmark scripts run end to end on tiny cases (shallow models, a few photos): each prints
+its table, creates its --out folder and writes a Markdown and a JSON record naming the CPU.
+The numbers themselves are recorded by `make bench` / `make bench-pipeline`, never asserted here
+beyond being measured (positive) and, where two sides compute the same thing, agreeing."""
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from record import FLAGS, record
+
+
+def run_benchmark(script: str, out: Path, *args: str) -> tuple[str, str, dict]:
+    """stdout, the Markdown written and the JSON written by ``benchmarks/<script> --out <out>``."""
+    assert not out.parent.exists()  # --out's parents are created too
+    command = [sys.executable, str(REPO / "benchmarks" / script), *args, "--out", str(out)]
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    [markdown], [record_json] = sorted(out.glob("*.md")), sorted(out.glob("*.json"))
+    return result.stdout, markdown.read_text(), json.loads(record_json.read_text())
+
+
+def assert_names_cpu(data: dict, markdown: str) -> None:
+    assert data["cpu_model"] and data["cpu_model"] in markdown
+    assert set(data["cpu_flags"]) <= set(FLAGS) and data["cpu_count"] > 0
+
+
+def test_record_prints_before_it_writes(tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    with pytest.raises(OSError):
+        record(blocker / "out", "stem", "| table |", {})
+    assert capsys.readouterr().out == "| table |\n"
+    paths = record(tmp_path / "new" / "out", "stem", "| table |", {"x": 1})
+    assert [p.name for p in paths] == ["stem.md", "stem.json"] and json.loads(paths[1].read_text()) == {"x": 1}
+
+
+@pytest.mark.slow
+def test_bench_tiny(tmp_path):
+    sides = ["vitprobe float32", "vitprobe float32 keep_attention", "timm float32"]
+    stdout, markdown, data = run_benchmark(
+        "bench.py", tmp_path / "new" / "bench",
+        "--arch", "vit_tiny_patch16_224", "--depth", "1", "--images", "6", "--batch", "2", "--runs", "1", "--sides", *sides,
+    )
+    assert markdown.strip() in stdout and "steady rate after the first batch" in markdown
+    assert_names_cpu(data, markdown)
+    rows = {row["side"]: row for row in data["rows"]}
+    assert list(rows) == sides
+    for row in rows.values():
+        assert f"| {row['side']} |" in markdown
+        assert row["img_s"] > 0 and row["startup_s"] > 0 and row["peak_rss_mb"] > 0 and row["steady_images"] == 4
+        assert row["max_abs_distance_diff_px"] < 1e-3  # float32 vitprobe and timm compute the same distances
+    assert rows["vitprobe float32 keep_attention"]["bytes_written"] > rows["vitprobe float32"]["bytes_written"] > 0
+    assert rows["vitprobe float32 keep_attention"]["reduce_s"] > 0
+
+
+@pytest.mark.slow
+def test_pipeline_benchmark_tiny(tmp_path):
+    stdout, markdown, data = run_benchmark(
+        "pipeline.py", tmp_path / "new" / "pipeline", "--config", str(REPO / "config" / "demo.yaml"), "--depth", "1", "--images", "4",
+    )
+    assert markdown.strip() in stdout and "| images | models |" in markdown
+    assert_names_cpu(data, markdown)
+    assert data["models"] == 2 and data["job_counts"]["extract"] == 2  # one shard per model
+    for key in ("wall_s", "forward_sum_s", "wall_over_forward", "noop_dry_run_s", "figure_option_rerun_s", "extract_peak_rss_mb", "disk_mb"):
+        assert data[key] > 0, key
+
+
+@pytest.mark.slow
+def test_backend_agreement_tiny(tmp_path):
+    stdout, markdown, data = run_benchmark("backend_agreement.py", tmp_path / "new" / "agreement", "--images", "2")
+    assert markdown.strip() in stdout and "| jax |" in markdown and "| torch |" in markdown
+    assert_names_cpu(data, markdown)
+    assert data["images"] == 2
+    for backend in ("jax", "torch"):
+        for value in data[backend].values():
+            assert math.isfinite(value) and 0 <= value < 1e-3
