@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 from pathlib import Path
 
 from vitprobe.atomic import write_text
+from vitprobe.hardware import cpu_flags, cpu_model
 
 # The CPU flags that decide which kernels run: AVX2-only AMD EPYCs against Intel Xeons with
 # AVX-512 and AMX (bfloat16 is fast only with avx512_bf16 / amx_bf16).
@@ -17,24 +17,9 @@ FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
 
 
 def cpu_info() -> dict:
-    """CPU model, the `FLAGS` it has, and its core count, from /proc/cpuinfo.
-
-    A small local reader on purpose: src/vitprobe/hardware.py (cpu_model, cpu_flags) is being
-    added on another branch; this function switches to it when both are merged."""
-    model, flags = platform.processor() or platform.machine(), set()
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        text = ""
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() == "model name":
-            model = value.strip()
-        elif key.strip() == "flags":
-            flags = set(value.split())
-        if flags and model:
-            break
-    return {"cpu_model": model, "cpu_flags": [f for f in FLAGS if f in flags], "cpu_count": os.cpu_count()}
+    """CPU model, the `FLAGS` it has, and its core count."""
+    flags = cpu_flags()
+    return {"cpu_model": cpu_model(), "cpu_flags": [f for f in FLAGS if f in flags], "cpu_count": os.cpu_count()}
 
 
 def describe_cpu(cpu: dict) -> str:
