@@ -4,6 +4,9 @@ backend) against hand-computed values and slow reference loops."""
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -326,3 +329,20 @@ def test_shard_reductions_check_and_table(tmp_path) -> None:
     maps = np.load(tmp_path / "m.npz")
     assert list(maps["image_ids"]) == ["b", "a", "c"]  # shard order: the first rows are the map images
     np.testing.assert_array_equal(maps["cls"][2], second["cls"][0].astype(np.float32))
+
+
+def test_numpy_attention_on_every_backend():
+    """The reductions take numpy arrays on each backend (torch cannot multiply an array by a tensor)."""
+    script = (
+        "import numpy as np; from keras import ops; from vitprobe.metrics import attention as am\n"
+        "a = np.full((1, 1, 5, 5), 0.2, np.float32)\n"
+        "d, m = am.mean_attention_distance(a, 1, 2, 16)\n"
+        "print(float(ops.convert_to_numpy(d)[0, 0]), float(ops.convert_to_numpy(m)[0, 0]))\n"
+    )
+    for backend in ("tensorflow", "jax", "torch"):
+        out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                             env={**os.environ, "KERAS_BACKEND": backend})
+        assert out.returncode == 0, out.stderr[-2000:]
+        distance, mass = map(float, out.stdout.split())
+        # Uniform 0.2 over a CLS key and a 2x2 grid at 16 px: per query 0.2 * (0 + 16 + 16 + 16 sqrt 2).
+        assert distance == pytest.approx(0.2 * (32 + 16 * 2**0.5), abs=1e-5) and mass == pytest.approx(0.2, abs=1e-7)

@@ -47,6 +47,7 @@ def mean_attention_distance(attn, num_prefix: int, grid: Grid, patch_size: int, 
     Prefix keys are dropped without renormalising (unless ``renormalize``); the mass they
     took is the prefix mass."""
     gh, gw = _check_tokens(attn, num_prefix, grid)
+    attn = ops.convert_to_tensor(attn)  # a numpy array times a torch tensor fails on the torch backend
     dist = ops.convert_to_tensor(_token_distance_matrix(gh, gw, patch_size, num_prefix), dtype=attn.dtype)
     # Per query first, then over queries: float32 sums of a few hundred terms stay exact to ~1e-5.
     per_query = ops.sum(attn * dist, axis=-1)[:, :, num_prefix:]
