@@ -38,6 +38,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/sample.smk"
 include: "workflow/rules/extract.smk"
 include: "workflow/rules/analyze.smk"
+include: "workflow/rules/cka.smk"
 include: "workflow/rules/figures.smk"
 
 
@@ -48,6 +49,7 @@ rule all:
         result("accuracy.parquet"),
         result("mean_attention_distance.parquet"),
         result("attention_distance_per_image.parquet"),
+        result("cka.parquet"),
         get_all_figures,
         get_kept_attention,
     default_target: True

@@ -11,7 +11,7 @@ from test_pipeline import REPO
 
 BASE = {
     "experiment": "cfg",
-    "images": {"source": "bundled", "count": 2},
+    "images": {"source": "bundled", "count": 8},
     "models": {"m": {"arch": "vit_tiny_patch16_224", "weights": "random"}},
 }
 
@@ -57,6 +57,11 @@ def test_good_config_plans_jobs(tmp_path):
         ("comparisons", [["m", "other"]], ["comparisons", "'other'"]),
         ("images", {"source": "folder", "path": "no_such_folder"}, ["images.path", "no_such_folder"]),
         ("experiment", "../outside", ["'../outside' does not match"]),
+        ("cka", {"group_size": 3}, ["3 is less than the minimum of 4"]),
+        ("extract", {"batch_size": 6}, ["extract.batch_size", "6 is not a multiple of cka.group_size 8"]),
+        ("extract", {"shard_size": 20}, ["extract.shard_size", "20 is not a multiple of cka.group_size 8", "set extract.shard_size to 16"]),
+        ("images.count", 5, ["cka.group_size", "the run samples 5"]),
+        ("cka", {"features": ["cls", "mean"]}, ["'mean' is not one of"]),
     ],
 )
 def test_bad_config_is_refused_before_any_job(tmp_path, path, value, words):

@@ -12,6 +12,7 @@ SCRIPTS = Path(workflow.basedir) / "workflow" / "scripts"
 EXTRACT_SETTINGS = config["extract"]
 ANALYSIS_SETTINGS = config["analysis"]
 FIGURE_SETTINGS = config["figures"]
+CKA_SETTINGS = config["cka"]
 SHARD_SIZE = EXTRACT_SETTINGS["shard_size"]
 KEEP_ATTENTION = EXTRACT_SETTINGS["keep_attention"]
 # The AttentionReducer's settings (map_images only selects which maps the figures show).
@@ -82,9 +83,23 @@ def comparison_name(models):
 COMPARISONS = {comparison_name(pair): pair for pair in config["comparisons"]}
 
 
+def comparison_pairs(models):
+    """Every pair of distinct models of a comparison, in the order the config lists them."""
+    return [(a, b) for i, a in enumerate(models) for b in models[i + 1 :] if a != b]
+
+
+# Each model against itself, then the pairs of every comparison (once each).
+CKA_PAIRS = list(dict.fromkeys([(m, m) for m in MODELS] + [p for models in COMPARISONS.values() for p in comparison_pairs(models)]))
+
+
+def get_representation_shards(model):
+    return [result(f"shards/{model}/representations_{s}.npz") for s in get_shards()]
+
+
 def get_all_figures(wildcards=None):
     figures = [f"distance_by_block_{m}.png" for m in MODELS]
     figures += [f"distance_comparison_{name}.png" for name in COMPARISONS]
+    figures += [f"cka_{m}.png" for m in MODELS] + [f"cka_comparison_{name}.png" for name in COMPARISONS]
     for m in MODELS:
         figures += [
             f"patch_embedding_filters_{m}.png",

@@ -15,5 +15,6 @@ run_extract(
     dict(snakemake.output.items()),
     batch_size=p.batch_size,
     precision=p.precision,
+    group_size=p.group_size,
     dtype=p.dtype,
 )

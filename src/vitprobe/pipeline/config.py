@@ -107,7 +107,7 @@ def _checkpoint_name(key: str, arch: str, weights: str, seed: int) -> str:
 def check_config(config: dict, root: str | os.PathLike = ".") -> dict[str, ModelEntry]:
     """Checks beyond the JSON Schema; raises `ConfigError` before any job runs."""
     entries = model_entries(config)
-    check_images(config["images"])
+    count = check_images(config["images"])
     for key, entry in entries.items():
         w = entry.weights
         source = weights_source(key, w)
@@ -122,10 +122,27 @@ def check_config(config: dict, root: str | os.PathLike = ".") -> dict[str, Model
         for key in pair:
             if key not in entries:
                 raise ConfigError(f"comparisons: {key!r} is not a key under models ({', '.join(entries)})")
+    check_cka(config, count)
     video = config.get("video")
     if video and video["model"] not in entries:
         raise ConfigError(f"video.model: {video['model']!r} is not a key under models")
     return entries
+
+
+def check_cka(config: dict, count: int | None) -> None:
+    """The CKA groups are formed inside one compiled batch and never span shards: the batch and
+    shard sizes must be multiples of the group size, and the run (``count`` images, when known)
+    must hold one whole group."""
+    group = config["cka"]["group_size"]
+    for key in ("batch_size", "shard_size"):
+        value = config["extract"][key]
+        if value % group:
+            raise ConfigError(
+                f"extract.{key}: {value} is not a multiple of cka.group_size {group}; "
+                f"set extract.{key} to {max(group, value - value % group)} or cka.group_size to a divisor of it"
+            )
+    if count is not None and count < group:
+        raise ConfigError(f"cka.group_size: {group} images per group but the run samples {count}; lower cka.group_size (at least 4)")
 
 
 def check_images(images: dict) -> int | None:
