@@ -40,7 +40,7 @@ rule figure_cka_model:
     input:
         result("cka/{model}/{model}.parquet"),
     output:
-        report(result("figures/cka_{model}.png"), caption="../report/cka_model.rst", category="Representations"),
+        report(result("figures/cka_within_{model}.png"), caption="../report/cka_model.rst", category="Representations"),
     params:
         labels=lambda w: {w.model: LABELS[w.model]},
         features=CKA_SETTINGS["features"],
@@ -48,7 +48,7 @@ rule figure_cka_model:
     conda:
         "../../envs/vitprobe.yaml"
     log:
-        result("logs/figures/cka_{model}.log"),
+        result("logs/figures/cka_within_{model}.log"),
     script:
         "../scripts/figure_cka.py"
 
@@ -57,7 +57,7 @@ rule figure_cka_comparison:
     input:
         lambda w: [result(f"cka/{a}/{b}.parquet") for a, b in comparison_pairs(COMPARISONS[w.comparison])],
     output:
-        report(result("figures/cka_comparison_{comparison}.png"), caption="../report/cka_comparison.rst", category="Representations"),
+        report(result("figures/cka_between_{comparison}.png"), caption="../report/cka_comparison.rst", category="Representations"),
     params:
         labels=lambda w: {m: LABELS[m] for m in COMPARISONS[w.comparison]},
         features=CKA_SETTINGS["features"],
@@ -65,6 +65,6 @@ rule figure_cka_comparison:
     conda:
         "../../envs/vitprobe.yaml"
     log:
-        result("logs/figures/cka_comparison_{comparison}.log"),
+        result("logs/figures/cka_between_{comparison}.log"),
     script:
         "../scripts/figure_cka.py"

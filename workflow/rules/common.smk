@@ -99,7 +99,7 @@ def get_representation_shards(model):
 def get_all_figures(wildcards=None):
     figures = [f"distance_by_block_{m}.png" for m in MODELS]
     figures += [f"distance_comparison_{name}.png" for name in COMPARISONS]
-    figures += [f"cka_{m}.png" for m in MODELS] + [f"cka_comparison_{name}.png" for name in COMPARISONS]
+    figures += [f"cka_within_{m}.png" for m in MODELS] + [f"cka_between_{name}.png" for name in COMPARISONS]
     for m in MODELS:
         figures += [
             f"patch_embedding_filters_{m}.png",
