@@ -10,7 +10,7 @@
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
 
-from vitprobe.pipeline.config import ConfigError, check_config, fit_default_map_images, check_images, load_config_file, raw_attention_bytes
+from vitprobe.pipeline.config import ConfigError, check_config, cka_runs, fit_default_map_images, check_images, load_config_file, raw_attention_bytes
 from vitprobe.pipeline.outputs import quarantine, stale_outputs
 
 min_version("9.0")
@@ -30,6 +30,9 @@ except ConfigError as e:
     raise WorkflowError(f"config: {e}") from None
 
 OUT = f"results/{config['experiment']}"
+CKA = cka_runs(config)
+if not CKA:
+    logger.info(f"cka: the run samples fewer images than one group (cka.group_size {config['cka']['group_size']}): no CKA")
 
 if config["extract"]["keep_attention"]:
     _images = check_images(config["images"])
@@ -42,6 +45,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/sample.smk"
 include: "workflow/rules/extract.smk"
 include: "workflow/rules/analyze.smk"
+include: "workflow/rules/cka.smk"
 include: "workflow/rules/figures.smk"
 include: "workflow/rules/explorer.smk"
 include: "workflow/rules/outputs.smk"
@@ -54,6 +58,7 @@ rule all:
         result("accuracy.parquet"),
         result("mean_attention_distance.parquet"),
         result("attention_distance_per_image.parquet"),
+        [result("cka.parquet")] if CKA else [],
         get_all_figures,
         get_explorer,
         get_kept_attention,

@@ -14,7 +14,7 @@ from vitprobe.pipeline.config import model_entries
 
 BASE = {
     "experiment": "cfg",
-    "images": {"source": "bundled", "count": 2},
+    "images": {"source": "bundled", "count": 8},
     "models": {"m": {"arch": "vit_tiny_patch16_224", "weights": "random"}},
 }
 
@@ -66,6 +66,11 @@ def test_good_config_plans_jobs(tmp_path):
         ("experiment", "../outside", ["'../outside' does not match"]),
         ("explorer", {"images": 5}, ["explorer.images", "exceeds analysis.map_images (2)"]),
         ("explorer", {"blocks": [0, 12]}, ["explorer.blocks", "[12] out of range for models.m", "12 blocks"]),
+        ("cka", {"group_size": 3}, ["3 is less than the minimum of 4"]),
+        ("extract", {"batch_size": 6}, ["extract.batch_size", "6 is not a multiple of cka.group_size 8"]),
+        ("extract", {"shard_size": 20}, ["extract.shard_size", "20 is not a multiple of cka.group_size 8", "set extract.shard_size to 16"]),
+        ("images.count", 5, ["cka.group_size", "the run samples 5"]),
+        ("cka", {"features": ["cls", "mean"]}, ["'mean' is not one of"]),
     ],
 )
 def test_bad_config_is_refused_before_any_job(tmp_path, path, value, words):

@@ -13,6 +13,7 @@ from conftest import PARITY_CASES
 
 ATTN_ATOL = 1e-5
 LOGITS_RTOL = 1e-4
+BLOCK_RTOL = 1e-4  # relative to the largest |value| of the block's output
 
 
 def reference_reductions(attentions: list[np.ndarray], num_prefix: int, grid: int, patch: int) -> dict:
@@ -54,7 +55,16 @@ def compare(model, ref) -> None:
         # Sharpened weights: the test means something only if attention is far from uniform.
         assert expected.max(-1).mean() >= 0.2
         np.testing.assert_allclose(attn, expected, rtol=0, atol=ATTN_ATOL, err_msg=f"block {i}")
+    with_blocks = model.forward(ref["input"], block_outputs=True)
+    assert len(with_blocks.block_outputs) == model.spec.depth
+    for i, tokens in enumerate(with_blocks.block_outputs):
+        expected = ref[f"block_{i}"]
+        assert tokens.shape == expected.shape == (len(ref["input"]), model.spec.num_tokens, model.spec.embed_dim)
+        np.testing.assert_allclose(tokens, expected, rtol=0, atol=BLOCK_RTOL * np.abs(expected).max(), err_msg=f"block {i}")
+    # The program that also returns block outputs computes the same attention and logits.
+    np.testing.assert_allclose(with_blocks.attentions[-1], out.attentions[-1], rtol=0, atol=1e-6)
     if "logits" in ref:
+        np.testing.assert_allclose(with_blocks.logits, out.logits, rtol=1e-6, atol=1e-6)
         scale = np.abs(ref["logits"]).max()
         np.testing.assert_allclose(out.logits, ref["logits"], rtol=0, atol=LOGITS_RTOL * scale)
         heads = sorted(k for k in ref if k.startswith("head_"))

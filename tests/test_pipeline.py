@@ -73,19 +73,23 @@ MODELS = {
 }
 
 
+IMAGES = 8  # two shards of 4, each one CKA group
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, timm_reference):
     workdir = copy_workflow(tmp_path_factory.mktemp("pipeline"))
     write_clip(workdir / "clip.gif", frames=6)
     config = {
         "experiment": "e2e",
-        "images": {"source": "bundled", "count": 3, "seed": 0},
+        "images": {"source": "bundled", "count": IMAGES, "seed": 0},
         "models": {
             key: {"arch": m["arch"], "weights": str(timm_reference / f"{m['case']}.safetensors"), "spec": {"depth": 2}}
             for key, m in MODELS.items()
         },
         "comparisons": [list(MODELS)],
-        "extract": {"batch_size": 2, "shard_size": 2, "keep_attention": True},
+        "extract": {"batch_size": 4, "shard_size": 4, "keep_attention": True},
+        "cka": {"group_size": 4},
         "analysis": {"map_images": 2},
         "figures": {"filters": 32, "components": 8},
         "video": {"path": "clip.gif", "model": "vit_t", "fps": 4, "max_frames": 5},
@@ -99,25 +103,25 @@ def run(tmp_path_factory, timm_reference):
 def test_outputs_follow_the_contract(run):
     _, _, out = run
     manifest = pd.read_parquet(out / "manifest.parquet")
-    assert len(manifest) == 3
+    assert len(manifest) == IMAGES
     assert {c: str(t) for c, t in manifest.dtypes.items() if c in ("label", "width", "height")} == {
         "label": "int64", "width": "int64", "height": "int64"}
     assert manifest["sha256"].str.fullmatch(r"[0-9a-f]{64}").all()
 
     per_image = pd.read_parquet(out / "attention_distance_per_image.parquet")
     assert list(per_image.columns[:6]) == ["model", "image_id", "block", "head", "distance_px", "prefix_mass"]
-    assert len(per_image) == 2 * 3 * 2 * 3  # models x images x blocks x heads (tiny: 3 heads)
+    assert len(per_image) == 2 * IMAGES * 2 * 3  # models x images x blocks x heads (tiny: 3 heads)
     assert per_image["prefix_mass"].between(0, 1).all()
 
     mean = pd.read_parquet(out / "mean_attention_distance.parquet")
     assert list(mean.columns) == ["model", "block", "head", "distance_px", "std_px", "n_images"]
-    assert len(mean) == 2 * 2 * 3 and (mean["n_images"] == 3).all()
+    assert len(mean) == 2 * 2 * 3 and (mean["n_images"] == IMAGES).all()
     expected = per_image.groupby(["model", "block", "head"])["distance_px"].mean().to_numpy()
     np.testing.assert_allclose(mean["distance_px"].to_numpy(), expected)
 
     predictions = pd.read_parquet(out / "predictions.parquet")
     assert list(predictions.columns) == ["model", "image_id", "top1", "top1_name", "top1_prob", "correct"]
-    assert len(predictions) == 2 * 3
+    assert len(predictions) == 2 * IMAGES
     assert str(predictions["correct"].dtype) == "boolean" and str(predictions["top1"].dtype) == "int64"
     # chelsea is labelled (tabby cat); the others are not.
     labelled = predictions.merge(manifest, on="image_id")
@@ -129,7 +133,20 @@ def test_outputs_follow_the_contract(run):
                      "position_embedding_cosine", "position_embedding_dot", "top1_gallery"):
             assert f"{stem}_{key}.png" in figures
         assert f"cls_attention_heads_{key}_image0.png" in figures
-    assert {"attention_rollout.png", "top1_predictions.png", "distance_comparison_vit_t_vs_deit_t_dist.png"} <= set(figures)
+        assert f"cka_within_{key}.png" in figures
+    assert {"attention_rollout.png", "top1_predictions.png", "distance_comparison_vit_t_vs_deit_t_dist.png",
+            "cka_between_vit_t_vs_deit_t_dist.png"} <= set(figures)
+
+    cka = pd.read_parquet(out / "cka.parquet")
+    assert list(cka.columns) == ["model_a", "block_a", "model_b", "block_b", "features", "cka", "n_images", "n_groups"]
+    pairs = set(zip(cka["model_a"], cka["model_b"]))
+    assert pairs == {("vit_t", "vit_t"), ("deit_t_dist", "deit_t_dist"), ("vit_t", "deit_t_dist")}
+    assert len(cka) == 3 * 3 * 2 * 2  # pairs x features x blocks x blocks
+    assert (cka["n_images"] == IMAGES).all() and (cka["n_groups"] == 2).all()
+    within = cka[cka["model_a"] == cka["model_b"]]
+    diagonal = within[within["block_a"] == within["block_b"]]
+    np.testing.assert_allclose(diagonal["cka"], 1, rtol=0, atol=1e-6)
+    assert cka["cka"].between(-1e-6, 1 + 1e-6).all()
     page = (out / "explorer.html").read_text()
     assert "<script src" not in page and "<link" not in page and "https://" not in page  # self-contained
     assert '"key":"vit_t"' in page and '"key":"deit_t_dist"' in page
@@ -265,6 +282,9 @@ def fused_run(run):
     config["experiment"] = "e2e_fused"
     config["extract"]["keep_attention"] = False
     del config["video"]
+    # A second key with vit_t's weights: CKA 1 block for block.
+    config["models"]["vit_t_twin"] = dict(config["models"]["vit_t"])
+    config["comparisons"].append(["vit_t", "vit_t_twin"])
     fused = workdir / "fused.yaml"
     fused.write_text(yaml.safe_dump(config))
     snakemake(workdir, "--configfile", str(fused))
@@ -275,9 +295,14 @@ def test_fused_reductions_equal_the_stored_shard_reductions(run, fused_run):
     _, _, kept = run
     _, _, fused = fused_run
     assert not (fused / "attention").exists()
-    tables = [pd.read_parquet(out / "attention_distance_per_image.parquet") for out in (kept, fused)]
+
+    def original_models(path):  # the fused run adds vit_t_twin
+        table = pd.read_parquet(path)
+        return table[table["model"].isin(MODELS)].reset_index(drop=True)
+
+    tables = [original_models(out / "attention_distance_per_image.parquet") for out in (kept, fused)]
     pd.testing.assert_frame_equal(tables[0], tables[1], check_exact=False, rtol=0, atol=1e-5)
-    pd.testing.assert_frame_equal(*(pd.read_parquet(out / "predictions.parquet") for out in (kept, fused)))
+    pd.testing.assert_frame_equal(*(original_models(out / "predictions.parquet") for out in (kept, fused)))
     for key in MODELS:
         maps = [np.load(out / "maps" / f"{key}.npz") for out in (kept, fused)]
         assert list(maps[0]["image_ids"]) == list(maps[1]["image_ids"]) and len(maps[0]["image_ids"]) == 2
@@ -288,7 +313,7 @@ def test_fused_reductions_equal_the_stored_shard_reductions(run, fused_run):
 def test_fused_rerun_rules(fused_run):
     workdir, config, _ = fused_run
     jobs = jobs_after_editing(workdir, config, "src/vitprobe/metrics/attention.py")
-    assert jobs["extract"] == 2 * 2 and "reduce" not in jobs and "prepare" not in jobs
+    assert jobs["extract"] == 3 * 2 and "reduce" not in jobs and "prepare" not in jobs
     for unrelated in ("src/vitprobe/pipeline/aggregate.py", "src/vitprobe/metrics/parameters.py"):  # aggregation; parameter figures
         assert "extract" not in jobs_after_editing(workdir, config, unrelated)
     changed = yaml.safe_load(config.read_text())
@@ -296,8 +321,45 @@ def test_fused_rerun_rules(fused_run):
     fewer_maps = workdir / "fused_fewer_maps.yaml"
     fewer_maps.write_text(yaml.safe_dump(changed))
     jobs = planned_jobs(workdir, fewer_maps)
-    assert "extract" not in jobs and jobs["maps"] == 2 and jobs["figure_rollout"] == 1
+    assert "extract" not in jobs and jobs["maps"] == 3 and jobs["figure_rollout"] == 1
     changed["analysis"]["renormalize"] = True
     renormalized = workdir / "fused_renormalized.yaml"
     renormalized.write_text(yaml.safe_dump(changed))
-    assert planned_jobs(workdir, renormalized)["extract"] == 2 * 2
+    assert planned_jobs(workdir, renormalized)["extract"] == 3 * 2
+
+
+def test_cka_of_the_same_weights_is_one_and_kept_equals_fused(run, fused_run):
+    _, _, kept = run
+    _, _, fused = fused_run
+    cka = pd.read_parquet(fused / "cka.parquet")
+    twins = cka[(cka["model_a"] == "vit_t") & (cka["model_b"] == "vit_t_twin")]
+    assert len(twins) == 3 * 2 * 2
+    same_block = twins[twins["block_a"] == twins["block_b"]]
+    np.testing.assert_allclose(same_block["cka"], 1, rtol=0, atol=1e-6)
+    # The Gram matrices of the attention-keeping program and of the fused one agree.
+    merged = pd.read_parquet(kept / "cka.parquet").merge(cka, on=["model_a", "block_a", "model_b", "block_b", "features"])
+    assert len(merged) == 3 * 3 * 2 * 2
+    np.testing.assert_allclose(merged["cka_x"], merged["cka_y"], rtol=0, atol=1e-6)
+    assert (fused / "figures" / "cka_between_vit_t_vs_vit_t_twin.png").is_file()
+
+
+def test_cka_rerun_rules(fused_run):
+    workdir, config, _ = fused_run
+    changed = yaml.safe_load(config.read_text())
+    changed["comparisons"].append(["deit_t_dist", "vit_t_twin"])
+    more = workdir / "fused_more_comparisons.yaml"
+    more.write_text(yaml.safe_dump(changed))
+    # The new pair only, the table and the new comparison's figures; no model runs.
+    assert planned_jobs(workdir, more) == {
+        "cka_pair": 1, "cka": 1, "figure_cka_comparison": 1, "figure_distance_comparison": 1, "all": 1}
+    changed = yaml.safe_load(config.read_text())
+    changed["cka"]["features"] = ["tokens"]
+    fewer = workdir / "fused_fewer_features.yaml"
+    fewer.write_text(yaml.safe_dump(changed))
+    jobs = planned_jobs(workdir, fewer)
+    assert "extract" not in jobs and jobs["cka_pair"] == 3 + 2 and jobs["cka"] == 1
+    changed["cka"]["group_size"] = 8
+    changed["extract"].update(batch_size=8, shard_size=8)
+    regrouped = workdir / "fused_regrouped.yaml"
+    regrouped.write_text(yaml.safe_dump(changed))
+    assert planned_jobs(workdir, regrouped)["extract"] == 3

@@ -9,10 +9,11 @@ from typing import Sequence
 import keras
 import numpy as np
 
-from .compiled import ReducingProgram, attention_kernel_is_fused, compile_for_backend
+from .compiled import ForwardProgram, ReducingProgram, attention_kernel_is_fused, compile_for_backend
 from .data.preprocess import Preprocess, crop, default_preprocess, normalize
 from .hardware import accelerator, warn_if_slow_bfloat16
 from .metrics.attention import AttentionReducer
+from .metrics.representations import RepresentationReducer
 from .models.spec import ViTSpec, get_spec
 from .models.vit import VisionTransformer, init_random
 from .weights.loader import load_weights
@@ -25,12 +26,15 @@ class ForwardOutput:
     attentions: list[np.ndarray]  # one (B, heads, N, N) per block
     logits: np.ndarray | None  # (B, classes); a distilled DeiT: the mean of its two heads
     head_logits: list[np.ndarray] | None  # each head's logits (two for a distilled DeiT)
+    block_outputs: list[np.ndarray] | None = None  # one (B, N, dim) per block, when asked
+    representations: dict[str, np.ndarray] | None = None  # `RepresentationReducer`'s outputs, when asked
 
 
 @dataclass
 class ReducedOutput:
     reductions: dict[str, np.ndarray]  # `AttentionReducer`'s outputs, one row per image
     logits: np.ndarray | None
+    representations: dict[str, np.ndarray] | None = None  # `RepresentationReducer`'s outputs, when asked
 
 
 class ProbeModel:
@@ -63,6 +67,7 @@ class ProbeModel:
         self.keras_model = VisionTransformer(spec, precision, name=arch.replace(".", "_"))
         compile_for_backend(self.keras_model)
         self._reducing: dict[tuple, ReducingProgram] = {}
+        self._forward: dict[int | None, ForwardProgram] = {}
 
     @property
     def patch_size(self) -> int:
@@ -111,7 +116,14 @@ class ProbeModel:
         """
         return AttentionReducer(self.num_prefix_tokens, self.grid_size, self.patch_size, **settings)
 
-    def forward_reduced(self, x: np.ndarray, attention_kernel: str = "auto", **settings) -> ReducedOutput:
+    def representation_reducer(self, group_size: int) -> RepresentationReducer:
+        """A `RepresentationReducer` for this model's tokens: Gram matrices per group of ``group_size``
+        images, token norms, the last block's patch tokens."""
+        return RepresentationReducer(self.num_prefix_tokens, group_size)
+
+    def forward_reduced(
+        self, x: np.ndarray, attention_kernel: str = "auto", group_size: int | None = None, **settings
+    ) -> ReducedOutput:
         """Run the model and `reducer(**settings)` as one compiled program on a preprocessed
         batch: per-image distances, entropies, rollout and CLS maps, not the attention.
 
@@ -121,29 +133,45 @@ class ProbeModel:
                 (the Pallas kernel that never materialises them: jax backend, mean head fusion, no
                 discarding; in Pallas' interpreter on a CPU, for tests) or ``"auto"`` (fused where it
                 applies and a GPU runs it, else unfused).
+            group_size: also run `representation_reducer(group_size)` in the same program.
             **settings: the `AttentionReducer` settings; each distinct set is compiled once.
         """
         reducer = self.reducer(**settings)
         fused = attention_kernel_is_fused(attention_kernel, reducer)
-        key = (fused, *sorted(settings.items()))
+        key = (fused, group_size, *sorted(settings.items()))
         if key not in self._reducing:
             interpret = fused and not accelerator()
-            self._reducing[key] = ReducingProgram(reducer, self.keras_model, fused=fused, interpret=interpret, name="reducing")
+            representations = self.representation_reducer(group_size) if group_size else None
+            self._reducing[key] = ReducingProgram(
+                reducer, self.keras_model, representations, fused=fused, interpret=interpret, name="reducing"
+            )
         out = self._reducing[key].predict_on_batch(self._checked(x))
         reductions = {name: np.asarray(value) for name, value in out["reductions"].items()}
-        return ReducedOutput(reductions, np.asarray(out["logits"]) if "logits" in out else None)
+        return ReducedOutput(reductions, np.asarray(out["logits"]) if "logits" in out else None, _numpy_dict(out.get("representations")))
 
-    def forward(self, x: np.ndarray) -> ForwardOutput:
+    def forward(self, x: np.ndarray, block_outputs: bool = False, group_size: int | None = None) -> ForwardOutput:
         """Run the compiled model on a preprocessed batch; returns every block's attention and the logits.
 
         Args:
             x: a preprocessed float32 batch (B, S, S, 3), as `preprocess` returns.
+            block_outputs: also return every block's output tokens.
+            group_size: also return `representation_reducer(group_size)`'s statistics (both run a
+                second compiled program; the default pass leaves the block outputs on the device).
         """
-        out = self.keras_model.predict_on_batch(self._checked(x))
+        if block_outputs or group_size:
+            if group_size not in self._forward:
+                representations = self.representation_reducer(group_size) if group_size else None
+                self._forward[group_size] = ForwardProgram(self.keras_model, representations, name="forward")
+            out = self._forward[group_size].predict_on_batch(self._checked(x))
+        else:
+            out = self.keras_model.predict_on_batch(self._checked(x))
         attentions = [np.asarray(a) for a in out["attentions"]]
+        blocks = [np.asarray(b) for b in out["block_outputs"]] if block_outputs else None
+        representations = _numpy_dict(out.get("representations"))
         if "logits" not in out:
-            return ForwardOutput(attentions, None, None)
-        return ForwardOutput(attentions, np.asarray(out["logits"]), [np.asarray(h) for h in out["head_logits"]])
+            return ForwardOutput(attentions, None, None, blocks, representations)
+        heads = [np.asarray(h) for h in out["head_logits"]]
+        return ForwardOutput(attentions, np.asarray(out["logits"]), heads, blocks, representations)
 
     def state(self, name: str) -> np.ndarray:
         """A weight by its timm name, in Keras layout.
@@ -152,6 +180,10 @@ class ProbeModel:
             name: a timm state-dict name, e.g. ``pos_embed``, ``patch_embed.proj.weight``.
         """
         return keras.ops.convert_to_numpy(self.keras_model.weights_by_name[name])
+
+
+def _numpy_dict(tensors: dict | None) -> dict[str, np.ndarray] | None:
+    return None if tensors is None else {name: np.asarray(value) for name, value in tensors.items()}
 
 
 def load_model(

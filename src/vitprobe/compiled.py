@@ -1,6 +1,7 @@
-"""Compiled programs: how each backend compiles a Keras model, and the one program that runs an
-`AttentionReducer`, either after a ViT (the attention never leaves the device) or over stored
-attention. Imports Keras but not the model stack."""
+"""Compiled programs: how each backend compiles a Keras model, the program that runs an
+`AttentionReducer` (and a `RepresentationReducer`), either after a ViT (the attention and the block
+outputs never leave the device) or over stored attention, and the plain forward pass that also
+returns what the reducers would read. Imports Keras but not the model stack."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import keras
 
 from .hardware import accelerator
 from .metrics.attention import AttentionReducer
+from .metrics.representations import RepresentationReducer
 
 
 def compile_for_backend(model: keras.Model) -> None:
@@ -41,36 +43,62 @@ def attention_kernel_is_fused(choice: str, reducer: AttentionReducer) -> bool:
 
 class ReducingProgram(keras.Model):
     """``reducer`` over the attention of ``backbone(images)`` (with the backbone's logits), or,
-    without a backbone, over a stored (B, blocks, heads, N, N) attention array.
-    Returns ``{"reductions": ..., "logits": ...}`` (logits only from a backbone with a head).
+    without a backbone, over a stored (B, blocks, heads, N, N) attention array; with
+    ``representations`` (a backbone only), that reducer over the blocks' output tokens too.
+    Returns ``{"reductions": ..., "representations": ..., "logits": ...}`` (representations only
+    when asked, logits only from a backbone with a head).
 
     ``fused`` (jax only, see `fused_attention_applies`): the backbone's attention runs as the
     fused Pallas kernel of `vitprobe.kernels.fused_attention`, which returns the reductions'
     row statistics instead of the probabilities; ``interpret`` runs that kernel in Pallas'
     interpreter (the CPU tests)."""
 
-    def __init__(self, reducer: AttentionReducer, backbone: keras.Model | None = None, *, fused: bool = False,
+    def __init__(self, reducer: AttentionReducer, backbone: keras.Model | None = None,
+                 representations: RepresentationReducer | None = None, *, fused: bool = False,
                  interpret: bool = False, **kwargs):
         super().__init__(**kwargs)
+        if representations is not None and backbone is None:
+            raise ValueError("representations need a backbone: stored attention holds no block outputs")
         if fused and not (backbone is not None and fused_attention_applies(reducer)):
             raise ValueError("the fused attention kernel needs the jax backend, a backbone, mean head fusion and no discarding")
-        self.reducer, self.backbone, self.fused, self.interpret = reducer, backbone, fused, interpret
+        self.reducer, self.backbone, self.representations = reducer, backbone, representations
+        self.fused, self.interpret = fused, interpret
         compile_for_backend(self)
 
     def call(self, inputs):
         if self.backbone is None:
             attention = keras.ops.cast(inputs, "float32")
             return {"reductions": self.reducer([attention[:, block] for block in range(attention.shape[1])])}
+        blocks = self.representations is not None
         if self.fused:
             from .kernels.fused_attention import FusedReductions  # jax only
 
             r = self.reducer
             attend = FusedReductions(r.num_prefix, r.grid, r.patch_size, r.renormalize, self.interpret)
-            out = self.backbone(inputs, attend=attend)
+            out = self.backbone(inputs, attend=attend, return_block_outputs=blocks)
             result = {"reductions": attend.reductions()}
         else:
-            out = self.backbone(inputs)
+            out = self.backbone(inputs, return_block_outputs=blocks)
             result = {"reductions": self.reducer(out["attentions"])}
+        if blocks:
+            result["representations"] = self.representations(out["block_outputs"])
         if "logits" in out:
             result["logits"] = out["logits"]
         return result
+
+
+class ForwardProgram(keras.Model):
+    """``backbone(images)`` with every block's output tokens, and with ``representations`` that
+    reducer's statistics of them (``"representations"``): the plain forward pass of a ViT whose
+    default call leaves the block outputs on the device."""
+
+    def __init__(self, backbone: keras.Model, representations: RepresentationReducer | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.backbone, self.representations = backbone, representations
+        compile_for_backend(self)
+
+    def call(self, inputs):
+        out = dict(self.backbone(inputs, return_block_outputs=True))
+        if self.representations is not None:
+            out["representations"] = self.representations(out["block_outputs"])
+        return out

@@ -4,7 +4,8 @@
 timm themselves.) For each case in a JSON list it writes, under the output folder:
 ``<id>.safetensors`` (the timm state dict, with query/key weights sharpened so attention is
 peaked rather than near-uniform), ``<id>.npz`` with the input (NHWC), every block's
-attention, the logits and each head's logits.
+attention (``attn_<i>``) and output tokens (``block_<i>``, the residual stream after block i, hooked
+on the block module), the logits and each head's logits.
 
 Usage: python timm_reference.py cases.json out_dir
 Each case: {"id", "model", "kwargs", optional "checkpoint_kwargs" (build the saved
@@ -50,17 +51,18 @@ def perturbed_state(source, factor: float) -> dict:
 
 
 def forward_with_attention(model, x):
-    attentions = []
+    attentions, outputs = [], []
     hooks = [
         # attn_drop receives the softmax output (identity in eval mode).
         block.attn.attn_drop.register_forward_hook(lambda mod, inp, outp: attentions.append(outp.detach().numpy()))
         for block in model.blocks
     ]
+    hooks += [block.register_forward_hook(lambda mod, inp, outp: outputs.append(outp.detach().numpy())) for block in model.blocks]
     with torch.no_grad():
         features = model.forward_features(x)
     for hook in hooks:
         hook.remove()
-    return features, attentions
+    return features, attentions, outputs
 
 
 def run_case(case: dict, out: Path) -> None:
@@ -74,11 +76,12 @@ def run_case(case: dict, out: Path) -> None:
     for factor in (2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0):
         state = perturbed_state(source, factor)
         model.load_state_dict(checkpoint_filter_fn(state, model))
-        features, attentions = forward_with_attention(model, x)
+        features, attentions, outputs = forward_with_attention(model, x)
         if min(a.max(-1).mean() for a in attentions) >= 0.2:
             break
     save_file(state, str(out / f"{case['id']}.safetensors"))
     result = {"input": x.permute(0, 2, 3, 1).numpy(), **{f"attn_{i}": a for i, a in enumerate(attentions)}}
+    result.update({f"block_{i}": b for i, b in enumerate(outputs)})
     if model.num_classes:
         with torch.no_grad():
             result["logits"] = model.forward_head(features).numpy()

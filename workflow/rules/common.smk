@@ -13,6 +13,7 @@ EXTRACT_SETTINGS = config["extract"]
 ANALYSIS_SETTINGS = config["analysis"]
 FIGURE_SETTINGS = config["figures"]
 EXPLORER_SETTINGS = config["explorer"]
+CKA_SETTINGS = config["cka"]
 SHARD_SIZE = EXTRACT_SETTINGS["shard_size"]
 KEEP_ATTENTION = EXTRACT_SETTINGS["keep_attention"]
 # The AttentionReducer's settings (map_images only selects which maps the figures show).
@@ -92,9 +93,24 @@ def comparison_name(models):
 COMPARISONS = {comparison_name(pair): pair for pair in config["comparisons"]}
 
 
+def comparison_pairs(models):
+    """Every pair of distinct models of a comparison, in the order the config lists them."""
+    return [(a, b) for i, a in enumerate(models) for b in models[i + 1 :] if a != b]
+
+
+# Each model against itself, then the pairs of every comparison (once each).
+CKA_PAIRS = list(dict.fromkeys([(m, m) for m in MODELS] + [p for models in COMPARISONS.values() for p in comparison_pairs(models)]))
+
+
+def get_representation_shards(model):
+    return [result(f"shards/{model}/representations_{s}.npz") for s in get_shards()]
+
+
 def get_all_figures(wildcards=None):
     figures = [f"distance_by_block_{m}.png" for m in MODELS]
     figures += [f"distance_comparison_{name}.png" for name in COMPARISONS]
+    if CKA:
+        figures += [f"cka_within_{m}.png" for m in MODELS] + [f"cka_between_{name}.png" for name in COMPARISONS]
     for m in MODELS:
         figures += [
             f"patch_embedding_filters_{m}.png",
@@ -121,6 +137,8 @@ def get_explorer(wildcards=None):
 def get_planned_outputs(wildcards=None):
     """The config's outputs whose names are known before the sample checkpoint has run."""
     planned = get_all_figures() + get_explorer() + [result(f"parameters/{m}.npz") for m in MODELS]
+    if CKA:
+        planned += [result("cka.parquet")] + [result(f"cka/{a}/{b}.parquet") for a, b in CKA_PAIRS]
     if MAP_COUNT:
         planned += [result(f"maps/{m}.npz") for m in MODELS]
     return [path.removeprefix(f"{OUT}/") for path in planned]
@@ -147,7 +165,7 @@ def get_all_outputs(wildcards=None):
         )
     ]
     files += [result(f"crops/{g}/shard_{s}.npy") for g in GEOMETRIES for s in shards]
-    kinds = ["predictions_{}.parquet", "distance_{}.parquet", "maps_{}.npz"]
+    kinds = ["predictions_{}.parquet", "distance_{}.parquet", "maps_{}.npz", "representations_{}.npz"]
     files += [result(f"shards/{m}/{kind.format(s)}") for m in MODELS for s in shards for kind in kinds]
     files += get_kept_attention() + [result(path) for path in get_planned_outputs()]
     return sorted(files)

@@ -6,6 +6,8 @@ REDUCTIONS = dict(
     per_image=result("shards/{model}/distance_{shard}.parquet"),
     maps=result("shards/{model}/maps_{shard}.npz"),
 )
+# Gram matrices per image group and token norms, from the block outputs inside the forward pass.
+REPRESENTATIONS = result("shards/{model}/representations_{shard}.npz")
 
 if KEEP_ATTENTION:
 
@@ -18,12 +20,14 @@ if KEEP_ATTENTION:
             predictions=result("shards/{model}/predictions_{shard}.parquet"),
             attention=result("attention/{model}/shard_{shard}.npy"),
             sidecar=result("attention/{model}/shard_{shard}.json"),
+            representations=REPRESENTATIONS,
         params:
             model=get_model_settings,
             batch_size=EXTRACT_SETTINGS["batch_size"],
             shard_size=SHARD_SIZE,
             shard_count=lambda w: len(get_shards()),
             precision=EXTRACT_SETTINGS["precision"],
+            group_size=CKA_SETTINGS["group_size"],
             dtype=EXTRACT_SETTINGS["dtype"],
             code=code("extract.py"),
         threads: EXTRACT_SETTINGS["threads"]
@@ -67,6 +71,7 @@ else:
             weights=get_local_weights,
         output:
             predictions=result("shards/{model}/predictions_{shard}.parquet"),
+            representations=REPRESENTATIONS,
             **REDUCTIONS,
         params:
             model=get_model_settings,
@@ -74,6 +79,7 @@ else:
             shard_size=SHARD_SIZE,
             shard_count=lambda w: len(get_shards()),
             precision=EXTRACT_SETTINGS["precision"],
+            group_size=CKA_SETTINGS["group_size"],
             analysis=REDUCER_SETTINGS,
             attention_kernel=EXTRACT_SETTINGS["attention_kernel"],
             code=code("extract.py"),

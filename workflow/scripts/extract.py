@@ -15,6 +15,7 @@ run_extract(
     dict(snakemake.output.items()),
     batch_size=p.batch_size,
     precision=p.precision,
+    group_size=p.group_size,
     analysis=p.get("analysis"),  # rule extract
     attention_kernel=p.get("attention_kernel", "auto"),  # rule extract
     dtype=p.get("dtype"),  # rule extract_attention

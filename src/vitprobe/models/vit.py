@@ -3,7 +3,8 @@
 Only `keras.ops` is used, so the same code runs on the tensorflow, jax and torch
 backends. Every weight is named after its timm state-dict key (``blocks.3.attn.qkv.weight``)
 and stored in Keras layout (dense kernels as (in, out)); `vitprobe.weights` converts.
-The forward pass returns the logits and the softmax attention of every block.
+The forward pass returns the logits and the softmax attention of every block, and on request
+every block's output tokens.
 """
 
 from __future__ import annotations
@@ -103,6 +104,10 @@ class VisionTransformer(keras.Model):
     """The ViT family. ``call(images)`` takes (B, H, W, 3) float images, already normalised,
     and returns ``{"attentions": [(B, heads, N, N)] * depth, "logits": (B, classes),
     "head_logits": [(B, classes)] per head}`` (the logit keys only with a head).
+    ``call(images, return_block_outputs=True)`` adds ``"block_outputs": [(B, N, dim)] * depth``,
+    each block's output tokens (the residual stream after the block, before the final norm: what
+    timm's ``forward_intermediates`` returns). Off by default: a compiled program that returns
+    them copies them off the device.
 
     ``precision``: the dtype of the blocks' four projections (qkv, proj, fc1, fc2: nearly all of
     the FLOPs). The patch embedding, attention logits, softmax, norms and heads stay float32."""
@@ -155,14 +160,17 @@ class VisionTransformer(keras.Model):
             return ops.concatenate(prefix + [x], axis=1) + self.pos_embed
         return ops.concatenate(prefix + [x + self.pos_embed], axis=1)
 
-    def call(self, images, attend=None):
+    def call(self, images, attend=None, return_block_outputs: bool = False):
         """``attend``: see `TransformerBlock.call`; with it, ``attentions`` holds what it returns."""
         x = self._add_prefix_and_positions(self._embed_patches(images))
-        attentions = []
+        attentions, block_outputs = [], []
         for block in self.blocks:
             x, attn = block(x, attend=attend)
             attentions.append(attn)
+            block_outputs.append(x)
         out = {"attentions": attentions}
+        if return_block_outputs:
+            out["block_outputs"] = block_outputs
         if self.norm is not None:
             x = self.norm(x)
         if self.heads:

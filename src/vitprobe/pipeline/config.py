@@ -177,6 +177,7 @@ def check_config(config: dict, root: str | os.PathLike = ".") -> dict[str, Model
         for key in pair:
             if key not in entries:
                 raise ConfigError(f"comparisons: {key!r} is not a key under models ({', '.join(entries)})")
+    check_cka(config, images)
     video = config.get("video")
     if video and video["model"] not in entries:
         raise ConfigError(f"video.model: {video['model']!r} is not a key under models")
@@ -206,6 +207,26 @@ def explorer_blocks(blocks: list[int] | None, depth: int, key: str = "") -> list
     if wrong:
         raise ConfigError(f"explorer.blocks: {wrong} out of range for models.{key} ({depth} blocks: 0..{depth - 1} or -{depth}..-1)")
     return sorted({b % depth for b in blocks})
+
+
+def check_cka(config: dict, count: int | None) -> None:
+    """The CKA groups are formed inside one compiled batch and never span shards: the batch and
+    shard sizes must be multiples of the group size (a run of fewer images than one group skips
+    CKA: see `cka_runs`)."""
+    group = config["cka"]["group_size"]
+    for key in ("batch_size", "shard_size"):
+        value = config["extract"][key]
+        if value % group:
+            raise ConfigError(
+                f"extract.{key}: {value} is not a multiple of cka.group_size {group}; "
+                f"set extract.{key} to {max(group, value - value % group)} or cka.group_size to a divisor of it"
+            )
+
+
+def cka_runs(config: dict) -> bool:
+    """Whether the run holds one whole CKA group; a smaller run (a few test images) skips CKA."""
+    count = check_images(config["images"])
+    return count is None or count >= config["cka"]["group_size"]
 
 
 def check_images(images: dict) -> int | None:

@@ -1,6 +1,8 @@
-"""The extract stages: one model over one shard of crops, writing its predictions and either the
-per-image reductions, computed inside the compiled forward pass (`extract_reduced`), or the raw
-attention (`extract_attention`, with ``extract.keep_attention``)."""
+"""The extract stages: one model over one shard of crops, writing its predictions, the block-output
+statistics (`ShardRepresentations`: Gram matrices per image group, token norms; computed inside the
+compiled forward pass either way) and either the per-image reductions, computed inside the compiled
+forward pass too (`extract_reduced`), or the raw attention (`extract_attention`, with
+``extract.keep_attention``)."""
 
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from .checks import require_finite
 from .config import ModelEntry, model_entry, shard_slice
 from .model import build_model
 from .reduce import ShardReductions
+from .representations import ShardRepresentations
 
 log = logging.getLogger("vitprobe")
 
@@ -158,27 +161,34 @@ def extract_reduced(
     predictions_path: str,
     per_image_path: str,
     maps_path: str,
+    representations_path: str,
     *,
     analysis: dict,
+    group_size: int,
     batch_size: int,
     progress: Progress,
     attention_kernel: str = "auto",
 ) -> None:
-    """The model and the `AttentionReducer` (``analysis``: its settings) as one program per batch:
-    the attention never leaves the device. ``attention_kernel``: see `ProbeModel.forward_reduced`."""
+    """The model, the `AttentionReducer` (``analysis``: its settings) and the `RepresentationReducer`
+    (Gram matrices of groups of ``group_size`` images) as one program per batch: neither the
+    attention nor the block outputs leave the device. ``attention_kernel``: see
+    `ProbeModel.forward_reduced`."""
     image_ids = rows["image_id"].tolist()
     crops = _open_shard_crops(crops_path, image_ids)
     fused = attention_kernel_is_fused(attention_kernel, model.reducer(**analysis))
     log.info("%s: attention %s", entry.key, "in the fused kernel (no probabilities in memory)" if fused else "as softmax probabilities, then reduced")
     reductions, logits = ShardReductions(entry.key), []
+    representations = ShardRepresentations(entry.key, group_size)
     for start, n, batch in _batches(crops, model, batch_size):
-        out = model.forward_reduced(batch, attention_kernel, **analysis)
+        out = model.forward_reduced(batch, attention_kernel, group_size=group_size, **analysis)
         reductions.add(image_ids[start : start + n], {name: v[:n] for name, v in out.reductions.items()})
+        representations.add(image_ids[start : start + n], out.representations)
         if out.logits is not None:
             logits.append(out.logits[:n])
         progress.update(n)
     progress.close()
     reductions.write(per_image_path, maps_path)
+    representations.write(representations_path)
     _predictions(entry, rows, logits, class_names, predictions_path)
 
 
@@ -190,20 +200,24 @@ def extract_attention(
     class_names: list[str],
     predictions_path: str,
     attention_path: str,
+    representations_path: str,
     *,
     dtype: str,
+    group_size: int,
     batch_size: int,
     progress: Progress,
 ) -> None:
-    """The model's raw attention, stored as ``dtype`` for the reduce stage."""
+    """The model's raw attention, stored as ``dtype`` for the reduce stage, and the block-output
+    statistics (as in `extract_reduced`)."""
     spec = model.spec
     image_ids = rows["image_id"].tolist()
     crops = _open_shard_crops(crops_path, image_ids)
     info = ShardInfo(entry.key, image_ids, spec.num_prefix_tokens, spec.grid_size, spec.patch_size)
-    logits = []
+    logits, representations = [], ShardRepresentations(entry.key, group_size)
     with ShardWriter(attention_path, info, (spec.depth, spec.num_heads, spec.num_tokens, spec.num_tokens), dtype) as writer:
         for start, n, batch in _batches(crops, model, batch_size):
-            out = model.forward(batch)
+            out = model.forward(batch, group_size=group_size)
+            representations.add(image_ids[start : start + n], out.representations)
             for block, attention in enumerate(out.attentions):
                 require_finite(entry.key, f"block {block} attention", attention[:n], image_ids[start : start + n])
             writer.write_blocks([a[:n] for a in out.attentions])
@@ -211,6 +225,7 @@ def extract_attention(
                 logits.append(out.logits[:n])
             progress.update(n)
     progress.close()
+    representations.write(representations_path)
     _predictions(entry, rows, logits, class_names, predictions_path)
 
 
@@ -226,12 +241,13 @@ def run_extract(
     *,
     batch_size: int,
     precision: str,
+    group_size: int,
     analysis: dict | None = None,
     attention_kernel: str = "auto",
     dtype: str | None = None,
 ) -> None:
     """The extract rules' stage: `extract_attention` when ``outputs`` has ``attention``, else
-    `extract_reduced`."""
+    `extract_reduced`; both write ``outputs["representations"]`` (groups of ``group_size`` images)."""
     loading = time.perf_counter()
     entry = model_entry(key, model_settings)
     rows = pd.read_parquet(manifest_path).iloc[shard_slice(shard, shard_size)]
@@ -239,14 +255,15 @@ def run_extract(
     what = f"extract {key} shard {shard + 1}/{shard_count}"
     log.info("%s: %d images of %s, batches of %d, %s", what, len(rows), entry.label, batch_size, precision)
     progress = Progress(len(rows), what, time.perf_counter() - loading)
-    common = dict(batch_size=batch_size, progress=progress)
+    common = dict(batch_size=batch_size, group_size=group_size, progress=progress)
     names = list(source_class_names())
     if "attention" in outputs:
-        extract_attention(entry, model, crops_path, rows, names, outputs["predictions"], outputs["attention"], dtype=dtype, **common)
+        extract_attention(entry, model, crops_path, rows, names, outputs["predictions"], outputs["attention"],
+                          outputs["representations"], dtype=dtype, **common)
     else:
         extract_reduced(
             entry, model, crops_path, rows, names, outputs["predictions"], outputs["per_image"], outputs["maps"],
-            analysis=analysis or {}, attention_kernel=attention_kernel, **common,
+            outputs["representations"], analysis=analysis or {}, attention_kernel=attention_kernel, **common,
         )
 
 

@@ -12,6 +12,7 @@ from ..plots.distance import plot_distance_by_block, plot_distance_comparison
 from ..plots.maps import plot_cls_heads, plot_rollout
 from ..plots.parameters import plot_patch_filters, plot_position_similarity
 from ..plots.predictions import plot_predictions, plot_top1_gallery
+from ..plots.representations import plot_cka
 
 
 def distance_by_block(mean_table: str, model: str, label: str, out: str) -> None:
@@ -80,3 +81,22 @@ def predictions(
 def top1_gallery(predictions: str, maps_file: str, model: str, label: str, out: str) -> None:
     data = np.load(maps_file, allow_pickle=False)
     plot_top1_gallery(data["crops"], data["image_ids"].tolist(), pd.read_parquet(predictions), model, label, out)
+
+
+def cka(pair_tables: Sequence[str], labels: Mapping[str, str], features: Sequence[str], out: str) -> None:
+    """Block x block CKA heatmaps of the pairs in ``pair_tables`` (one ``cka_pair`` table each):
+    one model's own blocks (one table whose two models are the same) or a comparison."""
+    tables = [pd.read_parquet(p) for p in pair_tables]
+    pairs = []
+    for table in tables:
+        a, b = table["model_a"].iloc[0], table["model_b"].iloc[0]
+        matrices = {
+            f: table[table["features"] == f].pivot(index="block_a", columns="block_b", values="cka").to_numpy() for f in features
+        }
+        pairs.append((labels[a], labels[b], matrices))
+    models = list(dict.fromkeys(m for t in tables for m in (t["model_a"].iloc[0], t["model_b"].iloc[0])))
+    within = len(models) == 1
+    what = f"Linear CKA between the blocks of {models[0]}" if within else "Linear CKA between blocks: " + " vs ".join(models)
+    first = tables[0]
+    subtitle = f"minibatch estimator: {first['n_images'].iloc[0]} images in {first['n_groups'].iloc[0]} groups"
+    plot_cka(pairs, what, "; ".join(labels[m] for m in models), out, subtitle)

@@ -1,0 +1,70 @@
+# Linear CKA from the Gram matrices each extract job stored: one job per pair of models (a new
+# comparison runs only its new pairs; no model reruns), then every pair in cka.parquet.
+
+
+rule cka_pair:
+    input:
+        a=lambda w: get_representation_shards(w.model_a),
+        b=lambda w: get_representation_shards(w.model_b),
+    output:
+        result("cka/{model_a}/{model_b}.parquet"),
+    params:
+        features=CKA_SETTINGS["features"],
+        code=code("cka_pair.py"),
+    resources:
+        mem_mb=2000,
+    conda:
+        "../../envs/vitprobe.yaml"
+    log:
+        result("logs/cka/{model_a}_{model_b}.log"),
+    script:
+        "../scripts/cka_pair.py"
+
+
+rule cka:
+    input:
+        [result(f"cka/{a}/{b}.parquet") for a, b in CKA_PAIRS],
+    output:
+        report(result("cka.parquet"), caption="../report/cka_table.rst", category="Tables"),
+    params:
+        code=code("cka.py"),
+    conda:
+        "../../envs/vitprobe.yaml"
+    log:
+        result("logs/cka/combine.log"),
+    script:
+        "../scripts/cka.py"
+
+
+rule figure_cka_model:
+    input:
+        result("cka/{model}/{model}.parquet"),
+    output:
+        report(result("figures/cka_within_{model}.png"), caption="../report/cka_model.rst", category="Representations"),
+    params:
+        labels=lambda w: {w.model: LABELS[w.model]},
+        features=CKA_SETTINGS["features"],
+        code=code("figure_cka.py"),
+    conda:
+        "../../envs/vitprobe.yaml"
+    log:
+        result("logs/figures/cka_within_{model}.log"),
+    script:
+        "../scripts/figure_cka.py"
+
+
+rule figure_cka_comparison:
+    input:
+        lambda w: [result(f"cka/{a}/{b}.parquet") for a, b in comparison_pairs(COMPARISONS[w.comparison])],
+    output:
+        report(result("figures/cka_between_{comparison}.png"), caption="../report/cka_comparison.rst", category="Representations"),
+    params:
+        labels=lambda w: {m: LABELS[m] for m in COMPARISONS[w.comparison]},
+        features=CKA_SETTINGS["features"],
+        code=code("figure_cka.py"),
+    conda:
+        "../../envs/vitprobe.yaml"
+    log:
+        result("logs/figures/cka_between_{comparison}.log"),
+    script:
+        "../scripts/figure_cka.py"
