@@ -42,10 +42,18 @@ def with_(path: str, value) -> dict:
 def test_good_config_plans_jobs(tmp_path):
     result = dry_run(tmp_path, BASE)
     assert result.returncode == 0, result.output
-    assert "sample" in result.output
+    assert "sample" in result.output and "cka.parquet" in result.output
+
+
+def test_a_small_run_lowers_the_default_map_images_and_skips_cka(tmp_path):
+    result = dry_run(tmp_path, with_("images.count", 2))
+    assert result.returncode == 0, result.output
     # 2 images and map_images not given: its default (4) is lowered to 2, and said so.
     assert "analysis.map_images: the default 4 lowered to the 2 images this run samples" in result.output
     assert "cls_attention_heads_m_image1.png" in result.output and "image2.png" not in result.output
+    # Fewer images than one CKA group (8): no CKA, and said so.
+    assert "cka: the run samples fewer images than one group (cka.group_size 8): no CKA" in result.output
+    assert "cka.parquet" not in result.output and "cka_within" not in result.output
 
 
 @pytest.mark.parametrize(
@@ -64,12 +72,11 @@ def test_good_config_plans_jobs(tmp_path):
         ("comparisons", [["m", "other"]], ["comparisons", "'other'"]),
         ("images", {"source": "folder", "path": "no_such_folder"}, ["images.path", "no_such_folder"]),
         ("experiment", "../outside", ["'../outside' does not match"]),
-        ("explorer", {"images": 5}, ["explorer.images", "exceeds analysis.map_images (2)"]),
+        ("explorer", {"images": 5}, ["explorer.images", "exceeds analysis.map_images (4)"]),
         ("explorer", {"blocks": [0, 12]}, ["explorer.blocks", "[12] out of range for models.m", "12 blocks"]),
         ("cka", {"group_size": 3}, ["3 is less than the minimum of 4"]),
         ("extract", {"batch_size": 6}, ["extract.batch_size", "6 is not a multiple of cka.group_size 8"]),
         ("extract", {"shard_size": 20}, ["extract.shard_size", "20 is not a multiple of cka.group_size 8", "set extract.shard_size to 16"]),
-        ("images.count", 5, ["cka.group_size", "the run samples 5"]),
         ("cka", {"features": ["cls", "mean"]}, ["'mean' is not one of"]),
     ],
 )
@@ -165,7 +172,7 @@ def test_preset_config_plans_jobs(tmp_path):
 @pytest.mark.parametrize(
     "path,value,words",
     [
-        ("analysis", {"map_images": 3}, ["analysis.map_images", "3 map images but the run samples 2 images"]),
+        ("analysis", {"map_images": 9}, ["analysis.map_images", "9 map images but the run samples 8 images"]),
         ("models.m.weights", "ftp://example.org/w.npz", ["models.m.weights", "not ftp://"]),
         ("models.m.weights", "file:///etc/w.safetensors", ["models.m.weights", "not file://"]),
         ("models.m.weights", "hf-hub:timm", ["models.m.weights", "malformed Hugging Face id"]),
