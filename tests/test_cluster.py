@@ -9,7 +9,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,8 +17,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from helpers import REPO, SNAKEMAKE, copy_workflow
 from slurm_cluster import SlurmCluster
-from test_pipeline import REPO, SNAKEMAKE, copy_workflow
 
 PROFILES = ["local", "slurm", "cluster-generic"]
 TABLES = ["manifest", "rejected", "mean_attention_distance", "attention_distance_per_image", "predictions"]

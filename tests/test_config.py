@@ -7,7 +7,7 @@ import sys
 import pytest
 import yaml
 
-from test_pipeline import REPO
+from helpers import REPO
 
 BASE = {
     "experiment": "cfg",

@@ -5,7 +5,7 @@ import shutil
 import pandas as pd
 import pytest
 
-from test_pipeline import REPO, copy_workflow, snakemake
+from helpers import REPO, copy_workflow, snakemake
 
 pytestmark = pytest.mark.slow
 

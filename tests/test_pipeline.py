@@ -2,11 +2,7 @@
 (timm reference weights) and bundled photos."""
 
 import json
-import os
-import re
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,43 +10,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import run_reference
+from helpers import REPO, SNAKEMAKE, copy_workflow, jobs_after_editing, planned_jobs, run_reference, snakemake
 from vitprobe.data.preprocess import default_preprocess
 
-REPO = Path(__file__).resolve().parents[1]
-SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 pytestmark = pytest.mark.slow
-
-
-def copy_workflow(dest: Path) -> Path:
-    """Snakefile, rules, schema and the library sources (so a test can edit code and see
-    what reruns without touching the repository)."""
-    for name in ("Snakefile", "config.yaml", "weights.lock.json"):
-        shutil.copy(REPO / name, dest / name)
-    for name in ("workflow", "src", "envs", "profiles"):
-        shutil.copytree(REPO / name, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
-    return dest
-
-
-def snakemake(workdir: Path, *args, check=True) -> subprocess.CompletedProcess:
-    result = subprocess.run(
-        [*SNAKEMAKE, "--cores", "2", *args], cwd=workdir, capture_output=True, text=True,
-        env={**os.environ, "VITPROBE_WEIGHTS_LOCK": str(workdir / "weights.lock.json")},
-    )
-    if check and result.returncode:
-        raise AssertionError(f"snakemake {args} failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}")
-    return result
-
-
-def planned_jobs(workdir: Path, config: Path) -> dict[str, int]:
-    """Rule -> job count of a dry run (empty when nothing would run)."""
-    out = snakemake(workdir, "-n", "--configfile", str(config)).stdout
-    if "Nothing to be done" in out:
-        return {}
-    table = out.split("Job stats:")[1].split("Reasons:")[0]
-    jobs = dict(re.findall(r"^(\w+)\s+(\d+)\s*$", table, flags=re.M))
-    jobs.pop("total", None)
-    return {rule: int(n) for rule, n in jobs.items()}
 
 
 def write_clip(path: Path, frames: int) -> None:
@@ -199,17 +162,6 @@ def test_published_accuracy_reruns_only_the_predictions_figure(run):
     other = workdir / "changed_published.yaml"
     other.write_text(yaml.safe_dump(changed))
     assert planned_jobs(workdir, other) == {"figure_predictions": 1, "all": 1}
-
-
-def jobs_after_editing(workdir: Path, config: Path, relative: str) -> dict[str, int]:
-    """The dry-run job list after an edit of one library file (restored afterwards)."""
-    path = workdir / relative
-    original = path.read_text()
-    try:
-        path.write_text(original + "\n# an edit\n")
-        return planned_jobs(workdir, config)
-    finally:
-        path.write_text(original)
 
 
 def test_metrics_code_reruns_analysis_not_extraction(run):

@@ -28,8 +28,8 @@ import skimage
 from PIL import Image
 
 import vitprobe
-from conftest import run_reference
-from vitprobe.data.preprocess import Preprocess, crop, default_preprocess, normalize, to_rgb
+from helpers import run_reference
+from vitprobe.data.preprocess import crop, default_preprocess, normalize, to_rgb
 from vitprobe.models.spec import SPECS
 
 ATOL = 1e-5
