@@ -52,7 +52,10 @@ def copy_workflow(dest: Path) -> Path:
 
 def snakemake(workdir: Path, *args, check=True) -> subprocess.CompletedProcess:
     result = subprocess.run(
-        [*SNAKEMAKE, "--cores", "2", *args], cwd=workdir, capture_output=True, text=True,
+        [*SNAKEMAKE, "--cores", "2", *args],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
         env={**os.environ, "VITPROBE_WEIGHTS_LOCK": str(workdir / "weights.lock.json")},
     )
     if check and result.returncode:
@@ -88,18 +91,70 @@ def jobs_after_editing(workdir: Path, config: Path, relative: str) -> dict[str, 
 PARITY_CASES = [
     dict(id="vit_b16", model="vit_base_patch16_224", kwargs={}, arch="vit_base_patch16_224", overrides={}),
     dict(id="vit_t16", model="vit_tiny_patch16_224", kwargs=dict(depth=2), arch="vit_tiny_patch16_224", overrides=dict(depth=2)),
-    dict(id="vit_s32_384", model="vit_small_patch32_384", kwargs=dict(depth=2), arch="vit_small_patch32_384", overrides=dict(depth=2)),
+    dict(
+        id="vit_s32_384",
+        model="vit_small_patch32_384",
+        kwargs=dict(depth=2),
+        arch="vit_small_patch32_384",
+        overrides=dict(depth=2),
+    ),
     dict(id="vit_b8", model="vit_base_patch8_224", kwargs=dict(depth=1), arch="vit_base_patch8_224", overrides=dict(depth=1)),
-    dict(id="vit_l16_384", model="vit_large_patch16_384", kwargs=dict(depth=1), arch="vit_large_patch16_384", overrides=dict(depth=1)),
-    dict(id="deit_s", model="deit_small_patch16_224", kwargs=dict(depth=2), arch="deit_small_patch16_224", overrides=dict(depth=2)),
-    dict(id="deit_t_dist", model="deit_tiny_distilled_patch16_224", kwargs=dict(depth=2), arch="deit_tiny_distilled_patch16_224", overrides=dict(depth=2)),
-    dict(id="dino_s16", model="vit_small_patch16_224.dino", kwargs=dict(depth=2), arch="vit_small_patch16_224.dino", overrides=dict(depth=2)),
-    dict(id="dinov2_s14", model="vit_small_patch14_dinov2", kwargs=dict(depth=2, img_size=224, num_classes=0), arch="vit_small_patch14_dinov2", overrides=dict(depth=2, image_size=224, pos_embed_grid=16)),
-    dict(id="dinov2_s14_reg4", model="vit_small_patch14_reg4_dinov2", kwargs=dict(depth=2, img_size=224, num_classes=0), arch="vit_small_patch14_reg4_dinov2", overrides=dict(depth=2, image_size=224, pos_embed_grid=16)),
+    dict(
+        id="vit_l16_384",
+        model="vit_large_patch16_384",
+        kwargs=dict(depth=1),
+        arch="vit_large_patch16_384",
+        overrides=dict(depth=1),
+    ),
+    dict(
+        id="deit_s", model="deit_small_patch16_224", kwargs=dict(depth=2), arch="deit_small_patch16_224", overrides=dict(depth=2)
+    ),
+    dict(
+        id="deit_t_dist",
+        model="deit_tiny_distilled_patch16_224",
+        kwargs=dict(depth=2),
+        arch="deit_tiny_distilled_patch16_224",
+        overrides=dict(depth=2),
+    ),
+    dict(
+        id="dino_s16",
+        model="vit_small_patch16_224.dino",
+        kwargs=dict(depth=2),
+        arch="vit_small_patch16_224.dino",
+        overrides=dict(depth=2),
+    ),
+    dict(
+        id="dinov2_s14",
+        model="vit_small_patch14_dinov2",
+        kwargs=dict(depth=2, img_size=224, num_classes=0),
+        arch="vit_small_patch14_dinov2",
+        overrides=dict(depth=2, image_size=224, pos_embed_grid=16),
+    ),
+    dict(
+        id="dinov2_s14_reg4",
+        model="vit_small_patch14_reg4_dinov2",
+        kwargs=dict(depth=2, img_size=224, num_classes=0),
+        arch="vit_small_patch14_reg4_dinov2",
+        overrides=dict(depth=2, image_size=224, pos_embed_grid=16),
+    ),
     # Position-embedding resampling, judged by timm's own checkpoint filter:
     # a 224 checkpoint run at 384 (upsampling), a 518 DINOv2 checkpoint run at 224 (downsampling).
-    dict(id="vit_t16_224_to_384", model="vit_tiny_patch16_224", kwargs=dict(depth=2, img_size=384), checkpoint_kwargs=dict(depth=2), arch="vit_tiny_patch16_224", overrides=dict(depth=2, image_size=384)),
-    dict(id="dinov2_518_to_224", model="vit_small_patch14_dinov2", kwargs=dict(depth=1, img_size=224, num_classes=0), checkpoint_kwargs=dict(depth=1, num_classes=0), arch="vit_small_patch14_dinov2", overrides=dict(depth=1, image_size=224)),
+    dict(
+        id="vit_t16_224_to_384",
+        model="vit_tiny_patch16_224",
+        kwargs=dict(depth=2, img_size=384),
+        checkpoint_kwargs=dict(depth=2),
+        arch="vit_tiny_patch16_224",
+        overrides=dict(depth=2, image_size=384),
+    ),
+    dict(
+        id="dinov2_518_to_224",
+        model="vit_small_patch14_dinov2",
+        kwargs=dict(depth=1, img_size=224, num_classes=0),
+        checkpoint_kwargs=dict(depth=1, num_classes=0),
+        arch="vit_small_patch14_dinov2",
+        overrides=dict(depth=1, image_size=224),
+    ),
 ]
 
 
@@ -133,8 +188,9 @@ REDUCTION_ATOL = {"distance": 1e-3, "prefix_mass": 1e-5, "entropy": 1e-4, "rollo
 def compare(model, ref) -> None:
     """Attention, logits, and the reductions computed inside the compiled forward pass."""
     reduced = model.forward_reduced(ref["input"])
-    expected = reference_reductions([ref[f"attn_{i}"] for i in range(model.spec.depth)], model.num_prefix_tokens,
-                                    model.grid_size, model.patch_size)
+    expected = reference_reductions(
+        [ref[f"attn_{i}"] for i in range(model.spec.depth)], model.num_prefix_tokens, model.grid_size, model.patch_size
+    )
     for name, atol in REDUCTION_ATOL.items():
         np.testing.assert_allclose(reduced.reductions[name], expected[name], rtol=0, atol=atol, err_msg=name)
     assert reduced.reductions["row_error"].max() < 1e-4
@@ -151,7 +207,7 @@ def compare(model, ref) -> None:
         np.testing.assert_allclose(out.logits, ref["logits"], rtol=0, atol=LOGITS_RTOL * scale)
         heads = sorted(k for k in ref if k.startswith("head_"))
         assert len(out.head_logits) == len(heads)
-        for got, key in zip(out.head_logits, heads):
+        for got, key in zip(out.head_logits, heads, strict=True):
             np.testing.assert_allclose(got, ref[key], rtol=0, atol=LOGITS_RTOL * scale)
         np.testing.assert_allclose(reduced.logits, ref["logits"], rtol=0, atol=LOGITS_RTOL * scale)
     else:

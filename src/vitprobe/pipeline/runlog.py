@@ -11,7 +11,7 @@ import logging
 import os
 import sys
 
-from .threads import limit_threads
+from .threads import THREAD_VARIABLES, limit_threads
 
 
 def start(log_paths, threads: int = 1) -> logging.Logger:
@@ -37,7 +37,9 @@ def start(log_paths, threads: int = 1) -> logging.Logger:
     for handler in handlers:
         handler.setFormatter(fmt)
         logger.addHandler(handler)
-    logger.info("threads: %d", max(1, int(threads)))
+    # The values the numerical libraries will read, as the job sees them (a cluster job's check).
+    settings = " ".join(f"{var}={os.environ.get(var)}" for var in THREAD_VARIABLES)
+    logger.info("threads: %d (%s)", max(1, int(threads)), settings)
 
     def log_failure(kind, error, tb):  # the reason a job failed belongs in its log file and on the console
         logger.error("failed: %s", error, exc_info=(kind, error, tb))
