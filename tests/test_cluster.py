@@ -75,7 +75,7 @@ def finish(process: subprocess.Popen, log: Path, what: str, timeout: float) -> s
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGTERM)  # snakemake cancels its SLURM jobs on SIGTERM
         process.wait(30)
-        raise AssertionError(f"{what} did not finish in {timeout} s:\n{log.read_text()[-6000:]}")
+        raise AssertionError(f"{what} did not finish in {timeout} s:\n{log.read_text()[-6000:]}") from None
     text = log.read_text()
     if process.returncode:
         # A failed SLURM job's own output (kept by the plugin) names the cause.

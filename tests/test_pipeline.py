@@ -2,6 +2,7 @@
 (timm reference weights) and bundled photos."""
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import yaml
 
 from helpers import REPO, SNAKEMAKE, copy_workflow, jobs_after_editing, planned_jobs, run_reference, snakemake
 from vitprobe.data.preprocess import default_preprocess
+from vitprobe.pipeline.code_deps import module_closure
 
 pytestmark = pytest.mark.slow
 
@@ -48,7 +50,8 @@ def run(tmp_path_factory, timm_reference):
             for key, m in MODELS.items()
         },
         "comparisons": [list(MODELS)],
-        "extract": {"batch_size": 2, "shard_size": 2, "keep_attention": True},
+        # Two threads per extract job (other rules have one): the jobs' logs show which count each got.
+        "extract": {"batch_size": 2, "shard_size": 2, "keep_attention": True, "threads": 2},
         "analysis": {"map_images": 2},
         "figures": {"filters": 32, "components": 8},
         "video": {"path": "clip.gif", "model": "vit_t", "fps": 4, "max_frames": 5},
@@ -240,3 +243,98 @@ def test_fused_rerun_rules(fused_run):
     renormalized = workdir / "fused_renormalized.yaml"
     renormalized.write_text(yaml.safe_dump(changed))
     assert planned_jobs(workdir, renormalized)["extract"] == 2 * 2
+
+
+def test_jobs_run_with_their_rules_thread_count(run, fused_run):
+    """Each job's script set the rule's thread count before its stage loaded Keras (which
+    limit_threads enforces by raising), and the variables TensorFlow reads say so."""
+    expected = {
+        "extract": "threads: 2 (OMP_NUM_THREADS=2 MKL_NUM_THREADS=2 OPENBLAS_NUM_THREADS=2 "
+        "TF_NUM_INTRAOP_THREADS=2 TF_NUM_INTEROP_THREADS=1)",
+        "reduce": "threads: 1 (OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 "
+        "TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1)",
+    }
+    for out in (run[2], fused_run[2]):
+        for stage, line in expected.items():
+            logs = sorted((out / "logs" / stage).glob("*.log"))
+            assert logs or (stage == "reduce" and out == fused_run[2])  # the fused run has no reduce jobs
+            for log in logs:
+                assert line in log.read_text(), log
+
+
+# Rule -> its script, for every rule whose code is a parameter (read from the rule files).
+RULE_BLOCK = re.compile(r"^\s*(?:rule|checkpoint) (\w+):\n(.*?)(?=^\s*(?:rule|checkpoint) \w+:|\Z)", re.M | re.S)
+RULE_SCRIPTS = {
+    name: code.group(1)
+    for smk in sorted((REPO / "workflow" / "rules").glob("*.smk"))
+    for name, body in RULE_BLOCK.findall(smk.read_text())
+    if (code := re.search(r'code=code\("([\w.]+)"\)', body))
+}
+
+
+def rule_graph(workdir: Path, config: Path) -> dict[str, set[str]]:
+    """Rule -> the rules it depends on, directly or not (from snakemake --rulegraph)."""
+    dot = snakemake(workdir, "--rulegraph", "--configfile", str(config)).stdout
+    names = dict(re.findall(r"^\s*(\d+)\[label = \"(\w+)\"", dot, flags=re.M))
+    parents = {name: set() for name in names.values()}
+    for source, target in re.findall(r"^\s*(\d+) -> (\d+)", dot, flags=re.M):
+        parents[names[target]].add(names[source])
+
+    def ancestors(rule: str) -> set[str]:
+        return set().union(*({p} | ancestors(p) for p in parents[rule]))
+
+    return {rule: ancestors(rule) for rule in parents}
+
+
+def code_edit_plans(workdir: Path, config: Path, rules: list[str]) -> dict:
+    """Edits of library modules chosen so that, for each rule, one edited module is in its code
+    closure and one is in neither its closure nor those of the rules upstream of it (whose
+    reruns would rerun it too). Greedy: few edits, one dry run each."""
+    graph = rule_graph(workdir, config)
+    assert set(RULE_SCRIPTS) >= set(graph) - {"all"}, "a rule without params: code=code(...)"
+    scripts = workdir / "workflow" / "scripts"
+    closures = {
+        rule: {str(path.relative_to(workdir)) for path in module_closure(scripts / script, workdir / "src").values()}
+        for rule, script in RULE_SCRIPTS.items()
+        if rule in graph
+    }
+    upstream = {rule: closures[rule].union(*(closures[r] for r in graph[rule] if r in closures)) for rule in closures}
+    modules = sorted(set().union(*closures.values()))
+    needs = {(rule, inside) for rule in rules for inside in (True, False)}
+    for rule in rules:
+        assert set(modules) - upstream[rule], f"{rule}: every module would rerun it"
+
+    def covers(module):
+        return {(r, i) for r, i in needs if (module in closures[r] if i else module not in upstream[r])}
+
+    edits = []
+    while needs:
+        module = max(modules, key=lambda m: len(covers(m)))
+        edits.append(module)
+        needs -= covers(module)
+    planned = {module: set(jobs_after_editing(workdir, config, module)) for module in edits}
+    return {"closures": closures, "upstream": upstream, "planned": planned}
+
+
+@pytest.fixture(scope="module")
+def kept_code_edits(run):
+    workdir, config, _ = run
+    return code_edit_plans(workdir, config, [r for r in RULE_SCRIPTS if r != "extract"])
+
+
+@pytest.fixture(scope="module")
+def fused_code_edits(fused_run):
+    workdir, config, _ = fused_run
+    return code_edit_plans(workdir, config, ["extract"])
+
+
+@pytest.mark.parametrize("rule", sorted(RULE_SCRIPTS))
+def test_code_edit_reruns_the_rules_that_import_it_and_no_other(rule, request):
+    edits = request.getfixturevalue("fused_code_edits" if rule == "extract" else "kept_code_edits")
+    inside = [m for m in edits["planned"] if m in edits["closures"][rule]]
+    outside = [m for m in edits["planned"] if m not in edits["upstream"][rule]]
+    assert inside and outside
+    for module in inside:
+        assert rule in edits["planned"][module], f"editing {module} does not rerun {rule}"
+    for module in outside:
+        assert rule not in edits["planned"][module], f"editing {module} reruns {rule}, whose code does not import it"
