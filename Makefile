@@ -40,7 +40,11 @@ bench: $(VENV)/.test
 bench-pipeline: $(VENV)/.runtime
 	$(BIN)/python benchmarks/pipeline.py --cores $(CORES)
 
-lint: $(VENV)/.runtime
+# Checks only: the formatters are run with --check, never rewriting files.
+lint: $(VENV)/.test
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/snakefmt --check Snakefile workflow/rules
 	$(BIN)/snakemake --lint --configfile config/demo.yaml
 
 clean:

@@ -212,7 +212,7 @@ def main() -> None:
     reference = runs[REFERENCE][0]["distance"] if REFERENCE in runs else None
     cpu = cpu_info()
     rows = []
-    for name, _, settings in sides:
+    for name, _, _ in sides:
         row = {
             "side": name, "model": args.arch, "depth": spec.depth, "device": runs[name][0]["device"], "batch_size": args.batch,
             "images": args.images, "runs": args.runs, "img_s": round(rate[name], 2), "peak_rss_mb": round(median(name, "peak_rss_mb")),

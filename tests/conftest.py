@@ -8,41 +8,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import sync_playwright
 
-TESTS = Path(__file__).parent
-REFERENCE = TESTS / "reference"
-
-
-def run_reference(script: str, *args, env: dict | None = None) -> None:
-    """Run a reference script (timm, onnxruntime) in its own Python process."""
-    result = subprocess.run(
-        [sys.executable, str(REFERENCE / script), *map(str, args)],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **(env or {})},
-    )
-    if result.returncode:
-        raise AssertionError(f"{script} failed:\n{result.stdout}\n{result.stderr}")
-
-
-# Parity cases: timm model + kwargs on the reference side, the vitprobe arch + spec
-# overrides on ours. Depth is cut where the full depth adds run time but no coverage
-# (one full-depth ViT-B/16 stays).
-PARITY_CASES = [
-    dict(id="vit_b16", model="vit_base_patch16_224", kwargs={}, arch="vit_base_patch16_224", overrides={}),
-    dict(id="vit_t16", model="vit_tiny_patch16_224", kwargs=dict(depth=2), arch="vit_tiny_patch16_224", overrides=dict(depth=2)),
-    dict(id="vit_s32_384", model="vit_small_patch32_384", kwargs=dict(depth=2), arch="vit_small_patch32_384", overrides=dict(depth=2)),
-    dict(id="vit_b8", model="vit_base_patch8_224", kwargs=dict(depth=1), arch="vit_base_patch8_224", overrides=dict(depth=1)),
-    dict(id="vit_l16_384", model="vit_large_patch16_384", kwargs=dict(depth=1), arch="vit_large_patch16_384", overrides=dict(depth=1)),
-    dict(id="deit_s", model="deit_small_patch16_224", kwargs=dict(depth=2), arch="deit_small_patch16_224", overrides=dict(depth=2)),
-    dict(id="deit_t_dist", model="deit_tiny_distilled_patch16_224", kwargs=dict(depth=2), arch="deit_tiny_distilled_patch16_224", overrides=dict(depth=2)),
-    dict(id="dino_s16", model="vit_small_patch16_224.dino", kwargs=dict(depth=2), arch="vit_small_patch16_224.dino", overrides=dict(depth=2)),
-    dict(id="dinov2_s14", model="vit_small_patch14_dinov2", kwargs=dict(depth=2, img_size=224, num_classes=0), arch="vit_small_patch14_dinov2", overrides=dict(depth=2, image_size=224)),
-    dict(id="dinov2_s14_reg4", model="vit_small_patch14_reg4_dinov2", kwargs=dict(depth=2, img_size=224, num_classes=0), arch="vit_small_patch14_reg4_dinov2", overrides=dict(depth=2, image_size=224)),
-    # Position-embedding resampling, judged by timm's own checkpoint filter:
-    # a 224 checkpoint run at 384 (upsampling), a 518 DINOv2 checkpoint run at 224 (downsampling).
-    dict(id="vit_t16_224_to_384", model="vit_tiny_patch16_224", kwargs=dict(depth=2, img_size=384), checkpoint_kwargs=dict(depth=2), arch="vit_tiny_patch16_224", overrides=dict(depth=2, image_size=384)),
-    dict(id="dinov2_518_to_224", model="vit_small_patch14_dinov2", kwargs=dict(depth=1, img_size=224, num_classes=0), checkpoint_kwargs=dict(depth=1, num_classes=0), arch="vit_small_patch14_dinov2", overrides=dict(depth=1, image_size=224)),
-]
+from helpers import PARITY_CASES, run_reference
 
 
 @pytest.fixture(scope="session")

@@ -4,24 +4,20 @@ timm runs in a subprocess (tests/reference/timm_augreg_ref.py): torch and tensor
 crash when imported into one process, and other test modules import tensorflow.
 """
 
-import importlib.util
 import json
 import subprocess
 import sys
 import zipfile
-from pathlib import Path
 
 import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
+from helpers import REFERENCE, load_reference
 from vitprobe.weights.augreg import augreg_to_timm, read_npz
 from vitprobe.weights.errors import WeightsError
 
-REF = Path(__file__).parent / "reference" / "timm_augreg_ref.py"
-_spec = importlib.util.spec_from_file_location("timm_augreg_ref", REF)
-ref = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(ref)  # numpy only at import time
+ref = load_reference("timm_augreg_ref.py")  # numpy only at import time
 
 CONFIGS = {
     "tiny-depth2": ("vit_tiny_patch16_224", {"num_classes": 1000, "depth": 2}),
@@ -34,7 +30,7 @@ CONFIGS = {
 def timm_reference(request, tmp_path_factory):
     name, kwargs = CONFIGS[request.param]
     out = tmp_path_factory.mktemp(request.param)
-    subprocess.run([sys.executable, str(REF), name, json.dumps(kwargs), str(out)], check=True)
+    subprocess.run([sys.executable, str(REFERENCE / "timm_augreg_ref.py"), name, json.dumps(kwargs), str(out)], check=True)
     return out / "augreg.npz", load_file(out / "timm.safetensors")
 
 

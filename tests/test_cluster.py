@@ -9,7 +9,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,8 +17,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from helpers import REPO, SNAKEMAKE, copy_workflow
 from slurm_cluster import SlurmCluster
-from test_pipeline import REPO, SNAKEMAKE, copy_workflow
 
 PROFILES = ["local", "slurm", "cluster-generic"]
 TABLES = ["manifest", "rejected", "mean_attention_distance", "attention_distance_per_image", "predictions"]
@@ -76,7 +75,7 @@ def finish(process: subprocess.Popen, log: Path, what: str, timeout: float) -> s
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGTERM)  # snakemake cancels its SLURM jobs on SIGTERM
         process.wait(30)
-        raise AssertionError(f"{what} did not finish in {timeout} s:\n{log.read_text()[-6000:]}")
+        raise AssertionError(f"{what} did not finish in {timeout} s:\n{log.read_text()[-6000:]}") from None
     text = log.read_text()
     if process.returncode:
         # A failed SLURM job's own output (kept by the plugin) names the cause.

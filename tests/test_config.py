@@ -9,7 +9,7 @@ import yaml
 from snakemake.utils import validate
 from PIL import Image
 
-from test_pipeline import REPO
+from helpers import REPO
 from vitprobe.pipeline.config import model_entries
 
 BASE = {

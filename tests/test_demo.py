@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from conftest import OfflinePage
-from test_pipeline import REPO, copy_workflow, snakemake
+from helpers import REPO, copy_workflow, snakemake
 
 pytestmark = pytest.mark.slow
 

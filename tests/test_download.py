@@ -9,7 +9,6 @@ The client trusts it through ``SSL_CERT_FILE``, which the default context of url
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import shutil
 import ssl
@@ -24,13 +23,11 @@ import numpy as np
 import pytest
 
 import vitprobe
+from helpers import load_reference
 from vitprobe.weights import WeightsError
 from vitprobe.weights.fetch import sha256_of
 
-REF = Path(__file__).parent / "reference" / "timm_augreg_ref.py"
-_spec = importlib.util.spec_from_file_location("timm_augreg_ref", REF)
-ref = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(ref)  # numpy only at import time
+ref = load_reference("timm_augreg_ref.py")  # numpy only at import time
 
 ARCH = "vit_tiny_patch16_224"
 DEPTH = 2

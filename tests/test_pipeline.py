@@ -2,11 +2,8 @@
 (timm reference weights) and bundled photos."""
 
 import json
-import os
 import re
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,43 +11,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import run_reference
+from helpers import REPO, SNAKEMAKE, copy_workflow, jobs_after_editing, planned_jobs, run_reference, snakemake
 from vitprobe.data.preprocess import default_preprocess
+from vitprobe.pipeline.code_deps import module_closure
 
-REPO = Path(__file__).resolve().parents[1]
-SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 pytestmark = pytest.mark.slow
-
-
-def copy_workflow(dest: Path) -> Path:
-    """Snakefile, rules, schema and the library sources (so a test can edit code and see
-    what reruns without touching the repository)."""
-    for name in ("Snakefile", "config.yaml", "weights.lock.json"):
-        shutil.copy(REPO / name, dest / name)
-    for name in ("workflow", "src", "envs", "profiles"):
-        shutil.copytree(REPO / name, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
-    return dest
-
-
-def snakemake(workdir: Path, *args, check=True) -> subprocess.CompletedProcess:
-    result = subprocess.run(
-        [*SNAKEMAKE, "--cores", "2", *args], cwd=workdir, capture_output=True, text=True,
-        env={**os.environ, "VITPROBE_WEIGHTS_LOCK": str(workdir / "weights.lock.json")},
-    )
-    if check and result.returncode:
-        raise AssertionError(f"snakemake {args} failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}")
-    return result
-
-
-def planned_jobs(workdir: Path, config: Path) -> dict[str, int]:
-    """Rule -> job count of a dry run (empty when nothing would run)."""
-    out = snakemake(workdir, "-n", "--configfile", str(config)).stdout
-    if "Nothing to be done" in out:
-        return {}
-    table = out.split("Job stats:")[1].split("Reasons:")[0]
-    jobs = dict(re.findall(r"^(\w+)\s+(\d+)\s*$", table, flags=re.M))
-    jobs.pop("total", None)
-    return {rule: int(n) for rule, n in jobs.items()}
 
 
 def write_clip(path: Path, frames: int) -> None:
@@ -88,7 +53,8 @@ def run(tmp_path_factory, timm_reference):
             for key, m in MODELS.items()
         },
         "comparisons": [list(MODELS)],
-        "extract": {"batch_size": 4, "shard_size": 4, "keep_attention": True},
+        # Two threads per extract job (other rules have one): the jobs' logs show which count each got.
+        "extract": {"batch_size": 4, "shard_size": 4, "keep_attention": True, "threads": 2},
         "cka": {"group_size": 4},
         "analysis": {"map_images": 2},
         "figures": {"filters": 32, "components": 8},
@@ -231,17 +197,6 @@ def test_explorer_option_and_page_code_rerun_only_the_explorer(run):
     assert jobs_after_editing(workdir, config, "src/vitprobe/pipeline/explorer_page/explorer.js") == {"explorer": 1, "all": 1}
 
 
-def jobs_after_editing(workdir: Path, config: Path, relative: str) -> dict[str, int]:
-    """The dry-run job list after an edit of one library file (restored afterwards)."""
-    path = workdir / relative
-    original = path.read_text()
-    try:
-        path.write_text(original + "\n# an edit\n")
-        return planned_jobs(workdir, config)
-    finally:
-        path.write_text(original)
-
-
 def test_metrics_code_reruns_analysis_not_extraction(run):
     workdir, config, _ = run
     jobs = jobs_after_editing(workdir, config, "src/vitprobe/metrics/attention.py")
@@ -363,3 +318,104 @@ def test_cka_rerun_rules(fused_run):
     regrouped = workdir / "fused_regrouped.yaml"
     regrouped.write_text(yaml.safe_dump(changed))
     assert planned_jobs(workdir, regrouped)["extract"] == 3
+
+
+def test_jobs_run_with_their_rules_thread_count(run, fused_run):
+    """Each job's script set the rule's thread count before its stage loaded Keras (which
+    limit_threads enforces by raising), and the variables TensorFlow reads say so."""
+    expected = {
+        "extract": "threads: 2 (OMP_NUM_THREADS=2 MKL_NUM_THREADS=2 OPENBLAS_NUM_THREADS=2 "
+        "TF_NUM_INTRAOP_THREADS=2 TF_NUM_INTEROP_THREADS=1)",
+        "reduce": "threads: 1 (OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 "
+        "TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1)",
+    }
+    for out in (run[2], fused_run[2]):
+        for stage, line in expected.items():
+            logs = sorted((out / "logs" / stage).glob("*.log"))
+            assert logs or (stage == "reduce" and out == fused_run[2])  # the fused run has no reduce jobs
+            for log in logs:
+                assert line in log.read_text(), log
+
+
+# Rule -> its script, for every rule whose code is a parameter (read from the rule files).
+RULE_BLOCK = re.compile(r"^\s*(rule|checkpoint) (\w+):\n(.*?)(?=^\s*(?:rule|checkpoint) \w+:|\Z)", re.M | re.S)
+RULE_BLOCKS = [
+    block for smk in sorted((REPO / "workflow" / "rules").glob("*.smk")) for block in RULE_BLOCK.findall(smk.read_text())
+]
+RULE_SCRIPTS = {
+    name: code.group(1) for _, name, body in RULE_BLOCKS if (code := re.search(r'code=code\("([\w.]+)"\)', body))
+}
+CHECKPOINTS = {name for kind, name, _ in RULE_BLOCKS if kind == "checkpoint"}
+
+
+def rule_graph(workdir: Path, config: Path) -> dict[str, set[str]]:
+    """Rule -> the rules it depends on, directly or not (from snakemake --rulegraph)."""
+    dot = snakemake(workdir, "--rulegraph", "--configfile", str(config)).stdout
+    names = dict(re.findall(r"^\s*(\d+)\[label = \"(\w+)\"", dot, flags=re.M))
+    parents = {name: set() for name in names.values()}
+    for source, target in re.findall(r"^\s*(\d+) -> (\d+)", dot, flags=re.M):
+        parents[names[target]].add(names[source])
+
+    def ancestors(rule: str) -> set[str]:
+        return set().union(*({p} | ancestors(p) for p in parents[rule]))
+
+    return {rule: ancestors(rule) for rule in parents}
+
+
+def code_edit_plans(workdir: Path, config: Path, rules: list[str]) -> dict:
+    """Edits of library modules chosen so that, for each rule, one edited module is in its code
+    closure and one is in neither its closure nor those of the rules upstream of it (whose
+    reruns would rerun it too). Greedy: few edits, one dry run each.
+
+    A dry run cannot list the jobs after a checkpoint that will rerun (the shard lists come from
+    its output), so a rule's "inside" edit is one outside the closures of its upstream checkpoints."""
+    graph = rule_graph(workdir, config)
+    assert set(RULE_SCRIPTS) >= set(graph) - {"all"}, "a rule without params: code=code(...)"
+    scripts = workdir / "workflow" / "scripts"
+    closures = {
+        rule: {str(path.relative_to(workdir)) for path in module_closure(scripts / script, workdir / "src").values()}
+        for rule, script in RULE_SCRIPTS.items()
+        if rule in graph
+    }
+    upstream = {rule: closures[rule].union(*(closures[r] for r in graph[rule] if r in closures)) for rule in closures}
+    inside = {rule: closures[rule].difference(*(closures[r] for r in graph[rule] & CHECKPOINTS)) for rule in closures}
+    modules = sorted(set().union(*closures.values()))
+    for rule in rules:
+        assert inside[rule], f"{rule}: no module reruns it alone"
+        assert set(modules) - upstream[rule], f"{rule}: every module would rerun it"
+    needs = {(rule, is_inside) for rule in rules for is_inside in (True, False)}
+
+    def covers(module):
+        return {(r, i) for r, i in needs if (module in inside[r] if i else module not in upstream[r])}
+
+    edits = []
+    while needs:
+        module = max(modules, key=lambda m: len(covers(m)))
+        edits.append(module)
+        needs -= covers(module)
+    planned = {module: set(jobs_after_editing(workdir, config, module)) for module in edits}
+    return {"inside": inside, "upstream": upstream, "planned": planned}
+
+
+@pytest.fixture(scope="module")
+def kept_code_edits(run):
+    workdir, config, _ = run
+    return code_edit_plans(workdir, config, [r for r in RULE_SCRIPTS if r != "extract"])
+
+
+@pytest.fixture(scope="module")
+def fused_code_edits(fused_run):
+    workdir, config, _ = fused_run
+    return code_edit_plans(workdir, config, ["extract"])
+
+
+@pytest.mark.parametrize("rule", sorted(RULE_SCRIPTS))
+def test_code_edit_reruns_the_rules_that_import_it_and_no_other(rule, request):
+    edits = request.getfixturevalue("fused_code_edits" if rule == "extract" else "kept_code_edits")
+    inside = [m for m in edits["planned"] if m in edits["inside"][rule]]
+    outside = [m for m in edits["planned"] if m not in edits["upstream"][rule]]
+    assert inside and outside
+    for module in inside:
+        assert rule in edits["planned"][module], f"editing {module} does not rerun {rule}"
+    for module in outside:
+        assert rule not in edits["planned"][module], f"editing {module} reruns {rule}, whose code does not import it"

@@ -28,7 +28,7 @@ import skimage
 from PIL import Image
 
 import vitprobe
-from conftest import run_reference
+from helpers import run_reference
 from vitprobe.data.preprocess import Preprocess, crop, default_preprocess, normalize, to_rgb
 from vitprobe.models.presets import PRESETS, get_preset
 from vitprobe.models.spec import SPECS

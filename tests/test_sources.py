@@ -9,7 +9,6 @@ import tarfile
 import zlib
 
 import numpy as np
-import pandas as pd
 import pytest
 from PIL import Image
 

@@ -36,7 +36,7 @@ def main() -> None:
         model.load_state_dict(load_file(m["weights"]))
         captured = []
         for block in model.blocks:
-            block.attn.attn_drop.register_forward_hook(lambda mod, i, o: captured.append(o.detach().numpy()))
+            block.attn.attn_drop.register_forward_hook(lambda mod, i, o, out=captured: out.append(o.detach().numpy()))
         x = (crops.astype(np.float32) / 255.0 - np.float32(m["mean"])) / np.float32(m["std"])
         with torch.no_grad():
             model(torch.from_numpy(x).permute(0, 3, 1, 2).contiguous())

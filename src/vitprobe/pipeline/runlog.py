@@ -11,7 +11,7 @@ import logging
 import os
 import sys
 
-from .threads import limit_threads
+from .threads import THREAD_VARIABLES, limit_threads
 
 
 def start(log_paths, threads: int = 1) -> logging.Logger:
@@ -38,8 +38,10 @@ def start(log_paths, threads: int = 1) -> logging.Logger:
     for handler in handlers:
         handler.setFormatter(fmt)
         logger.addHandler(handler)
-    # The console interleaves parallel jobs: naming the log file says which job this is.
-    logger.info("threads: %d, log: %s", max(1, int(threads)), paths[0] if paths else "none")
+    # The values the numerical libraries will read, as the job sees them (a cluster job's check);
+    # the console interleaves parallel jobs: naming the log file says which job this is.
+    settings = " ".join(f"{var}={os.environ.get(var)}" for var in THREAD_VARIABLES)
+    logger.info("threads: %d (%s), log: %s", max(1, int(threads)), settings, paths[0] if paths else "none")
 
     def log_failure(kind, error, tb):  # the reason a job failed belongs in its log file and on the console
         logger.error("failed: %s", error, exc_info=(kind, error, tb))

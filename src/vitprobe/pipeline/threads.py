@@ -7,6 +7,14 @@ import sys
 
 # The numerical libraries read these once, when they are first imported.
 _RUNTIMES = ("tensorflow", "keras", "jax", "torch")
+# What they read: OpenMP (torch, oneDNN), MKL, OpenBLAS (numpy), and TensorFlow's own pools.
+THREAD_VARIABLES = (
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "TF_NUM_INTRAOP_THREADS",
+    "TF_NUM_INTEROP_THREADS",
+)
 
 
 def limit_threads(n: int) -> None:
@@ -16,6 +24,6 @@ def limit_threads(n: int) -> None:
     if loaded:
         raise RuntimeError(f"limit_threads({n}) called after {', '.join(loaded)} was imported; call it first")
     n = max(1, int(n))
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "TF_NUM_INTRAOP_THREADS"):
-        os.environ[var] = str(n)
-    os.environ["TF_NUM_INTEROP_THREADS"] = "1"
+    for var in THREAD_VARIABLES:
+        # TensorFlow's inter-op pool runs one graph at a time here; its ops share the intra-op pool.
+        os.environ[var] = "1" if var == "TF_NUM_INTEROP_THREADS" else str(n)

@@ -7,9 +7,11 @@ from pathlib import Path
 import numpy as np
 
 from ..models.vit import VisionTransformer
+from .augreg import augreg_to_timm, read_npz
 from .convert import assign_state
 from .errors import WeightsError
 from .fetch import resolve
+from .onnx_dinov2 import onnx_to_timm
 
 
 def read_safetensors(path: Path) -> dict[str, np.ndarray]:
@@ -30,12 +32,8 @@ def read_state(path: Path) -> tuple[dict[str, np.ndarray], bool]:
     if path.suffix == ".safetensors":
         return read_safetensors(path), True
     if path.suffix == ".npz":
-        from .augreg import augreg_to_timm, read_npz
-
         return augreg_to_timm(read_npz(path), str(path)), True
     if path.suffix == ".onnx":
-        from .onnx_dinov2 import onnx_to_timm
-
         # The Hugging Face DINOv2 graph resizes its position grid without antialiasing.
         return onnx_to_timm(path), False
     raise WeightsError(f"{path}: unknown weight format")

@@ -1,0 +1,171 @@
+"""Helpers shared by the test modules (a test module never imports another one): the repository's
+paths, snakemake runs in a copy of the workflow, the reference scripts in their own processes, and the
+timm parity cases with their comparison."""
+
+import importlib.util
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+
+TESTS = Path(__file__).resolve().parent
+REPO = TESTS.parent
+REFERENCE = TESTS / "reference"
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+
+
+def run_reference(script: str, *args, env: dict | None = None) -> None:
+    """Run a reference script (timm, onnxruntime) in its own Python process."""
+    result = subprocess.run(
+        [sys.executable, str(REFERENCE / script), *map(str, args)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+    if result.returncode:
+        raise AssertionError(f"{script} failed:\n{result.stdout}\n{result.stderr}")
+
+
+def load_reference(script: str) -> ModuleType:
+    """A reference script imported as a module, for its helpers that need only numpy at import time
+    (what needs torch or onnxruntime imports it inside the function that runs it)."""
+    spec = importlib.util.spec_from_file_location(Path(script).stem, REFERENCE / script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def copy_workflow(dest: Path) -> Path:
+    """Snakefile, rules, schema and the library sources (so a test can edit code and see
+    what reruns without touching the repository)."""
+    for name in ("Snakefile", "config.yaml", "weights.lock.json"):
+        shutil.copy(REPO / name, dest / name)
+    for name in ("workflow", "src", "envs", "profiles"):
+        shutil.copytree(REPO / name, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+    return dest
+
+
+def snakemake(workdir: Path, *args, check=True) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        [*SNAKEMAKE, "--cores", "2", *args],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "VITPROBE_WEIGHTS_LOCK": str(workdir / "weights.lock.json")},
+    )
+    if check and result.returncode:
+        raise AssertionError(f"snakemake {args} failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}")
+    return result
+
+
+def planned_jobs(workdir: Path, config: Path) -> dict[str, int]:
+    """Rule -> job count of a dry run (empty when nothing would run)."""
+    out = snakemake(workdir, "-n", "--configfile", str(config)).stdout
+    if "Nothing to be done" in out:
+        return {}
+    table = out.split("Job stats:")[1].split("Reasons:")[0]
+    jobs = dict(re.findall(r"^(\w+)\s+(\d+)\s*$", table, flags=re.M))
+    jobs.pop("total", None)
+    return {rule: int(n) for rule, n in jobs.items()}
+
+
+def jobs_after_editing(workdir: Path, config: Path, relative: str) -> dict[str, int]:
+    """The dry-run job list after an edit of one library file (restored afterwards)."""
+    path = workdir / relative
+    original = path.read_text()
+    try:
+        path.write_text(original + "\n# an edit\n")
+        return planned_jobs(workdir, config)
+    finally:
+        path.write_text(original)
+
+
+# Parity cases: timm model + kwargs on the reference side, the vitprobe arch + spec
+# overrides on ours. Depth is cut where the full depth adds run time but no coverage
+# (one full-depth ViT-B/16 stays).
+PARITY_CASES = [
+    dict(id="vit_b16", model="vit_base_patch16_224", kwargs={}, arch="vit_base_patch16_224", overrides={}),
+    dict(id="vit_t16", model="vit_tiny_patch16_224", kwargs=dict(depth=2), arch="vit_tiny_patch16_224", overrides=dict(depth=2)),
+    dict(id="vit_s32_384", model="vit_small_patch32_384", kwargs=dict(depth=2), arch="vit_small_patch32_384", overrides=dict(depth=2)),
+    dict(id="vit_b8", model="vit_base_patch8_224", kwargs=dict(depth=1), arch="vit_base_patch8_224", overrides=dict(depth=1)),
+    dict(id="vit_l16_384", model="vit_large_patch16_384", kwargs=dict(depth=1), arch="vit_large_patch16_384", overrides=dict(depth=1)),
+    dict(id="deit_s", model="deit_small_patch16_224", kwargs=dict(depth=2), arch="deit_small_patch16_224", overrides=dict(depth=2)),
+    dict(id="deit_t_dist", model="deit_tiny_distilled_patch16_224", kwargs=dict(depth=2), arch="deit_tiny_distilled_patch16_224", overrides=dict(depth=2)),
+    dict(id="dino_s16", model="vit_small_patch16_224.dino", kwargs=dict(depth=2), arch="vit_small_patch16_224.dino", overrides=dict(depth=2)),
+    dict(id="dinov2_s14", model="vit_small_patch14_dinov2", kwargs=dict(depth=2, img_size=224, num_classes=0), arch="vit_small_patch14_dinov2", overrides=dict(depth=2, image_size=224)),
+    dict(id="dinov2_s14_reg4", model="vit_small_patch14_reg4_dinov2", kwargs=dict(depth=2, img_size=224, num_classes=0), arch="vit_small_patch14_reg4_dinov2", overrides=dict(depth=2, image_size=224)),
+    # Position-embedding resampling, judged by timm's own checkpoint filter:
+    # a 224 checkpoint run at 384 (upsampling), a 518 DINOv2 checkpoint run at 224 (downsampling).
+    dict(id="vit_t16_224_to_384", model="vit_tiny_patch16_224", kwargs=dict(depth=2, img_size=384), checkpoint_kwargs=dict(depth=2), arch="vit_tiny_patch16_224", overrides=dict(depth=2, image_size=384)),
+    dict(id="dinov2_518_to_224", model="vit_small_patch14_dinov2", kwargs=dict(depth=1, img_size=224, num_classes=0), checkpoint_kwargs=dict(depth=1, num_classes=0), arch="vit_small_patch14_dinov2", overrides=dict(depth=1, image_size=224)),
+]
+
+
+ATTN_ATOL = 1e-5
+LOGITS_RTOL = 1e-4
+BLOCK_RTOL = 1e-4  # relative to the largest |value| of the block's output
+
+
+def reference_reductions(attentions: list[np.ndarray], num_prefix: int, grid: int, patch: int) -> dict:
+    """The per-image reductions in float64 from first principles (full rollout matrix products)."""
+    rows, cols = np.divmod(np.arange(grid * grid), grid)
+    pixel = patch * np.hypot(rows[:, None] - rows[None, :], cols[:, None] - cols[None, :])
+    a = [x.astype(np.float64) for x in attentions]
+    patch_rows = [x[:, :, num_prefix:] for x in a]
+    n = a[0].shape[-1]
+    rollout = np.eye(n)
+    for x in a:
+        joint = x.mean(1) + np.eye(n)
+        rollout = (joint / joint.sum(-1, keepdims=True)) @ rollout
+    return {
+        "distance": np.stack([(r[..., num_prefix:] * pixel).sum(-1).mean(-1) for r in patch_rows], 1),
+        "prefix_mass": np.stack([r[..., :num_prefix].sum(-1).mean(-1) for r in patch_rows], 1),
+        "entropy": np.stack([-(r * np.log(np.where(r > 0, r, 1))).sum(-1).mean(-1) for r in patch_rows], 1),
+        "rollout": rollout[:, 0, num_prefix:].reshape(-1, grid, grid),
+        "cls": a[-1][:, :, 0, num_prefix:].reshape(*a[-1].shape[:2], grid, grid),
+    }
+
+
+REDUCTION_ATOL = {"distance": 1e-3, "prefix_mass": 1e-5, "entropy": 1e-4, "rollout": 1e-5, "cls": 1e-5}
+
+
+def compare(model, ref) -> None:
+    """Attention, logits, and the reductions computed inside the compiled forward pass."""
+    reduced = model.forward_reduced(ref["input"])
+    expected = reference_reductions([ref[f"attn_{i}"] for i in range(model.spec.depth)], model.num_prefix_tokens,
+                                    model.grid_size, model.patch_size)
+    for name, atol in REDUCTION_ATOL.items():
+        np.testing.assert_allclose(reduced.reductions[name], expected[name], rtol=0, atol=atol, err_msg=name)
+    assert reduced.reductions["row_error"].max() < 1e-4
+    out = model.forward(ref["input"])
+    assert len(out.attentions) == model.spec.depth
+    for i, attn in enumerate(out.attentions):
+        expected = ref[f"attn_{i}"]
+        assert attn.shape == expected.shape
+        # Sharpened weights: the test means something only if attention is far from uniform.
+        assert expected.max(-1).mean() >= 0.2
+        np.testing.assert_allclose(attn, expected, rtol=0, atol=ATTN_ATOL, err_msg=f"block {i}")
+    with_blocks = model.forward(ref["input"], block_outputs=True)
+    assert len(with_blocks.block_outputs) == model.spec.depth
+    for i, tokens in enumerate(with_blocks.block_outputs):
+        expected = ref[f"block_{i}"]
+        assert tokens.shape == expected.shape == (len(ref["input"]), model.spec.num_tokens, model.spec.embed_dim)
+        np.testing.assert_allclose(tokens, expected, rtol=0, atol=BLOCK_RTOL * np.abs(expected).max(), err_msg=f"block {i}")
+    # The program that also returns block outputs computes the same attention and logits.
+    np.testing.assert_allclose(with_blocks.attentions[-1], out.attentions[-1], rtol=0, atol=1e-6)
+    if "logits" in ref:
+        np.testing.assert_allclose(with_blocks.logits, out.logits, rtol=1e-6, atol=1e-6)
+        scale = np.abs(ref["logits"]).max()
+        np.testing.assert_allclose(out.logits, ref["logits"], rtol=0, atol=LOGITS_RTOL * scale)
+        heads = sorted(k for k in ref if k.startswith("head_"))
+        assert len(out.head_logits) == len(heads)
+        for got, key in zip(out.head_logits, heads):
+            np.testing.assert_allclose(got, ref[key], rtol=0, atol=LOGITS_RTOL * scale)
+        np.testing.assert_allclose(reduced.logits, ref["logits"], rtol=0, atol=LOGITS_RTOL * scale)
+    else:
+        assert out.logits is None and reduced.logits is None
