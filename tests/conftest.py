@@ -1,7 +1,4 @@
 import json
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
