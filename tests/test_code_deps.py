@@ -134,7 +134,11 @@ def test_every_script_imports_only_at_module_level():
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=[s.stem for s in SCRIPTS])
 def test_closure_equals_what_python_imports(script, really_imported):
-    assert really_imported[script] == module_closure(script, SRC)
+    """Importing the script loads exactly its closure without the imports inside functions; the
+    rules' closure adds those (they run when the stage calls the function)."""
+    assert really_imported[script] == module_closure(script, SRC, in_functions=False)
+    lazy = set(module_closure(script, SRC)) - set(really_imported[script])
+    assert lazy <= {"vitprobe.kernels", "vitprobe.kernels.fused_attention"}, lazy  # jax only: imported where it runs
 
 
 NUMERICAL = ("keras", "tensorflow", "torch", "jax")

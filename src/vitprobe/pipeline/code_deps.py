@@ -30,12 +30,27 @@ def _with_parents(module: str) -> list[str]:
     return [".".join(parts[: i + 1]) for i in range(len(parts))]
 
 
-def imported_modules(source: str, module: str | None = None, is_package: bool = False) -> set[str]:
+def _statements(tree: ast.AST, in_functions: bool):
+    """Every node of ``tree``; without ``in_functions``, not those inside a function body (which
+    run when the function is called, not when the module is imported)."""
+    if in_functions:
+        yield from ast.walk(tree)
+        return
+    pending = [tree]
+    while pending:
+        node = pending.pop()
+        yield node
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            pending.extend(ast.iter_child_nodes(node))
+
+
+def imported_modules(source: str, module: str | None = None, is_package: bool = False, in_functions: bool = True) -> set[str]:
     """Every `vitprobe` module named by an import statement in ``source`` (the code of
     ``module``, needed to resolve relative imports), as dotted names. ``from m import x`` names
-    ``m.x`` too, which is a module when ``x`` is one (kept if a file exists for it)."""
+    ``m.x`` too, which is a module when ``x`` is one (kept if a file exists for it).
+    ``in_functions``: also the imports inside function bodies (default)."""
     found = set()
-    for node in ast.walk(ast.parse(source)):
+    for node in _statements(ast.parse(source), in_functions):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -52,13 +67,14 @@ def imported_modules(source: str, module: str | None = None, is_package: bool = 
     return {name for name in found if name == PACKAGE or name.startswith(PACKAGE + ".")}
 
 
-def module_closure(script: str | Path, root: str | Path) -> dict[str, Path]:
+def module_closure(script: str | Path, root: str | Path, in_functions: bool = True) -> dict[str, Path]:
     """Module name -> file for every `vitprobe` module that ``script`` imports, directly or
     through other modules, with the packages they sit in. ``root``: the folder holding the
-    ``vitprobe`` package (``src``)."""
+    ``vitprobe`` package (``src``). Without ``in_functions``: only what importing the script
+    loads (imports inside functions, such as a backend-only kernel, left out)."""
     root = Path(root)
     closure: dict[str, Path] = {}
-    pending = imported_modules(Path(script).read_text())
+    pending = imported_modules(Path(script).read_text(), in_functions=in_functions)
     while pending:
         name = pending.pop()
         for module in _with_parents(name):
@@ -68,7 +84,7 @@ def module_closure(script: str | Path, root: str | Path) -> dict[str, Path]:
             if path is None:
                 continue  # a name imported from a module, not a module itself
             closure[module] = path
-            pending |= imported_modules(path.read_text(), module, path.name == "__init__.py")
+            pending |= imported_modules(path.read_text(), module, path.name == "__init__.py", in_functions)
     return dict(sorted(closure.items()))
 
 
