@@ -39,6 +39,15 @@ PARITY_CASES = [
     # Position-embedding resampling, judged by timm's own checkpoint filter:
     # a 224 checkpoint run at 384 (upsampling), a 518 DINOv2 checkpoint run at 224 (downsampling).
     dict(id="vit_t16_224_to_384", model="vit_tiny_patch16_224", kwargs=dict(depth=2, img_size=384), checkpoint_kwargs=dict(depth=2), arch="vit_tiny_patch16_224", overrides=dict(depth=2, image_size=384)),
+    # The later families (depth cut to 1-2 blocks; every block has the same code).
+    dict(id="clip_b16_openai", model="vit_base_patch16_clip_quickgelu_224", kwargs=dict(depth=2), arch="vit_base_patch16_clip_quickgelu_224", overrides=dict(depth=2)),
+    dict(id="clip_b16_laion", model="vit_base_patch16_clip_224.laion2b", kwargs=dict(depth=1), arch="vit_base_patch16_clip_224", overrides=dict(depth=1)),
+    dict(id="siglip_b16", model="vit_base_patch16_siglip_224", kwargs=dict(depth=2), arch="vit_base_patch16_siglip_224", overrides=dict(depth=2)),
+    dict(id="mae_b16", model="vit_base_patch16_224.mae", kwargs=dict(depth=1), arch="vit_base_patch16_224.mae", overrides=dict(depth=1)),
+    dict(id="deit3_s16", model="deit3_small_patch16_224", kwargs=dict(depth=2), arch="deit3_small_patch16_224", overrides=dict(depth=2)),
+    dict(id="deit3_b16", model="deit3_base_patch16_224", kwargs=dict(depth=1), arch="deit3_base_patch16_224", overrides=dict(depth=1)),
+    dict(id="beitv2_b16", model="beitv2_base_patch16_224", kwargs=dict(depth=2), arch="beitv2_base_patch16_224", overrides=dict(depth=2)),
+    dict(id="eva02_b14", model="eva02_base_patch14_224.mim_in22k", kwargs=dict(depth=2), arch="eva02_base_patch14_224", overrides=dict(depth=2)),
     dict(id="dinov2_518_to_224", model="vit_small_patch14_dinov2", kwargs=dict(depth=1, img_size=224, num_classes=0), checkpoint_kwargs=dict(depth=1, num_classes=0), arch="vit_small_patch14_dinov2", overrides=dict(depth=1, image_size=224)),
 ]
 

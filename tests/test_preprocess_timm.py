@@ -30,6 +30,7 @@ from PIL import Image
 import vitprobe
 from conftest import run_reference
 from vitprobe.data.preprocess import Preprocess, crop, default_preprocess, normalize, to_rgb
+from vitprobe.models.family_presets import FAMILY_PRESETS
 from vitprobe.models.spec import SPECS
 
 ATOL = 1e-5
@@ -39,8 +40,9 @@ SKIMAGE_DATA = Path(skimage.__file__).parent / "data"
 # timm's pretrained cfgs (AugReg and original ViT) use crop_pct 1.0 at 384, vitprobe 0.9.
 # (timm pretrained name, vitprobe arch): every published tag of vitprobe's families.
 # Not listed, because the arch alone cannot tell them from AugReg weights (vitprobe keys
-# preprocessing on the arch, not the weights): vit_*.mae and vit_base_patch8_224.dino
-# (ImageNet statistics), vit_base_patch16_224.bamboo (CLIP statistics, crop_pct 1.0).
+# preprocessing on the arch, not the weights): vit_large_patch16_224.mae and vit_base_patch8_224.dino
+# (ImageNet statistics), vit_base_patch16_224.bamboo (CLIP statistics, crop_pct 1.0). MAE ViT-B/16
+# has its own arch, vit_base_patch16_224.mae (like DINO's), and is listed with the later families.
 CFG_MATRIX = [
     *[(f"vit_{s}_patch16_224.{tag}", f"vit_{s}_patch16_224") for s in ("tiny", "small", "base")
       for tag in ("augreg_in21k", "augreg_in21k_ft_in1k")],
@@ -74,6 +76,9 @@ CFG_MATRIX = [
         "vit_large_patch16_384.augreg_in21k_ft_in1k",
         "vit_large_patch32_384.orig_in21k_ft_in1k",
     )],
+    # The later families: each preset's timm name and arch (the OpenAI CLIP preset runs the
+    # QuickGELU arch; timm gives both names the same cfg).
+    *[(name, preset["arch"]) for name, preset in FAMILY_PRESETS.items()],
 ]
 
 # Pixel comparisons: a timm model (kwargs for create_model, args for resolve_data_config)
@@ -90,6 +95,12 @@ PIXEL_CASES = [
          args=dict(input_size=[3, 224, 224]), arch="vit_small_patch14_dinov2", overrides=dict(image_size=224)),
     dict(id="dinov2_518", timm="vit_small_patch14_dinov2.lvd142m", arch="vit_small_patch14_dinov2"),
     dict(id="augreg_384", timm="vit_base_patch16_384.augreg_in21k_ft_in1k", arch="vit_base_patch16_384"),
+    # The later families, with each preset's own preprocessing (CLIP statistics at crop 0.9 and
+    # 1.0, SigLIP's [-1, 1], MAE's ImageNet statistics, EVA-02 at patch 14).
+    *[dict(id=name, timm=name, arch=FAMILY_PRESETS[name]["arch"], preprocess=FAMILY_PRESETS[name]["preprocess"]) for name in (
+        "vit_base_patch16_clip_224.openai", "vit_base_patch16_clip_224.laion2b", "vit_base_patch16_siglip_224.webli",
+        "vit_base_patch16_224.mae", "eva02_base_patch14_224.mim_in22k",
+    )],
     # The probing-vits notebooks' squash (aspect lost), which timm calls crop_mode="squash".
     dict(id="squash_0875", timm="vit_base_patch16_224.augreg_in21k_ft_in1k", args=dict(crop_mode="squash", crop_pct=0.875),
          arch="vit_base_patch16_224", preprocess=dict(resize="square", crop_fraction=0.875)),
@@ -170,6 +181,16 @@ def test_default_preprocess_matches_timm_cfg(name, arch, timm_out):
     assert cfg["crop_mode"] == "center" and pre.resize == "shorter"
     assert cfg["interpolation"] == pre.interpolation
     assert cfg["crop_pct"] == pytest.approx(pre.crop_fraction, abs=1e-9)
+    np.testing.assert_allclose(cfg["mean"], pre.mean, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(cfg["std"], pre.std, rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("name", list(FAMILY_PRESETS))
+def test_family_preset_preprocess_matches_timm_cfg(name, timm_out):
+    """The presets table's preprocessing for each later-family checkpoint is timm's cfg for it."""
+    cfg, pre = timm_out[0][f"cfg:{name}"], Preprocess(**FAMILY_PRESETS[name]["preprocess"])
+    assert cfg["crop_mode"] == "center" and pre.resize == "shorter"
+    assert (cfg["interpolation"], cfg["crop_pct"]) == (pre.interpolation, pytest.approx(pre.crop_fraction, abs=1e-9))
     np.testing.assert_allclose(cfg["mean"], pre.mean, rtol=0, atol=1e-9)
     np.testing.assert_allclose(cfg["std"], pre.std, rtol=0, atol=1e-9)
 

@@ -22,9 +22,13 @@ PRECISIONS = ("float32", "bfloat16")
 
 @dataclass
 class ForwardOutput:
-    attentions: list[np.ndarray]  # one (B, heads, N, N) per block
+    # One (B, heads, N, N) per block; an attention-pooling model (SigLIP) adds its pooling
+    # query's (B, heads, 1, N) last.
+    attentions: list[np.ndarray]
     logits: np.ndarray | None  # (B, classes); a distilled DeiT: the mean of its two heads
     head_logits: list[np.ndarray] | None  # each head's logits (two for a distilled DeiT)
+    features: np.ndarray | None = None  # (B, D) pooled representation before any head
+    embedding: np.ndarray | None = None  # (B, E) a projection head's output (CLIP's image embedding)
 
 
 @dataclass
@@ -87,6 +91,17 @@ class ProbeModel:
         """An `AttentionReducer` for this model's tokens (settings: renormalize, head_fusion, discard_ratio)."""
         return AttentionReducer(self.num_prefix_tokens, self.grid_size, self.patch_size, **settings)
 
+    def uses_fused_kernel(self, attention_kernel: str, reducer: AttentionReducer) -> bool:
+        """`attention_kernel_is_fused` for this model: the fused kernel also needs a class token, no
+        attention bias and no pooling query (`ViTSpec.supports_fused_attention`); ``"auto"``
+        falls back to the unfused path where it does not apply."""
+        if not self.spec.supports_fused_attention:
+            if attention_kernel == "fused":
+                raise ValueError(f"{self.arch}: attention_kernel 'fused' needs a class token, no relative position bias "
+                                 "and no attention-pooling head; use 'auto' or 'unfused'")
+            attention_kernel = "unfused" if attention_kernel == "auto" else attention_kernel
+        return attention_kernel_is_fused(attention_kernel, reducer)
+
     def forward_reduced(self, x: np.ndarray, attention_kernel: str = "auto", **settings) -> ReducedOutput:
         """Run the model and `reducer(**settings)` as one compiled program on a preprocessed
         batch: per-image distances, entropies, rollout and CLS maps, not the attention.
@@ -96,7 +111,7 @@ class ProbeModel:
         discarding; in Pallas' interpreter on a CPU, for tests) or ``"auto"`` (fused where it
         applies and a GPU runs it, else unfused)."""
         reducer = self.reducer(**settings)
-        fused = attention_kernel_is_fused(attention_kernel, reducer)
+        fused = self.uses_fused_kernel(attention_kernel, reducer)
         key = (fused, *sorted(settings.items()))
         if key not in self._reducing:
             interpret = fused and not accelerator()
@@ -109,9 +124,9 @@ class ProbeModel:
         """Run the compiled model on a preprocessed batch."""
         out = self.keras_model.predict_on_batch(self._checked(x))
         attentions = [np.asarray(a) for a in out["attentions"]]
-        if "logits" not in out:
-            return ForwardOutput(attentions, None, None)
-        return ForwardOutput(attentions, np.asarray(out["logits"]), [np.asarray(h) for h in out["head_logits"]])
+        optional = {key: np.asarray(out[key]) if key in out else None for key in ("logits", "features", "embedding")}
+        head_logits = [np.asarray(h) for h in out["head_logits"]] if "head_logits" in out else None
+        return ForwardOutput(attentions, optional["logits"], head_logits, optional["features"], optional["embedding"])
 
     def state(self, name: str) -> np.ndarray:
         """A weight by its timm name, in Keras layout (e.g. ``pos_embed``, ``patch_embed.proj.weight``)."""

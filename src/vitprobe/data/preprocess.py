@@ -18,6 +18,8 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 INCEPTION_MEAN = (0.5, 0.5, 0.5)  # with this std: scaling to [-1, 1]
 INCEPTION_STD = (0.5, 0.5, 0.5)
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # OpenAI CLIP's statistics, kept by EVA-02
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 _FILTERS = {
     "bicubic": Image.Resampling.BICUBIC,
@@ -58,12 +60,25 @@ class Preprocess:
 
 def default_preprocess(arch: str) -> Preprocess:
     """The preprocessing that each family's published weights were evaluated with (timm's pretrained cfgs)."""
+    if arch in _LATER_FAMILIES:
+        return _LATER_FAMILIES[arch]
     # DINOv2 and the 384 px fine-tunes are evaluated on the full resized image (no margin).
     crop_fraction = 1.0 if "dinov2" in arch or arch.endswith("_384") else 0.9
     if arch.startswith("vit_") and not arch.endswith(".dino") and "dinov2" not in arch:
         # AugReg / original ViT: [-1, 1]
         return Preprocess(crop_fraction=crop_fraction, mean=INCEPTION_MEAN, std=INCEPTION_STD)
     return Preprocess(crop_fraction=crop_fraction)  # DeiT, DINO, DINOv2: ImageNet statistics
+
+
+# Archs whose name alone would fall in the wrong branch below, with timm's cfg for their weights
+# (the CLIP arch with exact GELU is the LAION tower, crop_pct 1.0; the QuickGELU one is OpenAI's, 0.9).
+_LATER_FAMILIES = {
+    "vit_base_patch16_clip_224": Preprocess(crop_fraction=1.0, mean=CLIP_MEAN, std=CLIP_STD),
+    "vit_base_patch16_clip_quickgelu_224": Preprocess(crop_fraction=0.9, mean=CLIP_MEAN, std=CLIP_STD),
+    "vit_base_patch16_siglip_224": Preprocess(crop_fraction=0.9, mean=INCEPTION_MEAN, std=INCEPTION_STD),
+    "vit_base_patch16_224.mae": Preprocess(crop_fraction=0.9),
+    "eva02_base_patch14_224": Preprocess(crop_fraction=0.9, mean=CLIP_MEAN, std=CLIP_STD),
+}
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

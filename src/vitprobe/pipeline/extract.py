@@ -14,7 +14,6 @@ import pandas as pd
 
 from ..api import ProbeModel
 from ..atomic import write_parquet
-from ..compiled import attention_kernel_is_fused
 from ..data.preprocess import normalize
 from ..data.sources import source_class_names
 from ..shards import ShardInfo, ShardWriter, open_crops
@@ -116,7 +115,7 @@ def extract_reduced(
     the attention never leaves the device. ``attention_kernel``: see `ProbeModel.forward_reduced`."""
     image_ids = rows["image_id"].tolist()
     crops = _open_shard_crops(crops_path, image_ids)
-    fused = attention_kernel_is_fused(attention_kernel, model.reducer(**analysis))
+    fused = model.uses_fused_kernel(attention_kernel, model.reducer(**analysis))
     log.info("%s: attention %s", entry.key, "in the fused kernel (no probabilities in memory)" if fused else "as softmax probabilities, then reduced")
     reductions, logits = ShardReductions(entry.key), []
     for start, n, batch in _batches(crops, model, batch_size):
