@@ -102,6 +102,15 @@ PARITY_CASES = [
     # Position-embedding resampling, judged by timm's own checkpoint filter:
     # a 224 checkpoint run at 384 (upsampling), a 518 DINOv2 checkpoint run at 224 (downsampling).
     dict(id="vit_t16_224_to_384", model="vit_tiny_patch16_224", kwargs=dict(depth=2, img_size=384), checkpoint_kwargs=dict(depth=2), arch="vit_tiny_patch16_224", overrides=dict(depth=2, image_size=384)),
+    # The later families (depth cut to 1-2 blocks; every block has the same code).
+    dict(id="clip_b16_openai", model="vit_base_patch16_clip_quickgelu_224", kwargs=dict(depth=2), arch="vit_base_patch16_clip_quickgelu_224", overrides=dict(depth=2)),
+    dict(id="clip_b16_laion", model="vit_base_patch16_clip_224.laion2b", kwargs=dict(depth=1), arch="vit_base_patch16_clip_224", overrides=dict(depth=1)),
+    dict(id="siglip_b16", model="vit_base_patch16_siglip_224", kwargs=dict(depth=2), arch="vit_base_patch16_siglip_224", overrides=dict(depth=2)),
+    dict(id="mae_b16", model="vit_base_patch16_224.mae", kwargs=dict(depth=1), arch="vit_base_patch16_224.mae", overrides=dict(depth=1)),
+    dict(id="deit3_s16", model="deit3_small_patch16_224", kwargs=dict(depth=2), arch="deit3_small_patch16_224", overrides=dict(depth=2)),
+    dict(id="deit3_b16", model="deit3_base_patch16_224", kwargs=dict(depth=1), arch="deit3_base_patch16_224", overrides=dict(depth=1)),
+    dict(id="beitv2_b16", model="beitv2_base_patch16_224", kwargs=dict(depth=2), arch="beitv2_base_patch16_224", overrides=dict(depth=2)),
+    dict(id="eva02_b14", model="eva02_base_patch14_224.mim_in22k", kwargs=dict(depth=2), arch="eva02_base_patch14_224", overrides=dict(depth=2)),
     dict(id="dinov2_518_to_224", model="vit_small_patch14_dinov2", kwargs=dict(depth=1, img_size=224, num_classes=0), checkpoint_kwargs=dict(depth=1, num_classes=0), arch="vit_small_patch14_dinov2", overrides=dict(depth=1, image_size=224)),
 ]
 
@@ -111,8 +120,9 @@ LOGITS_RTOL = 1e-4
 BLOCK_RTOL = 1e-4  # relative to the largest |value| of the block's output
 
 
-def reference_reductions(attentions: list[np.ndarray], num_prefix: int, grid: int, patch: int) -> dict:
-    """The per-image reductions in float64 from first principles (full rollout matrix products)."""
+def reference_reductions(attentions: list[np.ndarray], num_prefix: int, grid: int, patch: int, pool: np.ndarray | None = None) -> dict:
+    """The per-image reductions in float64 from first principles (full rollout matrix products).
+    ``pool``: an attention-pooling head's (B, heads, 1, N) attention, which takes the CLS row's place."""
     rows, cols = np.divmod(np.arange(grid * grid), grid)
     pixel = patch * np.hypot(rows[:, None] - rows[None, :], cols[:, None] - cols[None, :])
     a = [x.astype(np.float64) for x in attentions]
@@ -122,28 +132,45 @@ def reference_reductions(attentions: list[np.ndarray], num_prefix: int, grid: in
     for x in a:
         joint = x.mean(1) + np.eye(n)
         rollout = (joint / joint.sum(-1, keepdims=True)) @ rollout
+    if pool is None:
+        row, cls = rollout[:, 0], a[-1][:, :, 0]
+    else:
+        pooled = pool.astype(np.float64).mean(1)[:, 0]
+        row, cls = np.einsum("bn,bnm->bm", pooled / pooled.sum(-1, keepdims=True), rollout), pool.astype(np.float64)[:, :, 0]
     return {
         "distance": np.stack([(r[..., num_prefix:] * pixel).sum(-1).mean(-1) for r in patch_rows], 1),
         "prefix_mass": np.stack([r[..., :num_prefix].sum(-1).mean(-1) for r in patch_rows], 1),
         "entropy": np.stack([-(r * np.log(np.where(r > 0, r, 1))).sum(-1).mean(-1) for r in patch_rows], 1),
-        "rollout": rollout[:, 0, num_prefix:].reshape(-1, grid, grid),
-        "cls": a[-1][:, :, 0, num_prefix:].reshape(*a[-1].shape[:2], grid, grid),
+        "rollout": row[:, num_prefix:].reshape(-1, grid, grid),
+        "cls": cls[:, :, num_prefix:].reshape(*cls.shape[:2], grid, grid),
     }
 
 
 REDUCTION_ATOL = {"distance": 1e-3, "prefix_mass": 1e-5, "entropy": 1e-4, "rollout": 1e-5, "cls": 1e-5}
 
 
+def assert_close_relative(got, want, name: str) -> None:
+    """Within LOGITS_RTOL of the reference's largest magnitude."""
+    assert got is not None and got.shape == want.shape, name
+    np.testing.assert_allclose(got, want, rtol=0, atol=LOGITS_RTOL * np.abs(want).max(), err_msg=name)
+
+
 def compare(model, ref) -> None:
     """Attention, logits, and the reductions computed inside the compiled forward pass."""
     reduced = model.forward_reduced(ref["input"])
-    expected = reference_reductions([ref[f"attn_{i}"] for i in range(model.spec.depth)], model.num_prefix_tokens,
-                                    model.grid_size, model.patch_size)
+    depth = model.spec.depth
+    pool = ref[f"attn_{depth}"] if model.spec.has_pool_query else None
+    expected = reference_reductions([ref[f"attn_{i}"] for i in range(depth)], model.num_prefix_tokens,
+                                    model.grid_size, model.patch_size, pool)
     for name, atol in REDUCTION_ATOL.items():
         np.testing.assert_allclose(reduced.reductions[name], expected[name], rtol=0, atol=atol, err_msg=name)
+    assert reduced.reductions["row_error"].shape[1] == depth + model.spec.has_pool_query
     assert reduced.reductions["row_error"].max() < 1e-4
     out = model.forward(ref["input"])
-    assert len(out.attentions) == model.spec.depth
+    assert len(out.attentions) == depth + model.spec.has_pool_query
+    assert f"attn_{len(out.attentions)}" not in ref
+    if "features" in ref:
+        assert_close_relative(out.features, ref["features"], "features")
     for i, attn in enumerate(out.attentions):
         expected = ref[f"attn_{i}"]
         assert attn.shape == expected.shape
@@ -151,15 +178,19 @@ def compare(model, ref) -> None:
         assert expected.max(-1).mean() >= 0.2
         np.testing.assert_allclose(attn, expected, rtol=0, atol=ATTN_ATOL, err_msg=f"block {i}")
     with_blocks = model.forward(ref["input"], block_outputs=True)
-    assert len(with_blocks.block_outputs) == model.spec.depth
+    assert len(with_blocks.block_outputs) == depth
     for i, tokens in enumerate(with_blocks.block_outputs):
         expected = ref[f"block_{i}"]
         assert tokens.shape == expected.shape == (len(ref["input"]), model.spec.num_tokens, model.spec.embed_dim)
         np.testing.assert_allclose(tokens, expected, rtol=0, atol=BLOCK_RTOL * np.abs(expected).max(), err_msg=f"block {i}")
     # The program that also returns block outputs computes the same attention and logits.
     np.testing.assert_allclose(with_blocks.attentions[-1], out.attentions[-1], rtol=0, atol=1e-6)
-    if "logits" in ref:
+    if out.logits is not None:
         np.testing.assert_allclose(with_blocks.logits, out.logits, rtol=1e-6, atol=1e-6)
+    if model.spec.head_is_projection:  # CLIP: timm's "logits" are the image embedding
+        assert_close_relative(out.embedding, ref["logits"], "embedding")
+        assert out.logits is None and reduced.logits is None
+    elif "logits" in ref:
         scale = np.abs(ref["logits"]).max()
         np.testing.assert_allclose(out.logits, ref["logits"], rtol=0, atol=LOGITS_RTOL * scale)
         heads = sorted(k for k in ref if k.startswith("head_"))

@@ -214,3 +214,52 @@ def test_duplicate_keys_in_a_config_file_are_refused(tmp_path):
     assert result.returncode != 0
     line = 1 + text.splitlines().index("models:")
     assert f"key 'models' appears twice in one mapping (lines {line} and {len(text.splitlines()) - 1})" in output, output[-2000:]
+
+
+def _families_config(tmp_path) -> dict:
+    """config/families.yaml, schema-validated (defaults filled) as the Snakefile does, its ImageNet
+    tar replaced by an empty stand-in file (check_config only needs it to exist)."""
+    from snakemake.utils import validate
+
+    config = yaml.safe_load((REPO / "config/families.yaml").read_text())
+    (tmp_path / "ILSVRC2012_img_val.tar").touch()
+    config["images"]["path"] = str(tmp_path)
+    validate(config, str(REPO / "workflow/schemas/config.schema.yaml"))
+    return config
+
+
+def test_families_config_checks(tmp_path, monkeypatch):
+    """Everything but the network: the five base-size families, their preprocessing and weights sources."""
+    from vitprobe.pipeline.config import check_config
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    entries = check_config(_families_config(tmp_path))
+    assert list(entries) == ["clip_b16_openai", "siglip_b16", "mae_b16", "dinov2_b14", "deit3_b16"]
+    assert all(e.weights.startswith("hf-hub:timm/") and e.spec.embed_dim == 768 and e.spec.image_size == 224 for e in entries.values())
+    assert [key for key, e in entries.items() if e.has_head] == ["deit3_b16"]  # CLIP's head is a projection
+    assert entries["clip_b16_openai"].preprocess.mean == (0.48145466, 0.4578275, 0.40821073)
+    assert entries["siglip_b16"].spec.num_prefix_tokens == 0
+
+
+def test_families_config_offline_is_refused_before_any_job(tmp_path):
+    """The network-dependent part: offline with an empty hub cache, the dry run stops naming the model."""
+    result = dry_run(tmp_path, _families_config(tmp_path), env={"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "empty")})
+    assert result.returncode != 0
+    assert "models.clip_b16_openai.weights: hf-hub:timm/vit_base_patch16_clip_224.openai is not in the Hugging Face cache" in result.output
+    assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize(
+    "extract,words",
+    [
+        ({"keep_attention": True}, ["extract.keep_attention", "models.m", "attention-pooling head"]),
+        ({"attention_kernel": "fused"}, ["extract.attention_kernel", "models.m", "attention-pooling head"]),
+    ],
+)
+def test_siglip_settings_that_cannot_run_are_refused(tmp_path, extract, words):
+    config = with_("models.m.arch", "vit_base_patch16_siglip_224")
+    config["extract"] = extract
+    result = dry_run(tmp_path, config)
+    assert result.returncode != 0
+    for word in words:
+        assert word in result.output, result.output[-2000:]

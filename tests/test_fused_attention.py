@@ -90,3 +90,17 @@ def test_fused_kernel_is_refused_where_it_cannot_apply():
     assert not attention_kernel_is_fused("auto", model.reducer())
     with pytest.raises(ValueError, match="must be one of"):
         attention_kernel_is_fused("flash", model.reducer())
+
+
+@pytest.mark.parametrize("arch", ["vit_base_patch16_siglip_224", "beitv2_base_patch16_224"])
+def test_fused_kernel_is_refused_for_models_it_cannot_compute(arch):
+    """No class token with a pooling query (SigLIP), or an additive attention bias (BEiT): 'fused'
+    names why, 'auto' runs them unfused (the choice that matters on a GPU with jax)."""
+    import vitprobe
+
+    model = vitprobe.load_model(arch, depth=1, num_heads=2, embed_dim=32, image_size=64)
+    with pytest.raises(ValueError, match=r"fused' needs a class token, no relative position bias and no attention-pooling head"):
+        model.uses_fused_kernel("fused", model.reducer())
+    assert not model.uses_fused_kernel("auto", model.reducer())
+    out = model.forward_reduced(np.zeros((1, 64, 64, 3), np.float32), attention_kernel="auto")
+    assert out.reductions["distance"].shape == (1, 1, 2)

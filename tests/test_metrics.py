@@ -182,6 +182,37 @@ def test_rollout_hand_computed_max_min() -> None:
     np.testing.assert_allclose(rollout_row(two_block_case(), "min")[0], expected_min[0], atol=1e-12)
 
 
+def test_pool_query_reductions_hand_computed() -> None:
+    """A model without prefix tokens (num_prefix 0, a 1x2 grid) whose pooling query's attention
+    (B, heads, 1, N) follows the blocks: per-block tables cover the two square blocks only, the
+    rollout row is P @ A2 @ A1 (P the query's head-fused row, no identity added), the CLS maps are
+    the query's rows, and row_error gets one more column for the query."""
+    block1 = np.array([[[[1.0, 0.0], [0.5, 0.5]]]])  # (1, 1 head, 2, 2)
+    block2 = np.array([[[[0.0, 1.0], [0.0, 1.0]]]])
+    pool = np.array([[[[0.25, 0.75]], [[0.75, 0.25]]]])  # (1, 2 heads, 1, 2): head mean [.5, .5]
+    reducer = am.AttentionReducer(0, (1, 2), 16)
+    out = {k: ops.convert_to_numpy(v) for k, v in reducer([block1, block2, pool]).items()}
+    # Distances over all patch queries: block 1 rows give 0 and .5 * 16 px; block 2: 16 and 0.
+    np.testing.assert_allclose(out["distance"], [[[4.0], [8.0]]], atol=1e-12)
+    np.testing.assert_allclose(out["prefix_mass"], np.zeros((1, 2, 1)), atol=0)
+    assert out["entropy"].shape == (1, 2, 1) and out["row_error"].shape == (1, 3)
+    # A1 + I normalised: [[1, 0], [.25, .75]]; A2 + I: [[.5, .5], [0, 1]]; A2 @ A1 = [[.625, .375], [.25, .75]];
+    # P @ (A2 @ A1) = [.4375, .5625].
+    np.testing.assert_allclose(out["rollout"], [[[0.4375, 0.5625]]], atol=1e-12)
+    np.testing.assert_allclose(out["cls"], [[[[0.25, 0.75]], [[0.75, 0.25]]]], atol=1e-12)
+    # Without the pooling query the same blocks give the first token's rollout row.
+    plain = {k: ops.convert_to_numpy(v) for k, v in reducer([block1, block2]).items()}
+    np.testing.assert_allclose(plain["rollout"], [[[0.625, 0.375]]], atol=1e-12)
+    assert plain["row_error"].shape == (1, 2)
+
+
+def test_pool_query_rollout_renormalises_fused_row() -> None:
+    """With max fusion the query's fused row does not sum to 1; it is renormalised."""
+    block = np.broadcast_to(np.eye(2), (1, 1, 2, 2))
+    pool = np.array([[[[0.2, 0.8]], [[0.6, 0.4]]]])  # max over heads: [.6, .8] -> [3/7, 4/7]
+    np.testing.assert_allclose(rollout_row([block, pool], "max", num_prefix=0)[0], [3 / 7, 4 / 7], atol=1e-12)
+
+
 def test_rollout_order_is_last_times_first() -> None:
     rng = np.random.default_rng(1)
     blocks = [random_softmax(rng, (2, 4, 6, 6)).astype(np.float64) for _ in range(3)]

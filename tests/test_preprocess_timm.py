@@ -30,7 +30,7 @@ from PIL import Image
 import vitprobe
 from helpers import run_reference
 from vitprobe.data.preprocess import Preprocess, crop, default_preprocess, normalize, to_rgb
-from vitprobe.models.presets import PRESETS, get_preset
+from vitprobe.models.presets import LATER_FAMILIES, PRESETS, get_preset
 from vitprobe.models.spec import SPECS
 
 ATOL = 1e-5
@@ -39,8 +39,9 @@ SKIMAGE_DATA = Path(skimage.__file__).parent / "data"
 # (timm pretrained name, vitprobe arch): every published tag of vitprobe's families, each
 # judged against the arch's default preprocessing (its first preset's, vitprobe.models.presets).
 # Not listed, because the arch alone cannot tell them from AugReg weights (vitprobe keys
-# preprocessing on the arch, not the weights): vit_*.mae and vit_base_patch8_224.dino
-# (ImageNet statistics), vit_base_patch16_224.bamboo (CLIP statistics, crop_pct 1.0).
+# preprocessing on the arch, not the weights): vit_large_patch16_224.mae and vit_base_patch8_224.dino
+# (ImageNet statistics), vit_base_patch16_224.bamboo (CLIP statistics, crop_pct 1.0). MAE ViT-B/16
+# has its own arch, vit_base_patch16_224.mae (like DINO's), and is listed with the later families.
 CFG_MATRIX = [
     *[(f"vit_{s}_patch16_224.{tag}", f"vit_{s}_patch16_224") for s in ("tiny", "small", "base")
       for tag in ("augreg_in21k", "augreg_in21k_ft_in1k")],
@@ -74,6 +75,9 @@ CFG_MATRIX = [
         "vit_large_patch16_384.augreg_in21k_ft_in1k",
         "vit_large_patch32_384.orig_in21k_ft_in1k",
     )],
+    # The later families: each preset's timm name and arch (the OpenAI CLIP preset runs the
+    # QuickGELU arch; timm gives both names the same cfg).
+    *[(name, PRESETS[name].arch) for name in LATER_FAMILIES],
 ]
 
 # Presets whose names timm does not know: the timm weights whose published preprocessing they share.
@@ -99,6 +103,12 @@ PIXEL_CASES = [
          args=dict(input_size=[3, 224, 224]), arch="vit_small_patch14_dinov2", overrides=dict(image_size=224)),
     dict(id="dinov2_518", timm="vit_small_patch14_dinov2.lvd142m", arch="vit_small_patch14_dinov2"),
     dict(id="augreg_384", timm="vit_base_patch16_384.augreg_in21k_ft_in1k", arch="vit_base_patch16_384"),
+    # The later families, with each preset's own preprocessing (CLIP statistics at crop 0.9 and
+    # 1.0, SigLIP's [-1, 1], MAE's ImageNet statistics, EVA-02 at patch 14).
+    *[dict(id=name, timm=name, arch=PRESETS[name].arch, preprocess=dict(PRESETS[name].preprocess)) for name in (
+        "vit_base_patch16_clip_224.openai", "vit_base_patch16_clip_224.laion2b", "vit_base_patch16_siglip_224.webli",
+        "vit_base_patch16_224.mae", "eva02_base_patch14_224.mim_in22k",
+    )],
     # The probing-vits notebooks' squash (aspect lost), which timm calls crop_mode="squash".
     dict(id="squash_0875", timm="vit_base_patch16_224.augreg_in21k_ft_in1k", args=dict(crop_mode="squash", crop_pct=0.875),
          arch="vit_base_patch16_224", preprocess=dict(resize="square", crop_fraction=0.875)),
@@ -212,6 +222,8 @@ def test_every_arch_has_a_default_preprocessing():
         assert default_preprocess(arch).resize == "shorter", arch
     with pytest.raises(KeyError, match="vit_huge_patch99"):
         default_preprocess("vit_huge_patch99")
+
+
 
 
 @pytest.mark.parametrize("case", [pytest.param(c, id=c["id"], marks=c.get("marks", ())) for c in PIXEL_CASES])

@@ -23,11 +23,15 @@ PRECISIONS = ("float32", "bfloat16")
 
 @dataclass
 class ForwardOutput:
-    attentions: list[np.ndarray]  # one (B, heads, N, N) per block
+    # One (B, heads, N, N) per block; an attention-pooling model (SigLIP) adds its pooling
+    # query's (B, heads, 1, N) last.
+    attentions: list[np.ndarray]
     logits: np.ndarray | None  # (B, classes); a distilled DeiT: the mean of its two heads
     head_logits: list[np.ndarray] | None  # each head's logits (two for a distilled DeiT)
     block_outputs: list[np.ndarray] | None = None  # one (B, N, dim) per block, when asked
     representations: dict[str, np.ndarray] | None = None  # `RepresentationReducer`'s outputs, when asked
+    features: np.ndarray | None = None  # (B, D) pooled representation before any head
+    embedding: np.ndarray | None = None  # (B, E) a projection head's output (CLIP's image embedding)
 
 
 @dataclass
@@ -116,6 +120,17 @@ class ProbeModel:
         """
         return AttentionReducer(self.num_prefix_tokens, self.grid_size, self.patch_size, **settings)
 
+    def uses_fused_kernel(self, attention_kernel: str, reducer: AttentionReducer) -> bool:
+        """`attention_kernel_is_fused` for this model: the fused kernel also needs a class token, no
+        attention bias and no pooling query (`ViTSpec.supports_fused_attention`); ``"auto"``
+        falls back to the unfused path where it does not apply."""
+        if not self.spec.supports_fused_attention:
+            if attention_kernel == "fused":
+                raise ValueError(f"{self.arch}: attention_kernel 'fused' needs a class token, no relative position bias "
+                                 "and no attention-pooling head; use 'auto' or 'unfused'")
+            attention_kernel = "unfused" if attention_kernel == "auto" else attention_kernel
+        return attention_kernel_is_fused(attention_kernel, reducer)
+
     def representation_reducer(self, group_size: int) -> RepresentationReducer:
         """A `RepresentationReducer` for this model's tokens: Gram matrices per group of ``group_size``
         images, token norms, the last block's patch tokens."""
@@ -137,7 +152,7 @@ class ProbeModel:
             **settings: the `AttentionReducer` settings; each distinct set is compiled once.
         """
         reducer = self.reducer(**settings)
-        fused = attention_kernel_is_fused(attention_kernel, reducer)
+        fused = self.uses_fused_kernel(attention_kernel, reducer)
         key = (fused, group_size, *sorted(settings.items()))
         if key not in self._reducing:
             interpret = fused and not accelerator()
@@ -168,10 +183,11 @@ class ProbeModel:
         attentions = [np.asarray(a) for a in out["attentions"]]
         blocks = [np.asarray(b) for b in out["block_outputs"]] if block_outputs else None
         representations = _numpy_dict(out.get("representations"))
-        if "logits" not in out:
-            return ForwardOutput(attentions, None, None, blocks, representations)
-        heads = [np.asarray(h) for h in out["head_logits"]]
-        return ForwardOutput(attentions, np.asarray(out["logits"]), heads, blocks, representations)
+        optional = {key: np.asarray(out[key]) if key in out else None for key in ("logits", "features", "embedding")}
+        head_logits = [np.asarray(h) for h in out["head_logits"]] if "head_logits" in out else None
+        return ForwardOutput(
+            attentions, optional["logits"], head_logits, blocks, representations, optional["features"], optional["embedding"]
+        )
 
     def state(self, name: str) -> np.ndarray:
         """A weight by its timm name, in Keras layout.

@@ -5,7 +5,10 @@ timm themselves.) For each case in a JSON list it writes, under the output folde
 ``<id>.safetensors`` (the timm state dict, with query/key weights sharpened so attention is
 peaked rather than near-uniform), ``<id>.npz`` with the input (NHWC), every block's
 attention (``attn_<i>``) and output tokens (``block_<i>``, the residual stream after block i, hooked
-on the block module), the logits and each head's logits.
+on the block module), the pooled features (timm's pre-logits), and with a head the logits and each
+head's logits. An attention-pooling model (SigLIP) also gets ``attn_<depth>``: its pooling
+query's attention, recomputed from the query and key/value projections timm's ``attn_pool``
+ran (the module computes it inline, with nothing to hook); the pooled features check it.
 
 Usage: python timm_reference.py cases.json out_dir
 Each case: {"id", "model", "kwargs", optional "checkpoint_kwargs" (build the saved
@@ -21,19 +24,34 @@ import torch  # noqa: F401  (import torch before anything else; see the module d
 import numpy as np
 import timm
 from safetensors.torch import save_file
-from timm.models.vision_transformer import checkpoint_filter_fn
+
+QUERY_KEY = ("attn.q_bias", "attn.q_proj.weight", "attn.q_proj.bias", "attn.k_proj.weight")
+FACTORS = (2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0)
 
 
 def sharpen(state: dict, factor: float) -> None:
-    """Scale query and key projections so softmax rows are peaked (random weights give
-    near-uniform attention, which hides indexing bugs)."""
+    """Scale the blocks' query and key projections so softmax rows are peaked (random weights
+    give near-uniform attention, which hides indexing bugs). Covers every layout: fused qkv
+    (query and key are the first two thirds), BEiT's q_bias, EVA's q_proj/k_proj."""
     for name, value in state.items():
-        if name.endswith("attn.qkv.weight") or name.endswith("attn.qkv.bias"):
-            dim = value.shape[0] // 3
-            value[: 2 * dim] *= factor
+        if name.startswith("blocks.") and name.endswith(("attn.qkv.weight", "attn.qkv.bias")):
+            value[: 2 * (value.shape[0] // 3)] *= factor
+        elif name.startswith("blocks.") and name.endswith(QUERY_KEY):
+            value *= factor
 
 
-def perturbed_state(source, factor: float) -> dict:
+def sharpen_pool(state: dict, factor: float) -> None:
+    """The same for the attention pool's query (q) and key (the first half of kv), chosen on
+    its own: sharpening the blocks as far as the pool needs would make their attention
+    one-hot and their logits large."""
+    for name, value in state.items():
+        if name in ("attn_pool.q.weight", "attn_pool.q.bias"):
+            value *= factor
+        elif name in ("attn_pool.kv.weight", "attn_pool.kv.bias"):
+            value[: value.shape[0] // 2] *= factor
+
+
+def perturbed_state(source, factor: float, pool_factor: float) -> dict:
     state = {k: v.detach().clone().contiguous() for k, v in source.state_dict().items()}
     gen = torch.Generator().manual_seed(0)
     with torch.no_grad():
@@ -41,28 +59,48 @@ def perturbed_state(source, factor: float) -> dict:
         # Non-trivial norms, biases, tokens and layer-scales, so every tensor matters.
         for name, value in state.items():
             noise = torch.randn(value.shape, generator=gen)
-            if name.endswith(("norm1.weight", "norm2.weight", "norm.weight")):
+            if name.endswith(".weight") and "norm" in name.split(".")[-2]:  # every LayerNorm
                 value.copy_(1 + 0.2 * noise)
-            elif name.endswith(".bias") or name.endswith(("cls_token", "dist_token", "reg_token")):
+            elif name.endswith(("bias", "cls_token", "dist_token", "reg_token", "latent")):
                 value.copy_(0.1 * noise)
-            elif name.endswith(".gamma"):
+            elif name.endswith((".gamma", "gamma_1", "gamma_2")):
                 value.copy_(0.5 + 0.1 * noise)
+            elif name.endswith("relative_position_bias_table"):  # large enough to move the attention
+                value.copy_(noise)
+        sharpen_pool(state, pool_factor)  # after the noise: the pool's query is mostly its bias
     return state
 
 
+def checkpoint_filter(state: dict, model) -> dict:
+    """The model's own module's checkpoint filter (VisionTransformer, Beit, Eva)."""
+    return sys.modules[type(model).__module__].checkpoint_filter_fn(state, model)
+
+
 def forward_with_attention(model, x):
-    attentions, outputs = [], []
+    attentions, pool, outputs = [], {}, []
     hooks = [
         # attn_drop receives the softmax output (identity in eval mode).
         block.attn.attn_drop.register_forward_hook(lambda mod, inp, outp: attentions.append(outp.detach().numpy()))
         for block in model.blocks
     ]
     hooks += [block.register_forward_hook(lambda mod, inp, outp: outputs.append(outp.detach().numpy())) for block in model.blocks]
+    attn_pool = getattr(model, "attn_pool", None)
+    if attn_pool is not None:
+        hooks += [
+            getattr(attn_pool, name).register_forward_hook(lambda mod, inp, outp, name=name: pool.__setitem__(name, outp))
+            for name in ("q", "kv")
+        ]
     with torch.no_grad():
         features = model.forward_features(x)
+        pre_logits = model.forward_head(features, pre_logits=True)
     for hook in hooks:
         hook.remove()
-    return features, attentions, outputs
+    if attn_pool is not None:
+        heads, head_dim = attn_pool.num_heads, attn_pool.head_dim
+        q = pool["q"].reshape(x.shape[0], 1, heads, head_dim).transpose(1, 2)
+        k = pool["kv"].reshape(x.shape[0], -1, 2, heads, head_dim)[:, :, 0].transpose(1, 2)
+        attentions.append(((q * attn_pool.scale) @ k.transpose(-2, -1)).softmax(-1).numpy())
+    return features, pre_logits, attentions, outputs
 
 
 def run_case(case: dict, out: Path) -> None:
@@ -72,22 +110,30 @@ def run_case(case: dict, out: Path) -> None:
     size = model.patch_embed.img_size
     x = torch.from_numpy(np.random.default_rng(1).normal(0, 1, (2, 3, *size)).astype(np.float32))
     # The smallest sharpening that makes every block's attention clearly peaked
-    # (mean row maximum >= 0.2; uniform attention would give 1/N).
-    for factor in (2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0):
-        state = perturbed_state(source, factor)
-        model.load_state_dict(checkpoint_filter_fn(state, model))
-        features, attentions, outputs = forward_with_attention(model, x)
-        if min(a.max(-1).mean() for a in attentions) >= 0.2:
+    # (mean row maximum >= 0.2; uniform attention would give 1/N), then the same for the pool.
+    depth, pool_factor = len(model.blocks), 1.0
+    for factor in FACTORS:
+        state = perturbed_state(source, factor, pool_factor)
+        model.load_state_dict(checkpoint_filter(state, model))
+        features, pre_logits, attentions, outputs = forward_with_attention(model, x)
+        if min(a.max(-1).mean() for a in attentions[:depth]) >= 0.2:
+            break
+    for pool_factor in FACTORS if len(attentions) > depth else ():
+        state = perturbed_state(source, factor, pool_factor)
+        model.load_state_dict(checkpoint_filter(state, model))
+        features, pre_logits, attentions, outputs = forward_with_attention(model, x)
+        if attentions[depth].max(-1).mean() >= 0.2:
             break
     save_file(state, str(out / f"{case['id']}.safetensors"))
     result = {"input": x.permute(0, 2, 3, 1).numpy(), **{f"attn_{i}": a for i, a in enumerate(attentions)}}
     result.update({f"block_{i}": b for i, b in enumerate(outputs)})
+    distilled = hasattr(model, "head_dist")
+    if not distilled:  # timm's distilled pre-logits average two tokens; vitprobe's features are the CLS token
+        result["features"] = pre_logits.numpy()
     if model.num_classes:
         with torch.no_grad():
             result["logits"] = model.forward_head(features).numpy()
-            heads = [model.head(features[:, 0])]
-            if hasattr(model, "head_dist"):
-                heads.append(model.head_dist(features[:, 1]))
+            heads = [model.head(features[:, 0]), model.head_dist(features[:, 1])] if distilled else [model.head(pre_logits)]
         for i, h in enumerate(heads):
             result[f"head_{i}"] = h.numpy()
     np.savez(out / f"{case['id']}.npz", **result)

@@ -6,6 +6,15 @@ Written in `keras.ops` only, so one implementation runs inside the compiled forw
 stored attention shards. Attention tensors are (B, heads, N, N) softmax rows (query = row,
 key = column); the tokens are ``num_prefix`` prefix tokens (CLS, distillation, registers)
 followed by the patches in row-major order. Every function also takes numpy arrays.
+
+Models without a class token (SigLIP: ``num_prefix`` 0, attention-pooling head) follow the
+same definitions: distance, prefix mass (then 0) and entropy average over all patch queries.
+Their pooling query's attention, (B, heads, 1, N), comes as one extra entry after the blocks
+(see `split_pool_query`); it plays the class token's part: its per-head rows are the CLS
+maps, and its head-fused row (no identity added: the pooled vector has no residual path to
+the query) is the final row of the rollout, carried down through every block. It has no
+position, so it has no attention distance, and it is not a block of the per-block tables;
+``row_error`` checks it as one more column.
 """
 
 from __future__ import annotations
@@ -21,11 +30,12 @@ from .grid import Grid, grid_hw, patch_distance_matrix
 HEAD_FUSIONS = ("mean", "max", "min")
 
 
-def _check_tokens(attn, num_prefix: int, grid: Grid) -> tuple[int, int]:
+def _check_tokens(attn, num_prefix: int, grid: Grid, queries: str = "N") -> tuple[int, int]:
+    """``queries``: "N" for a block's square attention, "any" also for a pooling query's (B, heads, 1, N)."""
     gh, gw = grid_hw(grid)
     shape = tuple(attn.shape)
-    if len(shape) != 4 or shape[-1] != shape[-2]:
-        raise ValueError(f"expected attention of shape (B, heads, N, N), got {shape}")
+    if len(shape) != 4 or (queries == "N" and shape[-1] != shape[-2]):
+        raise ValueError(f"expected attention of shape (B, heads, {queries}, N), got {shape}")
     if shape[-1] != num_prefix + gh * gw:
         raise ValueError(f"N={shape[-1]} != num_prefix {num_prefix} + grid {gh}x{gw}")
     return gh, gw
@@ -98,19 +108,33 @@ def check_rollout_settings(head_fusion: str, discard_ratio: float) -> None:
         raise ValueError(f"discard_ratio must be in [0, 1), got {discard_ratio}")
 
 
+def split_pool_query(attentions: Sequence) -> tuple[list, object | None]:
+    """(the blocks' attention, the pooling query's or None): an attention-pooling model's last
+    entry is its one query's (B, heads, 1, N) attention (see the module docstring)."""
+    if len(attentions) > 1 and attentions[-1].shape[-2] == 1:
+        return list(attentions[:-1]), attentions[-1]
+    return list(attentions), None
+
+
 def rollout_cls_row(attentions: Sequence, head_fusion: str = "mean", discard_ratio: float = 0.0, num_prefix: int = 1):
     """(B, N): the CLS row of the rollout A_L @ ... @ A_1 of Abnar & Zuidema (2020), where
-    A_i is block i's fused heads plus the identity, rows renormalised.
+    A_i is block i's fused heads plus the identity, rows renormalised. With a pooling query
+    (`split_pool_query`) the row is instead P @ A_L @ ... @ A_1, P its fused heads renormalised
+    (no identity, nothing discarded).
 
     Only the row is needed, so it is carried from the last block to the first as a vector:
     O(N^2) per block instead of a full (N, N) product."""
     check_rollout_settings(head_fusion, discard_ratio)
+    attentions, pool = split_pool_query(attentions)
     if not attentions:
         raise ValueError("attention rollout needs at least one block")
     fuse = {"mean": ops.mean, "max": ops.max, "min": ops.min}[head_fusion]
     n = attentions[0].shape[-1]
     eye = ops.eye(n, dtype=attentions[0].dtype)
     row = None
+    if pool is not None:
+        row = fuse(pool, axis=1)[:, 0, :]
+        row = row / ops.sum(row, axis=-1, keepdims=True)
     for attn in reversed(attentions):
         joint = _discard_lowest(fuse(attn, axis=1), discard_ratio, num_prefix) + eye
         joint = joint / ops.sum(joint, axis=-1, keepdims=True)
@@ -126,8 +150,9 @@ def rollout_cls_map(attentions: Sequence, num_prefix: int, grid: Grid, head_fusi
 
 
 def cls_attention_maps(attn_last_block, num_prefix: int, grid: Grid):
-    """(B, heads, grid_h, grid_w): the CLS query's attention over the patch keys."""
-    gh, gw = _check_tokens(attn_last_block, num_prefix, grid)
+    """(B, heads, grid_h, grid_w): the CLS query's attention over the patch keys (of a pooling
+    query's attention: that query's)."""
+    gh, gw = _check_tokens(attn_last_block, num_prefix, grid, queries="any")
     return ops.reshape(attn_last_block[:, :, 0, num_prefix:], (-1, attn_last_block.shape[1], gh, gw))
 
 
@@ -135,9 +160,9 @@ class AttentionReducer:
     """Every per-image reduction of one forward pass, from the list of its blocks' attention.
 
     Returns a dict of tensors: ``distance``, ``prefix_mass``, ``entropy`` (B, blocks, heads),
-    ``row_error`` (B, blocks; see `row_sum_error`), ``rollout`` (B, gh, gw) and ``cls``
-    (B, heads, gh, gw; last block). Built once per model and settings; being `keras.ops` only,
-    the same object runs inside the compiled forward pass and over stored attention shards.
+    ``row_error`` (B, entries; see `row_sum_error`), ``rollout`` (B, gh, gw) and ``cls``
+    (B, heads, gh, gw; last block). A pooling query's entry (see the module docstring) adds a
+    column to ``row_error`` and gives ``rollout`` and ``cls``; the per-block tables cover the blocks.
 
     Args:
         num_prefix: tokens before the patches (CLS, distillation token, registers).
@@ -163,18 +188,18 @@ class AttentionReducer:
             attentions: each block's (B, heads, N, N) attention, first block first.
         """
         p = self.num_prefix
-        distance, mass, entropy, error = [], [], [], []
-        for attn in attentions:
+        blocks, _ = split_pool_query(attentions)
+        distance, mass, entropy = [], [], []
+        for attn in blocks:
             d, m = mean_attention_distance(attn, p, self.grid, self.patch_size, self.renormalize)
             distance.append(d)
             mass.append(m)
             entropy.append(attention_entropy(attn, p))
-            error.append(row_sum_error(attn))
         return {
             "distance": ops.stack(distance, axis=1),
             "prefix_mass": ops.stack(mass, axis=1),
             "entropy": ops.stack(entropy, axis=1),
-            "row_error": ops.stack(error, axis=1),
+            "row_error": ops.stack([row_sum_error(attn) for attn in attentions], axis=1),
             "rollout": rollout_cls_map(attentions, p, self.grid, self.head_fusion, self.discard_ratio),
             "cls": cls_attention_maps(attentions[-1], p, self.grid),
         }

@@ -54,3 +54,40 @@ def resample_grid(grid: np.ndarray, new_hw: tuple[int, int], antialias: bool) ->
     cols = bicubic_matrix(w, new_hw[1], antialias)
     out = np.einsum("ih,hwd,jw->ijd", rows, grid.astype(np.float64), cols)
     return out.astype(grid.dtype)
+
+
+def rotary_sin_cos(grid: int, ref_grid: int, head_dim: int, temperature: float = 10000.0) -> tuple[np.ndarray, np.ndarray]:
+    """(sin, cos), each (grid*grid, head_dim) float32: EVA-02's axial rotary embedding.
+
+    A patch at row r, column c (row-major) rotates the pairs (x[2i], x[2i+1]) of its query and
+    key by an angle: the first half of the pairs by r * f_j, the second half by c * f_j, with
+    f_j = temperature ** (-j / B) for the B = head_dim / 4 bands. Positions are scaled to the
+    grid the model was trained at (``ref_grid``), EVA's rule for other input sizes. Computed in
+    float32, as the reference computes it, so the angles agree to the last bit."""
+    bands = head_dim // 4
+    freqs = np.float32(1.0) / (np.float32(temperature) ** (np.arange(bands, dtype=np.float32) / np.float32(bands)))
+    t = np.arange(grid, dtype=np.float32) / np.float32(grid) * np.float32(ref_grid)
+    rows, cols = np.meshgrid(t, t, indexing="ij")
+    # (g, g, 2 axes, bands) -> (g*g, 2*bands), each angle repeated for the two members of its pair.
+    angles = (np.stack([rows, cols], axis=-1)[..., None] * freqs).reshape(grid * grid, 2 * bands)
+    angles = np.repeat(angles, 2, axis=-1)
+    return np.sin(angles).astype(np.float32), np.cos(angles).astype(np.float32)
+
+
+def relative_position_index(grid: int) -> np.ndarray:
+    """(N, N) int32 index into BEiT's relative-position bias table, N = 1 + grid*grid (class token first).
+
+    Patch pairs index the (2g-1) x (2g-1) table of (row offset, column offset); the last three
+    entries hold the class token's query-to-patch, patch-to-class-token and class-to-class bias."""
+    span = 2 * grid - 1
+    rows, cols = np.divmod(np.arange(grid * grid), grid)
+    index = np.empty((grid * grid + 1,) * 2, np.int32)
+    index[1:, 1:] = (rows[:, None] - rows[None, :] + grid - 1) * span + (cols[:, None] - cols[None, :] + grid - 1)
+    index[0, :] = span * span
+    index[:, 0] = span * span + 1
+    index[0, 0] = span * span + 2
+    return index
+
+
+def relative_position_table_size(grid: int) -> int:
+    return (2 * grid - 1) ** 2 + 3

