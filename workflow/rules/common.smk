@@ -54,7 +54,7 @@ def get_kept_attention(wildcards=None):
     """With extract.keep_attention the raw shards are results: a missing one is rebuilt."""
     if not KEEP_ATTENTION:
         return []
-    return [result(f"attention/{m}/shard_{s}.{ext}") for m in MODELS for s in get_shards() for ext in ("npy", "json")]
+    return [result(f"attention/{m}/shard_{s}.npz") for m in MODELS for s in get_shards()]
 
 
 def get_model_settings(wildcards):

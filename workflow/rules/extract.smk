@@ -16,8 +16,7 @@ if KEEP_ATTENTION:
             weights=get_local_weights,
         output:
             predictions=result("shards/{model}/predictions_{shard}.parquet"),
-            attention=result("attention/{model}/shard_{shard}.npy"),
-            sidecar=result("attention/{model}/shard_{shard}.json"),
+            attention=result("attention/{model}/shard_{shard}.npz"),
         params:
             model=get_model_settings,
             batch_size=EXTRACT_SETTINGS["batch_size"],
@@ -40,8 +39,7 @@ if KEEP_ATTENTION:
 
     rule reduce:
         input:
-            attention=result("attention/{model}/shard_{shard}.npy"),
-            sidecar=result("attention/{model}/shard_{shard}.json"),
+            attention=result("attention/{model}/shard_{shard}.npz"),
         output:
             **REDUCTIONS,
         params:

@@ -139,11 +139,12 @@ def extract_attention(
     batch_size: int,
     progress: Progress,
 ) -> None:
-    """The model's raw attention, stored as ``dtype`` for the reduce stage."""
+    """The model's raw attention, stored as ``dtype`` in a self-describing shard (see `shards`)
+    for the reduce stage and for users."""
     spec = model.spec
     image_ids = rows["image_id"].tolist()
     crops = _open_shard_crops(crops_path, image_ids)
-    info = ShardInfo(entry.key, image_ids, spec.num_prefix_tokens, spec.grid_size, spec.patch_size)
+    info = ShardInfo(entry.key, entry.checkpoint, image_ids, spec.prefix_tokens, spec.grid_size, spec.patch_size)
     logits = []
     with ShardWriter(attention_path, info, (spec.depth, spec.num_heads, spec.num_tokens, spec.num_tokens), dtype) as writer:
         for start, n, batch in _batches(crops, model, batch_size):
