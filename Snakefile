@@ -50,6 +50,7 @@ rule all:
         result("attention_distance_per_image.parquet"),
         get_all_figures,
         get_kept_attention,
+        get_attention_exports,
     default_target: True
 
 

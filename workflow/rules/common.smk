@@ -5,7 +5,7 @@ from pathlib import Path
 import pandas as pd
 
 from vitprobe.pipeline.code_deps import code_version
-from vitprobe.pipeline.config import local_weights, shard_count
+from vitprobe.pipeline.config import export_shards, local_weights, shard_count
 
 SRC = Path(workflow.basedir) / "src"
 SCRIPTS = Path(workflow.basedir) / "workflow" / "scripts"
@@ -21,6 +21,7 @@ GEOMETRIES = {entry.geometry: entry for entry in MODELS.values()}
 HEADED = [m for m, e in MODELS.items() if e.has_head]
 LABELS = {m: e.label for m, e in MODELS.items()}
 MAP_COUNT = ANALYSIS_SETTINGS["map_images"]
+EXPORT_IMAGES = config["export"]["attention_parquet"]  # a count or a list of image ids; 0: no export
 
 
 def result(path):
@@ -55,6 +56,19 @@ def get_kept_attention(wildcards=None):
     if not KEEP_ATTENTION:
         return []
     return [result(f"attention/{m}/shard_{s}.npz") for m in MODELS for s in get_shards()]
+
+
+def get_attention_exports(wildcards=None):
+    """The long-format attention tables of export.attention_parquet, one per model."""
+    return [result(f"export/attention_{m}.parquet") for m in MODELS] if EXPORT_IMAGES else []
+
+
+def get_export_crops(wildcards):
+    """The crop shards holding the exported images (an unknown image id stops here, named)."""
+    manifest = checkpoints.sample.get().output.manifest
+    image_ids = pd.read_parquet(manifest, columns=["image_id"])["image_id"].astype(str).tolist()
+    geometry = MODELS[wildcards.model].geometry
+    return [result(f"crops/{geometry}/shard_{s}.npy") for s in export_shards(image_ids, EXPORT_IMAGES, SHARD_SIZE)]
 
 
 def get_model_settings(wildcards):

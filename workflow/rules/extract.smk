@@ -87,6 +87,33 @@ else:
             "../scripts/extract.py"
 
 
+rule export_attention:
+    input:
+        manifest=result("manifest.parquet"),
+        crops=get_export_crops,
+        weights=get_local_weights,
+    output:
+        result("export/attention_{model}.parquet"),
+    params:
+        model=get_model_settings,
+        images=EXPORT_IMAGES,
+        shard_size=SHARD_SIZE,
+        batch_size=EXTRACT_SETTINGS["batch_size"],
+        precision=EXTRACT_SETTINGS["precision"],
+        code=code("export_attention.py"),
+    threads: EXTRACT_SETTINGS["threads"]
+    resources:
+        **EXTRACT_RESOURCES,
+    conda:
+        "../../envs/vitprobe.yaml"
+    log:
+        result("logs/export/attention_{model}.log"),
+    benchmark:
+        result("benchmarks/export/attention_{model}.tsv")
+    script:
+        "../scripts/export_attention.py"
+
+
 rule model_parameters:
     input:
         weights=get_local_weights,

@@ -72,7 +72,7 @@ class Progress:
             self.bar.close()
 
 
-def _batches(crops: np.ndarray, model: ProbeModel, batch_size: int) -> Iterator[tuple[int, int, np.ndarray]]:
+def batches(crops: np.ndarray, model: ProbeModel, batch_size: int) -> Iterator[tuple[int, int, np.ndarray]]:
     """(start, images, normalised batch), the last padded with zeros: one compiled shape."""
     for start in range(0, len(crops), batch_size):
         batch = normalize(crops[start : start + batch_size], model.preprocessing)
@@ -115,7 +115,7 @@ def extract_reduced(
     image_ids = rows["image_id"].tolist()
     crops = _open_shard_crops(crops_path, image_ids)
     reductions, logits = ShardReductions(entry.key), []
-    for start, n, batch in _batches(crops, model, batch_size):
+    for start, n, batch in batches(crops, model, batch_size):
         out = model.forward_reduced(batch, **analysis)
         reductions.add(image_ids[start : start + n], {name: v[:n] for name, v in out.reductions.items()})
         if out.logits is not None:
@@ -147,7 +147,7 @@ def extract_attention(
     info = ShardInfo(entry.key, entry.checkpoint, image_ids, spec.prefix_tokens, spec.grid_size, spec.patch_size)
     logits = []
     with ShardWriter(attention_path, info, (spec.depth, spec.num_heads, spec.num_tokens, spec.num_tokens), dtype) as writer:
-        for start, n, batch in _batches(crops, model, batch_size):
+        for start, n, batch in batches(crops, model, batch_size):
             out = model.forward(batch)
             for block, attention in enumerate(out.attentions):
                 require_finite(entry.key, f"block {block} attention", attention[:n], image_ids[start : start + n])
