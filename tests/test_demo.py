@@ -32,7 +32,7 @@ def test_demo_runs_offline(tmp_path, monkeypatch):
     assert "attention_rollout.png" in figures and "top1_predictions.png" not in figures  # no classifier heads
     # per model: distance by block, 4 embedding figures, 4 CLS-head maps; then the comparison and the rollout
     assert len(figures) == 2 * (1 + 4 + 4) + 1 + 1
-    assert not (out / "attention").exists() or not any((out / "attention").rglob("*.npy"))  # temp() shards are gone
+    assert not (out / "attention").exists() and not (out / "export").exists()  # keep_attention and the export are off
 
 
 def uniform_distance(grid: int, patch: int) -> float:

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
+import vitprobe
 from conftest import run_reference
 from vitprobe.data.preprocess import default_preprocess
 
@@ -89,6 +90,7 @@ def run(tmp_path_factory, timm_reference):
         "analysis": {"map_images": 2},
         "figures": {"filters": 32, "components": 8},
         "video": {"path": "clip.gif", "model": "vit_t", "fps": 4, "max_frames": 5},
+        "export": {"attention_parquet": 1},
     }
     config_file = workdir / "e2e.yaml"
     config_file.write_text(yaml.safe_dump(config))
@@ -130,6 +132,19 @@ def test_outputs_follow_the_contract(run):
             assert f"{stem}_{key}.png" in figures
         assert f"cls_attention_heads_{key}_image0.png" in figures
     assert {"attention_rollout.png", "top1_predictions.png", "distance_comparison_vit_t_vs_deit_t_dist.png"} <= set(figures)
+
+
+def test_kept_shards_and_export_agree(run):
+    """The kept shards are self-describing .npz; the export of the first image equals its rows."""
+    _, _, out = run
+    manifest = pd.read_parquet(out / "manifest.parquet")
+    for key, m in MODELS.items():
+        shard = vitprobe.open_attention(out / "attention" / key / "shard_0.npz")
+        assert shard.image_ids == manifest["image_id"].tolist()[:2] and shard.num_prefix_tokens == m["prefix"]
+        export = pd.read_parquet(out / "export" / f"attention_{key}.parquet")
+        assert export["image_id"].unique().tolist() == shard.image_ids[:1]
+        weights = export["weight"].to_numpy().reshape(shard.attention.shape[1:])
+        np.testing.assert_allclose(weights, shard.attention[0], rtol=6e-4, atol=1e-6)
 
 
 def test_video_has_one_overlay_per_frame(run):
@@ -251,7 +266,7 @@ def fused_run(run):
     config = yaml.safe_load(config_file.read_text())
     config["experiment"] = "e2e_fused"
     config["extract"]["keep_attention"] = False
-    del config["video"]
+    del config["video"], config["export"]
     fused = workdir / "fused.yaml"
     fused.write_text(yaml.safe_dump(config))
     snakemake(workdir, "--configfile", str(fused))

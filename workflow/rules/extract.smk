@@ -1,5 +1,6 @@
 # Extraction: by default the reductions run inside the compiled forward pass (rule extract); with
-# extract.keep_attention the raw attention is written and kept, and rule reduce reads it.
+# extract.keep_attention the raw attention is written to self-describing .npz shards and kept, and
+# rule reduce reads them. Rule export_attention writes a few images' attention as Parquet on request.
 
 EXTRACT_RESOURCES = dict(mem_mb=EXTRACT_SETTINGS["mem_mb"], runtime=60, gpu=EXTRACT_SETTINGS["gpus"])
 REDUCTIONS = dict(

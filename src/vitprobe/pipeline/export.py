@@ -1,6 +1,6 @@
 """The attention export: the full attention of a few chosen images as a long Parquet table, for
 pandas, DuckDB or polars users. One small forward pass over those images' crops computes it, so
-it needs no kept attention shards (and never covers a whole run: it is ~9 MB per ViT-B/16 image)."""
+it needs no kept attention shards (and never covers a whole run: 8-11 MB per ViT-B/16 image)."""
 
 from __future__ import annotations
 
