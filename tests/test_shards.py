@@ -83,6 +83,13 @@ def test_incomplete_shard_is_not_renamed_into_place(tmp_path):
     assert list(tmp_path.iterdir()) == []  # neither the shard nor a temporary file
 
 
+def test_extra_images_are_refused(tmp_path):
+    with pytest.raises(ShardError, match="more than its 1 images written"):
+        with ShardWriter(tmp_path / "s.npz", ShardInfo("m", "c", ["a"], ("cls",), 2, 16), (1, 1, 5, 5), "float32") as writer:
+            writer.write_blocks([np.zeros((2, 1, 5, 5), np.float32)])
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_failed_write_leaves_nothing(tmp_path):
     with pytest.raises(RuntimeError, match="the model failed"):
         with ShardWriter(tmp_path / "s.npz", ShardInfo("m", "c", ["a"], ("cls",), 2, 16), (1, 1, 5, 5), "float32") as writer:
