@@ -63,6 +63,7 @@ rule all:
         get_explorer,
         get_kept_attention,
         result("outputs.json"),
+        get_attention_exports,
     default_target: True
 
 

@@ -78,6 +78,8 @@ def test_a_small_run_lowers_the_default_map_images_and_skips_cka(tmp_path):
         ("extract", {"batch_size": 6}, ["extract.batch_size", "6 is not a multiple of cka.group_size 8"]),
         ("extract", {"shard_size": 20}, ["extract.shard_size", "20 is not a multiple of cka.group_size 8", "set extract.shard_size to 16"]),
         ("cka", {"features": ["cls", "mean"]}, ["'mean' is not one of"]),
+        ("export", {"attention_parquet": 1000}, ["attention_parquet", "1000"]),  # a few images, never a run
+        ("export", {"attention_parquet": []}, ["attention_parquet"]),
     ],
 )
 def test_bad_config_is_refused_before_any_job(tmp_path, path, value, words):
@@ -86,6 +88,14 @@ def test_bad_config_is_refused_before_any_job(tmp_path, path, value, words):
     for word in words:
         assert word in result.output, result.output[-2000:]
     assert not (tmp_path / "results").exists()
+
+
+def test_attention_export_is_planned_only_on_request(tmp_path):
+    assert "export_attention" not in dry_run(tmp_path, BASE).output
+    for selection in (2, ["astronaut.png"]):
+        result = dry_run(tmp_path, with_("export", {"attention_parquet": selection}))
+        assert result.returncode == 0, result.output
+        assert "export_attention" in result.output
 
 
 def test_hub_id_while_offline(tmp_path):

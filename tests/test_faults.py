@@ -63,14 +63,14 @@ def test_killed_run_keeps_finished_shards_and_ends_identical(reference_run, tmp_
         return {int(p.name.split("_")[1].split(".")[0]) for p in out.glob(pattern)}
 
     while time.monotonic() < deadline and process.poll() is None:
-        done, started = shards("attention/vit/shard_*.npy"), shards("logs/extract/vit_*.log")
+        done, started = shards("attention/vit/shard_*.npz"), shards("logs/extract/vit_*.log")
         if done and started - done:
             break
         time.sleep(0.05)
     assert process.poll() is None, "the run finished before it could be killed"
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
-    finished = {p.name: p.stat().st_mtime_ns for p in (out / "attention/vit").glob("shard_*.npy")}
+    finished = {p.name: p.stat().st_mtime_ns for p in (out / "attention/vit").glob("shard_*.npz")}
     assert 0 < len(finished) < 4
 
     # Snakemake keeps its lock after a kill -9; --unlock releases it (the README says so).
@@ -78,7 +78,7 @@ def test_killed_run_keeps_finished_shards_and_ends_identical(reference_run, tmp_
     result = snakemake(workdir, "--configfile", str(config))  # incomplete jobs rerun by profiles/default
     for name, mtime in finished.items():  # finished shards were kept, not recomputed
         assert (out / "attention/vit" / name).stat().st_mtime_ns == mtime
-    assert len(re.findall(r"rule extract:", result.stdout + result.stderr)) == 4 - len(finished)
+    assert len(re.findall(r"rule extract_attention:", result.stdout + result.stderr)) == 4 - len(finished)
     assert not list(out.rglob("*.part"))
     assert_same_tables(reference_run, out)  # --cores 1 plus an interruption == --cores 2 straight
 
@@ -87,7 +87,7 @@ def test_truncated_shard_is_detected_then_rebuilt(reference_run, tmp_path):
     workdir, config = setup(tmp_path, "corrupt")
     out = workdir / "results" / "faults"
     snakemake(workdir, "--configfile", str(config))
-    shard = out / "attention/vit/shard_1.npy"
+    shard = out / "attention/vit/shard_1.npz"
     shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
     failed = snakemake(workdir, "--configfile", str(config), "--forcerun", "reduce", check=False)
     assert failed.returncode != 0
@@ -95,7 +95,7 @@ def test_truncated_shard_is_detected_then_rebuilt(reference_run, tmp_path):
     assert f"{shard.relative_to(workdir)}: attention shard is truncated or corrupt" in log
     assert not shard.exists()  # never read again
     rebuilt = snakemake(workdir, "--configfile", str(config))
-    assert "rule extract:" in rebuilt.stdout + rebuilt.stderr
+    assert "rule extract_attention:" in rebuilt.stdout + rebuilt.stderr
     assert_same_tables(reference_run, out)
 
 

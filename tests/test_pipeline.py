@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 import yaml
 
+import vitprobe
 from helpers import REPO, SNAKEMAKE, copy_workflow, jobs_after_editing, planned_jobs, run_reference, snakemake
 from vitprobe.data.preprocess import default_preprocess
 from vitprobe.pipeline.code_deps import module_closure
@@ -59,6 +60,7 @@ def run(tmp_path_factory, timm_reference):
         "analysis": {"map_images": 2},
         "figures": {"filters": 32, "components": 8},
         "video": {"path": "clip.gif", "model": "vit_t", "fps": 4, "max_frames": 5},
+        "export": {"attention_parquet": 1},
     }
     config_file = workdir / "e2e.yaml"
     config_file.write_text(yaml.safe_dump(config))
@@ -116,6 +118,19 @@ def test_outputs_follow_the_contract(run):
     page = (out / "explorer.html").read_text()
     assert "<script src" not in page and "<link" not in page and "https://" not in page  # self-contained
     assert '"key":"vit_t"' in page and '"key":"deit_t_dist"' in page
+
+
+def test_kept_shards_and_export_agree(run):
+    """The kept shards are self-describing .npz; the export of the first image equals its rows."""
+    _, _, out = run
+    manifest = pd.read_parquet(out / "manifest.parquet")
+    for key, m in MODELS.items():
+        shard = vitprobe.open_attention(out / "attention" / key / "shard_0.npz")
+        assert shard.image_ids == manifest["image_id"].tolist()[:2] and shard.num_prefix_tokens == m["prefix"]
+        export = pd.read_parquet(out / "export" / f"attention_{key}.parquet")
+        assert export["image_id"].unique().tolist() == shard.image_ids[:1]
+        weights = export["weight"].to_numpy().reshape(shard.attention.shape[1:])
+        np.testing.assert_allclose(weights, shard.attention[0], rtol=6e-4, atol=1e-6)
 
 
 def test_video_has_one_overlay_per_frame(run):
@@ -236,7 +251,7 @@ def fused_run(run):
     config = yaml.safe_load(config_file.read_text())
     config["experiment"] = "e2e_fused"
     config["extract"]["keep_attention"] = False
-    del config["video"]
+    del config["video"], config["export"]
     # A second key with vit_t's weights: CKA 1 block for block.
     config["models"]["vit_t_twin"] = dict(config["models"]["vit_t"])
     config["comparisons"].append(["vit_t", "vit_t_twin"])

@@ -17,6 +17,8 @@ _PUBLIC = {
     "ViTSpec": "vitprobe.models.spec",
     "get_spec": "vitprobe.models.spec",
     "AttentionReducer": "vitprobe.metrics.attention",
+    "AttentionShard": "vitprobe.shards",
+    "open_attention": "vitprobe.shards",
 }
 __all__ = sorted(_PUBLIC)
 

@@ -1,99 +1,288 @@
-"""Attention shards: one uncompressed ``.npy`` of (images, blocks, heads, N, N) per
-(model, shard), written batch by batch through a memory map, plus a JSON sidecar.
+"""Attention shards: one self-describing ``.npz`` per (model, shard) that ``np.load`` reads in a
+notebook without vitprobe, and that `open_attention` memory-maps.
 
-Uncompressed ``.npy`` rather than ``.npz``: it is written sequentially batch by batch and
-read in pieces through a memory map, so neither the extract job nor the reduce job ever
-holds a whole shard in memory, and writing runs at disk speed (zlib manages about 30 MB/s here).
-A shard is written under a temporary name and renamed only when complete; a reader
-memory-maps it, which checks the file length against its header, so a truncated shard is
-reported, not read.
+The archive is an uncompressed (stored) zip. Its ``attention`` member, (image, block, head, query,
+key), is written batch by batch, so the extract job never holds a shard in memory, and it is read
+through a memory map at its offset inside the zip, so the reduce job never does either. The other
+members are small arrays (strings as unicode arrays, integers as int64 scalars; no object arrays,
+so ``allow_pickle=False`` reads them) with everything a reader needs: image ids, model key and
+checkpoint, the prefix tokens' kinds, grid and patch size, block and head counts, dtype.
+
+The zip is written here rather than through `zipfile`: the attention member's size is known
+before its first byte, so its header is written once, and its CRC-32 (which `np.load` checks) is
+computed with ISA-L (about 4x zlib's speed here) in a background thread while the data is written;
+`zipfile` computes it with zlib in the writing thread, slower than the write itself.
+The dates in the archive are fixed, so a rerun writes identical bytes. A shard is written under
+a temporary name and renamed only when complete; a truncated or inconsistent one is reported.
 """
 
 from __future__ import annotations
 
-import json
+import io
 import os
+import struct
+import zipfile
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from isal.isal_zlib import crc32
 
 from .atomic import atomic_path
+
+AXES = ("image", "block", "head", "query", "key")
+ATTENTION_MEMBER = "attention.npy"
+_MAX32 = 0xFFFFFFFF
+_DOS_DATE = (1 << 5) | 1  # 1980-01-01 00:00, the zip epoch
+_LOCAL_CRC_AT = 14  # byte offset of the CRC-32 in a local file header
 
 
 class ShardError(ValueError):
     """A shard on disk is incomplete or inconsistent; rerunning rebuilds it."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class ShardInfo:
-    model: str
-    image_ids: list[str]
-    num_prefix_tokens: int
-    grid_size: int
-    patch_size: int
+    """What a shard says about its attention besides the array itself."""
+
+    model: str  # the config's model key
+    checkpoint: str  # the exact checkpoint name
+    image_ids: list[str]  # in the order of the attention's first axis
+    prefix_tokens: tuple[str, ...]  # kinds of the tokens before the patches, in token order
+    grid_size: int  # patches per side; the patches follow the prefix tokens, row-major
+    patch_size: int  # pixels per patch side
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        return len(self.prefix_tokens)
 
 
-def _sidecar(path: Path) -> Path:
-    return path.with_suffix(".json")
+@dataclass(frozen=True)
+class AttentionShard(ShardInfo):
+    """An opened shard: its metadata, and ``attention`` (image, block, head, query, key)
+    memory-mapped (slices are read from disk when used)."""
+
+    attention: np.ndarray
+
+    @property
+    def num_blocks(self) -> int:
+        return self.attention.shape[1]
+
+    @property
+    def num_heads(self) -> int:
+        return self.attention.shape[2]
+
+
+METADATA = (
+    "image_ids", "model", "checkpoint", "prefix_tokens", "num_prefix_tokens", "grid_size", "patch_size",
+    "num_blocks", "num_heads", "dtype", "axes",
+)
+
+
+def _metadata(info: ShardInfo, shape: tuple, dtype: np.dtype) -> dict[str, np.ndarray]:
+    """The small members (named in `METADATA`), as ``np.load`` gives them back."""
+    return {
+        "image_ids": np.array(info.image_ids, dtype=str),
+        "model": np.array(info.model, dtype=str),
+        "checkpoint": np.array(info.checkpoint, dtype=str),
+        "prefix_tokens": np.array(info.prefix_tokens, dtype=str).reshape(-1),
+        "num_prefix_tokens": np.int64(info.num_prefix_tokens),
+        "grid_size": np.int64(info.grid_size),
+        "patch_size": np.int64(info.patch_size),
+        "num_blocks": np.int64(shape[1]),
+        "num_heads": np.int64(shape[2]),
+        "dtype": np.array(dtype.name, dtype=str),
+        "axes": np.array(AXES, dtype=str),
+    }
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.lib.format.write_array(buffer, np.asarray(array), allow_pickle=False)
+    return buffer.getvalue()
+
+
+def _local_header(name: bytes, crc: int, size: int, zip64: bool) -> bytes:
+    extra = struct.pack("<HHQQ", 1, 16, size, size) if zip64 else b""
+    field = _MAX32 if zip64 else size
+    version = 45 if zip64 else 20
+    return struct.pack("<4s5H3L2H", b"PK\x03\x04", version, 0, 0, 0, _DOS_DATE, crc, field, field, len(name), len(extra)) + name + extra
+
+
+def _central_header(name: bytes, crc: int, size: int, offset: int, zip64: bool) -> bytes:
+    extra = struct.pack("<HHQQQ", 1, 24, size, size, offset) if zip64 else b""
+    field, at = (_MAX32, _MAX32) if zip64 else (size, offset)
+    version = 45 if zip64 else 20
+    return (
+        struct.pack("<4s6H3L5H2L", b"PK\x01\x02", version, version, 0, 0, 0, _DOS_DATE, crc, field, field, len(name), len(extra), 0, 0, 0, 0, at)
+        + name
+        + extra
+    )
+
+
+def _end_records(entries: int, directory_at: int, directory_size: int) -> bytes:
+    """Zip64 end of central directory, its locator, and the classic end record."""
+    zip64_at = directory_at + directory_size
+    return (
+        struct.pack("<4sQ2H2L4Q", b"PK\x06\x06", 44, 45, 45, 0, 0, entries, entries, directory_size, directory_at)
+        + struct.pack("<4sLQL", b"PK\x06\x07", 0, zip64_at, 1)
+        + struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, entries, entries, min(directory_size, _MAX32), min(directory_at, _MAX32), 0)
+    )
+
+
+def _crc_of(chunks: list[np.ndarray], crc: int) -> int:
+    for chunk in chunks:
+        crc = crc32(chunk.data, crc)
+    return crc
 
 
 class ShardWriter:
-    """Append attention to ``path`` (an .npy of (images, blocks, heads, N, N)) image by image,
-    with sequential writes (no memory map: page faults cost more than the copy). Used as a
-    context manager: the shard and its sidecar are renamed into place when every image is
-    written, and deleted if the block raises."""
+    """Write a shard (an .npz, see the module) image by image, with sequential writes (no memory
+    map: page faults cost more than the copy). Used as a context manager: the shard is renamed
+    into place when every image is written, and deleted if the block raises."""
 
     def __init__(self, path: str | os.PathLike, info: ShardInfo, shape_per_image: tuple, dtype: str):
         self.path, self.info = Path(path), info
         self.dtype = np.dtype(dtype)
         self.shape = (len(info.image_ids), *shape_per_image)
         self._filled = 0
+        self._entries: list[tuple[bytes, int, int, int, bool]] = []  # name, crc, size, offset, zip64
 
     def __enter__(self) -> ShardWriter:
         with ExitStack() as stack:
             tmp = stack.enter_context(atomic_path(self.path))
-            self._sidecar_tmp = stack.enter_context(atomic_path(_sidecar(self.path)))
             self._file = stack.enter_context(open(tmp, "wb"))
+            self._checksums = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="shard-crc"))
+            for name, value in _metadata(self.info, self.shape, self.dtype).items():
+                self._write_member(f"{name}.npy".encode(), _npy_bytes(value))
+            header = io.BytesIO()
             np.lib.format.write_array_header_1_0(
-                self._file, {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False, "shape": self.shape}
+                header, {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False, "shape": self.shape}
             )
+            size = len(header.getvalue()) + int(np.prod(self.shape)) * self.dtype.itemsize
+            self._attention_at = self._file.tell()
+            self._entries.append((ATTENTION_MEMBER.encode(), 0, size, self._attention_at, True))
+            self._file.write(_local_header(ATTENTION_MEMBER.encode(), 0, size, zip64=True))
+            self._file.write(header.getvalue())
+            self._crc: Future = self._checksums.submit(crc32, header.getvalue())
             self._stack = stack.pop_all()
         return self
 
+    def _write_member(self, name: bytes, data: bytes) -> None:
+        crc, offset = crc32(data), self._file.tell()
+        self._file.write(_local_header(name, crc, len(data), zip64=False) + data)
+        self._entries.append((name, crc, len(data), offset, False))
+
     def write_blocks(self, blocks: list[np.ndarray]) -> None:
         """One batch given as the model returns it: per block, (batch, heads, N, N)."""
-        for i in range(len(blocks[0])):
-            for block in blocks:
-                self._file.write(np.ascontiguousarray(block[i], dtype=self.dtype).data)
+        if self._filled + len(blocks[0]) > self.shape[0]:
+            raise ShardError(f"{self.path}: more than its {self.shape[0]} images written")
+        chunks = [np.ascontiguousarray(block[i], dtype=self.dtype) for i in range(len(blocks[0])) for block in blocks]
+        # The checksum of this batch runs while it is written; waiting for the previous one
+        # first keeps at most one batch in memory.
+        self._crc = self._checksums.submit(_crc_of, chunks, self._crc.result())
+        for chunk in chunks:
+            self._file.write(chunk.data)
         self._filled += len(blocks[0])
 
+    def _finish(self) -> None:
+        """The attention member's CRC into its header, then the central directory."""
+        end = self._file.tell()
+        name, _, size, offset, zip64 = self._entries[-1]
+        self._entries[-1] = (name, crc := self._crc.result(), size, offset, zip64)
+        self._file.seek(self._attention_at + _LOCAL_CRC_AT)
+        self._file.write(struct.pack("<L", crc))
+        self._file.seek(end)
+        directory = b"".join(_central_header(*entry) for entry in self._entries)
+        self._file.write(directory + _end_records(len(self._entries), end, len(directory)))
+
     def __exit__(self, kind, error, traceback) -> None:
-        # The file closes first, then the sidecar and the shard are renamed (or, on error, deleted).
-        if kind is None and self._filled != self.shape[0]:
-            error = ShardError(f"{self.path}: {self._filled} of {self.shape[0]} images written")
-            self._stack.__exit__(ShardError, error, None)
-            raise error
+        # The checksum thread ends and the file closes first, then the shard is renamed (or,
+        # on error, deleted).
+        failed = None
         if kind is None:
-            self._sidecar_tmp.write_text(json.dumps(asdict(self.info)))
+            try:
+                if self._filled != self.shape[0]:
+                    raise ShardError(f"{self.path}: {self._filled} of {self.shape[0]} images written")
+                self._finish()
+            except BaseException as e:
+                failed = e
+                kind, error, traceback = type(e), e, e.__traceback__
         self._stack.__exit__(kind, error, traceback)
+        if failed is not None:
+            raise failed
 
 
-def open_shard(path: str | os.PathLike) -> tuple[np.ndarray, ShardInfo]:
-    """Memory-map a shard for reading. A damaged shard is deleted (with its sidecar) and
-    reported with `ShardError`, so that the next run rebuilds it instead of reading it."""
+def _memmap_member(path: Path, member: zipfile.ZipInfo) -> np.ndarray:
+    """The ``.npy`` member ``member`` (stored, not compressed) as a read-only memory map."""
+    if member.compress_type != zipfile.ZIP_STORED:
+        raise ValueError(f"{member.filename} is compressed; only stored members can be memory-mapped")
+    with open(path, "rb") as f:
+        f.seek(member.header_offset)
+        local = f.read(30)
+        if len(local) != 30 or local[:4] != b"PK\x03\x04":
+            raise ValueError(f"no local header for {member.filename}")
+        name_length, extra_length = struct.unpack("<2H", local[26:30])
+        data_at = member.header_offset + 30 + name_length + extra_length
+        f.seek(data_at)
+        version = np.lib.format.read_magic(f)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran_order, dtype = read_header(f)
+        array_at = f.tell()
+    if fortran_order or dtype.hasobject:
+        raise ValueError(f"{member.filename}: expected a C-ordered numeric array")
+    if array_at - data_at + int(np.prod(shape)) * dtype.itemsize != member.file_size:
+        raise ValueError(f"{member.filename}: its .npy header does not match the member size")
+    return np.memmap(path, dtype=dtype, mode="r", offset=array_at, shape=shape)
+
+
+def open_attention(path: str | os.PathLike, *, delete_if_damaged: bool = False) -> AttentionShard:
+    """Open an attention shard written with ``extract.keep_attention``: its metadata, and its
+    attention (image, block, head, query, key) memory-mapped, so a slice reads only its bytes.
+
+    Tokens are the prefix tokens (``prefix_tokens`` names their kinds: ``cls``,
+    ``distillation``, ``register``) followed by ``grid_size**2`` patches, row-major.
+
+    Args:
+        path: an ``attention/<model>/shard_<k>.npz`` file.
+        delete_if_damaged: delete a truncated or inconsistent shard before raising, so that
+            the next pipeline run rebuilds it (the reduce stage does).
+
+    Raises:
+        ShardError: the shard is truncated or inconsistent; the message names it.
+    """
     path = Path(path)
     try:
-        info = ShardInfo(**json.loads(_sidecar(path).read_text()))
-        array = np.load(path, mmap_mode="r", allow_pickle=False)
-        if array.ndim != 5 or len(array) != len(info.image_ids):
-            raise ValueError(f"shape {array.shape} does not match its {len(info.image_ids)} images")
-    except (OSError, ValueError, TypeError, json.JSONDecodeError) as e:
-        path.unlink(missing_ok=True)
-        _sidecar(path).unlink(missing_ok=True)
-        raise ShardError(f"{path}: attention shard is truncated or corrupt ({e}); deleted it, rerun to rebuild it") from e
-    return array, info
+        npz = np.load(path, allow_pickle=False)
+        if not isinstance(npz, np.lib.npyio.NpzFile):
+            raise ValueError("not an .npz archive")
+        with npz:
+            meta = {name: npz[name] for name in METADATA}
+            member = npz.zip.getinfo(ATTENTION_MEMBER)
+        attention = _memmap_member(path, member)
+        shard = AttentionShard(
+            model=meta["model"].item(),
+            checkpoint=meta["checkpoint"].item(),
+            image_ids=meta["image_ids"].tolist(),
+            prefix_tokens=tuple(meta["prefix_tokens"].tolist()),
+            grid_size=int(meta["grid_size"]),
+            patch_size=int(meta["patch_size"]),
+            attention=attention,
+        )
+        tokens = shard.num_prefix_tokens + shard.grid_size**2
+        expected = (len(shard.image_ids), int(meta["num_blocks"]), int(meta["num_heads"]), tokens, tokens)
+        if attention.shape != expected or attention.dtype.name != meta["dtype"].item():
+            raise ValueError(f"attention {attention.dtype} {attention.shape} does not match its metadata ({meta['dtype']} {expected})")
+        if int(meta["num_prefix_tokens"]) != shard.num_prefix_tokens:
+            raise ValueError(f"num_prefix_tokens {int(meta['num_prefix_tokens'])} but prefix_tokens {shard.prefix_tokens}")
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+        if delete_if_damaged:
+            path.unlink(missing_ok=True)
+            raise ShardError(f"{path}: attention shard is truncated or corrupt ({e}); deleted it, rerun to rebuild it") from e
+        raise ShardError(f"{path}: attention shard is truncated or corrupt ({e}); delete it and rerun to rebuild it") from e
+    return shard
 
 
 def open_crops(path: str | os.PathLike) -> np.ndarray:

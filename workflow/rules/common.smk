@@ -5,7 +5,7 @@ from pathlib import Path
 import pandas as pd
 
 from vitprobe.pipeline.code_deps import code_version, files_version
-from vitprobe.pipeline.config import image_listing, local_weights, shard_count
+from vitprobe.pipeline.config import export_shards, image_listing, local_weights, shard_count
 
 SRC = Path(workflow.basedir) / "src"
 SCRIPTS = Path(workflow.basedir) / "workflow" / "scripts"
@@ -25,6 +25,7 @@ LABELS = {m: e.label for m, e in MODELS.items()}
 MAP_COUNT = ANALYSIS_SETTINGS["map_images"]
 # The explorer page's template, style and script (package data, not imported: hashed here).
 EXPLORER_PAGE = files_version(SRC / "vitprobe" / "pipeline" / "explorer_page", SRC)
+EXPORT_IMAGES = config["export"]["attention_parquet"]  # a count or a list of image ids; 0: no export
 
 
 def result(path):
@@ -63,7 +64,20 @@ def get_kept_attention(wildcards=None):
     """With extract.keep_attention the raw shards are results: a missing one is rebuilt."""
     if not KEEP_ATTENTION:
         return []
-    return [result(f"attention/{m}/shard_{s}.{ext}") for m in MODELS for s in get_shards() for ext in ("npy", "json")]
+    return [result(f"attention/{m}/shard_{s}.npz") for m in MODELS for s in get_shards()]
+
+
+def get_attention_exports(wildcards=None):
+    """The long-format attention tables of export.attention_parquet, one per model."""
+    return [result(f"export/attention_{m}.parquet") for m in MODELS] if EXPORT_IMAGES else []
+
+
+def get_export_crops(wildcards):
+    """The crop shards holding the exported images (an unknown image id stops here, named)."""
+    manifest = checkpoints.sample.get().output.manifest
+    image_ids = pd.read_parquet(manifest, columns=["image_id"])["image_id"].astype(str).tolist()
+    geometry = MODELS[wildcards.model].geometry
+    return [result(f"crops/{geometry}/shard_{s}.npy") for s in export_shards(image_ids, EXPORT_IMAGES, SHARD_SIZE)]
 
 
 def model_settings(model):
@@ -136,7 +150,7 @@ def get_explorer(wildcards=None):
 
 def get_planned_outputs(wildcards=None):
     """The config's outputs whose names are known before the sample checkpoint has run."""
-    planned = get_all_figures() + get_explorer() + [result(f"parameters/{m}.npz") for m in MODELS]
+    planned = get_all_figures() + get_explorer() + get_attention_exports() + [result(f"parameters/{m}.npz") for m in MODELS]
     if CKA:
         planned += [result("cka.parquet")] + [result(f"cka/{a}/{b}.parquet") for a, b in CKA_PAIRS]
     if MAP_COUNT:

@@ -1,5 +1,6 @@
 # Extraction: by default the reductions run inside the compiled forward pass (rule extract); with
-# extract.keep_attention the raw attention is written and kept, and rule reduce reads it.
+# extract.keep_attention the raw attention is written to self-describing .npz shards and kept, and
+# rule reduce reads them. Rule export_attention writes a few images' attention as Parquet on request.
 
 EXTRACT_RESOURCES = dict(mem_mb=EXTRACT_SETTINGS["mem_mb"], runtime=60, gpu=EXTRACT_SETTINGS["gpus"])
 REDUCTIONS = dict(
@@ -18,8 +19,7 @@ if KEEP_ATTENTION:
             weights=get_local_weights,
         output:
             predictions=result("shards/{model}/predictions_{shard}.parquet"),
-            attention=result("attention/{model}/shard_{shard}.npy"),
-            sidecar=result("attention/{model}/shard_{shard}.json"),
+            attention=result("attention/{model}/shard_{shard}.npz"),
             representations=REPRESENTATIONS,
         params:
             model=get_model_settings,
@@ -44,8 +44,7 @@ if KEEP_ATTENTION:
 
     rule reduce:
         input:
-            attention=result("attention/{model}/shard_{shard}.npy"),
-            sidecar=result("attention/{model}/shard_{shard}.json"),
+            attention=result("attention/{model}/shard_{shard}.npz"),
         output:
             **REDUCTIONS,
         params:
@@ -94,6 +93,33 @@ else:
             result("benchmarks/extract/{model}_{shard}.tsv")
         script:
             "../scripts/extract.py"
+
+
+rule export_attention:
+    input:
+        manifest=result("manifest.parquet"),
+        crops=get_export_crops,
+        weights=get_local_weights,
+    output:
+        result("export/attention_{model}.parquet"),
+    params:
+        model=get_model_settings,
+        images=EXPORT_IMAGES,
+        shard_size=SHARD_SIZE,
+        batch_size=EXTRACT_SETTINGS["batch_size"],
+        precision=EXTRACT_SETTINGS["precision"],
+        code=code("export_attention.py"),
+    threads: EXTRACT_SETTINGS["threads"]
+    resources:
+        **EXTRACT_RESOURCES,
+    conda:
+        "../../envs/vitprobe.yaml"
+    log:
+        result("logs/export/attention_{model}.log"),
+    benchmark:
+        result("benchmarks/export/attention_{model}.tsv")
+    script:
+        "../scripts/export_attention.py"
 
 
 rule model_parameters:

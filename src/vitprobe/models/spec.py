@@ -92,8 +92,14 @@ class ViTSpec:
         return self.grid_size**2
 
     @property
+    def prefix_tokens(self) -> tuple[str, ...]:
+        """The kind of each token before the patches, in token order (timm's): ``cls``,
+        ``distillation``, then one ``register`` per register token."""
+        return ("cls",) * self.class_token + ("distillation",) * self.distill_token + ("register",) * self.num_register_tokens
+
+    @property
     def num_prefix_tokens(self) -> int:
-        return int(self.class_token) + int(self.distill_token) + self.num_register_tokens
+        return len(self.prefix_tokens)
 
     @property
     def num_tokens(self) -> int:

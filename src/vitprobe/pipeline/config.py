@@ -337,3 +337,24 @@ def shard_count(num_images: int, shard_size: int) -> int:
 
 def shard_slice(index: int, shard_size: int) -> slice:
     return slice(index * shard_size, (index + 1) * shard_size)
+
+
+def export_rows(image_ids: list[str], selection: int | list[str]) -> list[int]:
+    """Manifest rows of the images ``export.attention_parquet`` selects: the first ``selection``
+    rows, or the rows of the named image ids (in the order given)."""
+    if isinstance(selection, int):
+        return list(range(min(selection, len(image_ids))))
+    row = {image_id: k for k, image_id in enumerate(image_ids)}
+    missing = [image_id for image_id in selection if image_id not in row]
+    if missing:
+        known = ", ".join(image_ids[:5]) + (", ..." if len(image_ids) > 5 else "")
+        raise ConfigError(
+            f"export.attention_parquet: {missing} not in the manifest (image ids: {known}); "
+            "name ids from manifest.parquet's image_id column, or give a count"
+        )
+    return [row[image_id] for image_id in selection]
+
+
+def export_shards(image_ids: list[str], selection: int | list[str], shard_size: int) -> list[int]:
+    """The shards (in order) that hold the images ``export.attention_parquet`` selects."""
+    return sorted({row // shard_size for row in export_rows(image_ids, selection)})

@@ -127,7 +127,7 @@ class Progress:
         log.info("%s", self.summary())
 
 
-def _batches(crops: np.ndarray, model: ProbeModel, batch_size: int) -> Iterator[tuple[int, int, np.ndarray]]:
+def batches(crops: np.ndarray, model: ProbeModel, batch_size: int) -> Iterator[tuple[int, int, np.ndarray]]:
     """(start, images, normalised batch), the last padded with zeros: one compiled shape."""
     for start in range(0, len(crops), batch_size):
         batch = normalize(crops[start : start + batch_size], model.preprocessing)
@@ -178,7 +178,7 @@ def extract_reduced(
     log.info("%s: attention %s", entry.key, "in the fused kernel (no probabilities in memory)" if fused else "as softmax probabilities, then reduced")
     reductions, logits = ShardReductions(entry.key), []
     representations = ShardRepresentations(entry.key, group_size)
-    for start, n, batch in _batches(crops, model, batch_size):
+    for start, n, batch in batches(crops, model, batch_size):
         out = model.forward_reduced(batch, attention_kernel, group_size=group_size, **analysis)
         reductions.add(image_ids[start : start + n], {name: v[:n] for name, v in out.reductions.items()})
         representations.add(image_ids[start : start + n], out.representations)
@@ -206,15 +206,15 @@ def extract_attention(
     batch_size: int,
     progress: Progress,
 ) -> None:
-    """The model's raw attention, stored as ``dtype`` for the reduce stage, and the block-output
-    statistics (as in `extract_reduced`)."""
+    """The model's raw attention, stored as ``dtype`` in a self-describing shard (see `shards`)
+    for the reduce stage and for users, and the block-output statistics (as in `extract_reduced`)."""
     spec = model.spec
     image_ids = rows["image_id"].tolist()
     crops = _open_shard_crops(crops_path, image_ids)
-    info = ShardInfo(entry.key, image_ids, spec.num_prefix_tokens, spec.grid_size, spec.patch_size)
+    info = ShardInfo(entry.key, entry.checkpoint, image_ids, spec.prefix_tokens, spec.grid_size, spec.patch_size)
     logits, representations = [], ShardRepresentations(entry.key, group_size)
     with ShardWriter(attention_path, info, (spec.depth, spec.num_heads, spec.num_tokens, spec.num_tokens), dtype) as writer:
-        for start, n, batch in _batches(crops, model, batch_size):
+        for start, n, batch in batches(crops, model, batch_size):
             out = model.forward(batch, group_size=group_size)
             representations.add(image_ids[start : start + n], out.representations)
             for block, attention in enumerate(out.attentions):

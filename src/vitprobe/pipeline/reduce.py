@@ -14,7 +14,7 @@ import pandas as pd
 from ..atomic import write_npz, write_parquet
 from ..compiled import ReducingProgram
 from ..metrics.attention import AttentionReducer
-from ..shards import open_shard
+from ..shards import open_attention
 from ..tables import PER_IMAGE_COLUMNS
 from .checks import require_finite
 
@@ -77,15 +77,16 @@ class ShardReductions:
 
 def reduce(attention_path: str, per_image_path: str, maps_path: str, chunk: int = 8, **settings) -> None:
     """Reduce a stored attention shard (see `ShardReductions`); ``settings`` are the
-    `AttentionReducer`'s (renormalize, head_fusion, discard_ratio)."""
-    attention, info = open_shard(attention_path)
-    program = ReducingProgram(AttentionReducer(info.num_prefix_tokens, info.grid_size, info.patch_size, **settings), name="reduce")
-    collected = ShardReductions(info.model)
-    for start in range(0, len(info.image_ids), chunk):
-        part = np.asarray(attention[start : start + chunk])
+    `AttentionReducer`'s (renormalize, head_fusion, discard_ratio). A damaged shard is deleted
+    and reported, so the next run rebuilds it."""
+    shard = open_attention(attention_path, delete_if_damaged=True)
+    program = ReducingProgram(AttentionReducer(shard.num_prefix_tokens, shard.grid_size, shard.patch_size, **settings), name="reduce")
+    collected = ShardReductions(shard.model)
+    for start in range(0, len(shard.image_ids), chunk):
+        part = np.asarray(shard.attention[start : start + chunk])
         n = len(part)
         if n < chunk:  # pad with uniform rows: one compiled shape for every chunk
             part = np.concatenate([part, np.full((chunk - n, *part.shape[1:]), 1 / part.shape[-1], part.dtype)])
         out = program.predict_on_batch(part)["reductions"]
-        collected.add(info.image_ids[start : start + n], {name: np.asarray(v)[:n] for name, v in out.items()})
+        collected.add(shard.image_ids[start : start + n], {name: np.asarray(v)[:n] for name, v in out.items()})
     collected.write(per_image_path, maps_path)
