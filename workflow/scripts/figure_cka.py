@@ -1,7 +1,7 @@
 from vitprobe.pipeline.runlog import start
 
 start(snakemake.log, snakemake.threads)
-from vitprobe.pipeline.figures import cka  # noqa: E402  (after the thread limit)
+from vitprobe.pipeline.figures.representations import cka  # noqa: E402  (after the thread limit)
 
 p = snakemake.params
 cka(list(snakemake.input), p.labels, p.features, snakemake.output[0])

@@ -1,7 +1,7 @@
 from vitprobe.pipeline.runlog import start
 
 start(snakemake.log, snakemake.threads)
-from vitprobe.pipeline.figures import rollout  # noqa: E402  (after the thread limit)
+from vitprobe.pipeline.figures.maps import rollout  # noqa: E402  (after the thread limit)
 
 i, o, p, w = snakemake.input, snakemake.output, snakemake.params, snakemake.wildcards
 rollout(dict(zip(p.models, i.maps)), p.labels, o[0])
