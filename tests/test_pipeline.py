@@ -214,9 +214,11 @@ def test_explorer_option_and_page_code_rerun_only_the_explorer(run):
 
 def test_metrics_code_reruns_analysis_not_extraction(run):
     workdir, config, _ = run
-    jobs = jobs_after_editing(workdir, config, "src/vitprobe/metrics/attention.py")
+    jobs = jobs_after_editing(workdir, config, "src/vitprobe/pipeline/reduce.py")
     assert "extract_attention" not in jobs and "sample" not in jobs and "prepare" not in jobs
     assert jobs["reduce"] == 2 * 2 and jobs["aggregate"] == 1 and jobs["figure_distance_by_block"] == 2
+    # The metric code is part of the model API (ProbeModel.forward_reduced), so it reruns extraction too.
+    assert jobs_after_editing(workdir, config, "src/vitprobe/metrics/attention.py")["extract_attention"] == 2 * 2
 
 
 def test_model_code_reruns_extraction(run):

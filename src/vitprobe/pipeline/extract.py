@@ -23,7 +23,7 @@ from ..tables import PREDICTION_COLUMNS, PREDICTION_DTYPES
 from .checks import require_finite
 from .config import ModelEntry, model_entry, shard_slice
 from .model import build_model
-from .reduce import ShardReductions
+from .reductions import ShardReductions
 from .representations import ShardRepresentations
 
 log = logging.getLogger("vitprobe")
