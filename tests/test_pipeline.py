@@ -212,7 +212,7 @@ def test_explorer_option_and_page_code_rerun_only_the_explorer(run):
     assert jobs_after_editing(workdir, config, "src/vitprobe/pipeline/explorer_page/explorer.js") == {"explorer": 1, "all": 1}
 
 
-def test_metrics_code_reruns_analysis_not_extraction(run):
+def test_reduce_code_reruns_analysis_not_extraction(run):
     workdir, config, _ = run
     jobs = jobs_after_editing(workdir, config, "src/vitprobe/pipeline/reduce.py")
     assert "extract_attention" not in jobs and "sample" not in jobs and "prepare" not in jobs
