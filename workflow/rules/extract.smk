@@ -24,6 +24,7 @@ if KEEP_ATTENTION:
             shard_size=SHARD_SIZE,
             shard_count=lambda w: len(get_shards()),
             precision=EXTRACT_SETTINGS["precision"],
+            compile_mode=EXTRACT_SETTINGS["compile"],
             dtype=EXTRACT_SETTINGS["dtype"],
             code=code("extract.py"),
         threads: EXTRACT_SETTINGS["threads"]
@@ -74,6 +75,7 @@ else:
             shard_size=SHARD_SIZE,
             shard_count=lambda w: len(get_shards()),
             precision=EXTRACT_SETTINGS["precision"],
+            compile_mode=EXTRACT_SETTINGS["compile"],
             analysis=REDUCER_SETTINGS,
             attention_kernel=EXTRACT_SETTINGS["attention_kernel"],
             code=code("extract.py"),

@@ -19,6 +19,7 @@ from ..data.preprocess import normalize
 from ..data.sources import source_class_names
 from ..shards import ShardInfo, ShardWriter, open_crops
 from ..tables import PREDICTION_COLUMNS, PREDICTION_DTYPES
+from .calibration import choose_compile_mode
 from .checks import require_finite
 from .config import ModelEntry, model_entry, shard_slice
 from .model import build_model
@@ -176,14 +177,21 @@ def run_extract(
     precision: str,
     analysis: dict | None = None,
     attention_kernel: str = "auto",
+    compile_mode: str = "auto",
+    threads: int = 1,
     dtype: str | None = None,
 ) -> None:
     """The extract rules' stage: `extract_attention` when ``outputs`` has ``attention``, else
-    `extract_reduced`."""
+    `extract_reduced`. ``compile_mode`` (``extract.compile``) is resolved for this machine by
+    `choose_compile_mode` (``threads``: the job's, part of the calibration's key); the log
+    names the mode taken and why."""
     loading = time.perf_counter()
     entry = model_entry(key, model_settings)
     rows = pd.read_parquet(manifest_path).iloc[shard_slice(shard, shard_size)]
-    model = build_model(entry, precision)
+    choice = choose_compile_mode(compile_mode, arch=entry.arch, batch_size=batch_size, threads=threads, precision=precision,
+                                 images=len(rows))
+    (log.warning if choice.warning else log.info)("%s: compiled as %s (%s)", key, choice.mode, choice.reason)
+    model = build_model(entry, precision, choice.mode)
     progress = Progress(len(rows), f"extract {key} shard {shard + 1}/{shard_count}", time.perf_counter() - loading)
     common = dict(batch_size=batch_size, progress=progress)
     names = list(source_class_names())
