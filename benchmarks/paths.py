@@ -30,9 +30,9 @@ import sys
 from pathlib import Path
 
 from vitprobe.atomic import write_text
-from vitprobe.hardware import cpu_flags, cpu_model, native_bfloat16
+from vitprobe.hardware import cpu_flags, cpu_model, machine_key, native_bfloat16
 from vitprobe.models.spec import ViTSpec, get_spec
-from vitprobe.pipeline.calibration import CANDIDATES, machine_key, measure, record_path, save
+from vitprobe.pipeline.calibration import CANDIDATES, measure, record_path, save
 
 HERE = Path(__file__).resolve().parent
 SHOWN_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile")

@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 
 from test_config import BASE, dry_run
-from vitprobe.pipeline.calibration import CalibrationError, choose_compile_mode, load_record, machine_key, measure, runtime_versions, save
+from vitprobe.hardware import machine_key
+from vitprobe.pipeline.calibration import CalibrationError, choose_compile_mode, load_record, measure, runtime_versions, save
 
 BACKEND = keras.backend.backend()
 VERSIONS = runtime_versions(BACKEND)

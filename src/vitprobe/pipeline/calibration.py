@@ -28,10 +28,8 @@ measured so far the other backends were slower: jax 1.30 against 3.05 img/s on t
 from __future__ import annotations
 
 import datetime
-import hashlib
 import json
 import os
-import re
 import statistics
 import subprocess
 import sys
@@ -41,7 +39,7 @@ from pathlib import Path
 
 from ..atomic import write_text
 from ..backends import compile_modes
-from ..hardware import cpu_flags, cpu_model
+from ..hardware import cpu_flags, cpu_model, machine_key
 from ..weights.fetch import cache_dir
 
 # (backend, compile mode); see `vitprobe.backends.COMPILE_MODES`.
@@ -60,14 +58,6 @@ class Choice:
     mode: str
     reason: str
     warning: bool = False
-
-
-def machine_key(cpuinfo: str | None = None) -> str:
-    """The CPU model as a file name plus a hash of its feature flags: two machines with the
-    same model name but different features (a VM that hides AMX) get different records."""
-    model = re.sub(r"[^A-Za-z0-9]+", "-", cpu_model(cpuinfo)).strip("-").lower()
-    flags = hashlib.sha256(" ".join(sorted(cpu_flags(cpuinfo))).encode()).hexdigest()[:8]
-    return f"{model}-{flags}"
 
 
 def record_path(arch: str, batch_size: int, threads: int, cpuinfo: str | None = None) -> Path:
