@@ -155,23 +155,31 @@ def main() -> None:
     timm_img_s = statistics.median(timm_runs)
     gflop_s = statistics.median(ceiling_runs)
     ceiling_img_s = gflop_s * 1e9 / (2 * macs)
+    ceiling_img_s_runs = [g * 1e9 / (2 * macs) for g in ceiling_runs]
+
+    def ratio(runs: list[float] | None, reference: list[float]) -> float | None:
+        """The median of the per-round ratios: each round's sides ran at about the same load."""
+        return statistics.median(a / b for a, b in zip(runs, reference)) if runs else None
+
     rows = []
     for c in record["candidates"]:
-        best = max((o["img_s"] for o in record["candidates"] if o["precision"] == c["precision"] and o["img_s"]), default=None)
-        rate = c["img_s"]
+        runs = c.get("img_s_runs")
+        best = max((o for o in record["candidates"] if o["precision"] == c["precision"] and o["img_s"]),
+                   key=lambda o: o["img_s"], default=None)
         rows.append({**c, "path": f"{c['backend']} {c['compile']}",
-                     "ratio_to_best": rate / best if rate else None,
-                     "ratio_to_timm_float32": rate / timm_img_s if rate else None,
-                     "ratio_to_ceiling": rate / ceiling_img_s if rate else None})
+                     "ratio_to_best": ratio(runs, best["img_s_runs"]) if best else None,
+                     "ratio_to_timm_float32": ratio(runs, timm_runs),
+                     "ratio_to_ceiling": ratio(runs, ceiling_img_s_runs)})
     rows.append({"path": "timm float32 (PyTorch, hooks, numpy distance)", "precision": "float32", "img_s": timm_img_s,
-                 "img_s_runs": timm_runs, "ratio_to_timm_float32": 1.0, "ratio_to_ceiling": timm_img_s / ceiling_img_s})
+                 "img_s_runs": timm_runs, "ratio_to_timm_float32": 1.0, "ratio_to_ceiling": ratio(timm_runs, ceiling_img_s_runs)})
     rows.append({"path": f"matmul ceiling ({gflop_s:.0f} GFLOP/s float32, {2 * macs / 1e9:.1f} GFLOP/image)",
-                 "precision": "float32", "img_s": ceiling_img_s, "img_s_runs": [g * 1e9 / (2 * macs) for g in ceiling_runs],
+                 "precision": "float32", "img_s": ceiling_img_s, "img_s_runs": ceiling_img_s_runs,
                  "ratio_to_ceiling": 1.0})
     flags = cpu_flags()
     header = (f"{args.arch}, batch {args.batch}, {args.threads} thread(s) per process; {cpu_model()} "
               f"({', '.join(f for f in SHOWN_FLAGS if f in flags) or 'flags unknown'}; {os.cpu_count()} cores); "
-              f"medians of {args.runs} alternating runs of {args.batches} batches after a warm-up, each side in its own process; "
+              f"medians of {args.runs} alternating runs of {args.batches} batches after a warm-up, each side in its own process "
+              "(ratios: medians of the per-round ratios); "
               f"1-minute load average {', '.join(map(str, record['load_average_1min']))} (before, and after each round).")
     text = f"{header}\n\n{table(rows)}\n"
     print(text)

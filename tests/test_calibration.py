@@ -12,7 +12,9 @@ import pytest
 
 from test_config import BASE, dry_run
 from vitprobe.hardware import machine_key
-from vitprobe.pipeline.calibration import CalibrationError, choose_compile_mode, load_record, measure, runtime_versions, save
+from vitprobe.pipeline.calibration import (
+    CalibrationError, choose_compile_mode, load_record, measure, record_path, runtime_versions, save,
+)
 
 BACKEND = keras.backend.backend()
 VERSIONS = runtime_versions(BACKEND)
@@ -72,6 +74,13 @@ def test_without_a_record_the_default_runs_and_the_reason_says_how_to_calibrate(
     assert "python -m vitprobe.pipeline.calibration --arch vit_tiny_patch16_224 --batch 8 --threads 1" in choice.reason
 
 
+def test_a_model_with_spec_overrides_has_its_own_record(tmp_path, monkeypatch):
+    monkeypatch.setenv("VITPROBE_CACHE", str(tmp_path))
+    choice = choose_compile_mode("auto", precision="float32", images=250, spec_overrides={"depth": 1}, **SETTINGS)
+    assert str(record_path("vit_tiny_patch16_224", 8, 1, {"depth": 1})) in choice.reason
+    assert """--threads 1 --spec '{"depth": 1}'""" in choice.reason
+
+
 @pytest.mark.parametrize(
     "content,words",
     [
@@ -124,7 +133,6 @@ def test_calibration_end_to_end_then_the_extract_job_logs_its_choice(tmp_path, m
     """Measure both tensorflow modes on a one-block model (each in its own process), store the
     record where the extract stage looks, and run the stage: its log names the mode and the numbers."""
     from vitprobe.atomic import write_parquet
-    from vitprobe.pipeline.calibration import record_path
     from vitprobe.pipeline.extract import run_extract
 
     monkeypatch.setenv("VITPROBE_CACHE", str(tmp_path / "cache"))
@@ -134,7 +142,8 @@ def test_calibration_end_to_end_then_the_extract_job_logs_its_choice(tmp_path, m
     rates = {c["compile"]: c["img_s"] for c in record["candidates"]}
     assert set(rates) == {"graph", "xla"} and all(r > 0 for r in rates.values()), record
     assert record["cpu_model"] and record["batch_size"] == 2 and record["threads"] == 1
-    save(record, record_path("vit_tiny_patch16_224", 2, 1))
+    save(record, record_path("vit_tiny_patch16_224", 2, 1, overrides))
+    assert record_path("vit_tiny_patch16_224", 2, 1) != record_path("vit_tiny_patch16_224", 2, 1, overrides)
 
     crops = tmp_path / "crops.npy"
     np.save(crops, np.random.default_rng(0).integers(0, 255, size=(3, 32, 32, 3), dtype=np.uint8))

@@ -6,8 +6,8 @@ with the CPU: on an AMD EPYC with AVX2 only, XLA ran ViT-B/16 in float32 at 3.05
 kernels. So `measure` times each candidate path (a Keras backend and one of its compile modes,
 `CANDIDATES`) on the real extract program (`ProbeModel.forward_reduced`, seeded random weights:
 weights do not change the cost), each run in its own process (the backend is fixed when Keras
-is first imported), alternating the candidates over repeats so drift on a shared machine hits
-them all. `choose_compile_mode` then picks, for an extract job, the compile mode of the running
+is first imported), alternating the candidates over repeats (in a rotated order) so drift on a
+shared machine hits them all. `choose_compile_mode` then picks, for an extract job, the compile mode of the running
 backend with the shortest expected job time (compile + images / img/s) at the job's precision:
 a bfloat16 candidate never stands in for float32.
 
@@ -28,6 +28,7 @@ measured so far the other backends were slower: jax 1.30 against 3.05 img/s on t
 from __future__ import annotations
 
 import datetime
+import hashlib
 import json
 import os
 import statistics
@@ -60,9 +61,13 @@ class Choice:
     warning: bool = False
 
 
-def record_path(arch: str, batch_size: int, threads: int, cpuinfo: str | None = None) -> Path:
-    """Where this machine's calibration of ``arch`` at ``batch_size`` and ``threads`` lives."""
-    return cache_dir() / "calibration" / machine_key(cpuinfo) / f"{arch}_b{batch_size}_t{threads}.json"
+def record_path(arch: str, batch_size: int, threads: int, spec_overrides: dict | None = None, cpuinfo: str | None = None) -> Path:
+    """Where this machine's calibration of ``arch`` (with ``spec_overrides``, a config entry's
+    ``spec``: a hash of them joins the name) at ``batch_size`` and ``threads`` lives."""
+    name = arch
+    if spec_overrides:
+        name += "-" + hashlib.sha256(json.dumps(spec_overrides, sort_keys=True).encode()).hexdigest()[:8]
+    return cache_dir() / "calibration" / machine_key(cpuinfo) / f"{name}_b{batch_size}_t{threads}.json"
 
 
 def runtime_versions(backend: str) -> dict[str, str]:
@@ -158,7 +163,8 @@ def measure(arch: str, batch_size: int, threads: int, *, precisions=("float32",)
     errors: dict[tuple, str] = {}
     load = [os.getloadavg()[0]]
     for repeat in range(repeats):
-        for backend, mode, precision in keys:
+        shift = repeat % len(keys)  # a rotated order: no candidate always runs first in a round
+        for backend, mode, precision in keys[shift:] + keys[:shift]:
             if (backend, mode, precision) in errors:
                 continue
             try:
@@ -236,7 +242,7 @@ def select(record: dict, backend: str, precision: str, images: int, versions: di
     others = sorted((c for c in record["candidates"] if c["backend"] != backend and c["precision"] == precision and c.get("img_s")),
                     key=lambda c: -c["img_s"])
     why = (f"fastest for {images} images at {precision} on {record.get('cpu_model', '?')} (calibrated {record.get('date', '?')}, "
-           f"{record.get('threads', '?')} threads): " + ", ".join(_describe(c) for c in sorted(current, key=lambda c: -c["img_s"])))
+           f"threads {record.get('threads', '?')}): " + ", ".join(_describe(c) for c in sorted(current, key=lambda c: -c["img_s"])))
     if others:
         why += "; other backends (KERAS_BACKEND, not switched automatically): " + ", ".join(
             f"{c['backend']} {c['compile']} {c['img_s']:.2f} img/s" for c in others)
@@ -244,7 +250,7 @@ def select(record: dict, backend: str, precision: str, images: int, versions: di
 
 
 def choose_compile_mode(choice: str, *, arch: str, batch_size: int, threads: int, precision: str, images: int,
-                        backend: str | None = None, path: str | os.PathLike | None = None) -> Choice:
+                        spec_overrides: dict | None = None, backend: str | None = None, path: str | os.PathLike | None = None) -> Choice:
     """Resolve ``extract.compile`` for one extract job: an explicit mode as given (checked against
     the backend); ``"auto"`` from this machine's calibration record (`select`), else the backend's
     default with the reason in `Choice.reason`.
@@ -256,6 +262,7 @@ def choose_compile_mode(choice: str, *, arch: str, batch_size: int, threads: int
         threads: the job's threads.
         precision: the job's precision; only candidates measured at it count.
         images: images in the job (weighs compile time against throughput).
+        spec_overrides: the model's `ViTSpec` overrides (part of the record's name).
         backend: the Keras backend (default: the running one).
         path: the record to read (default: `record_path`).
     """
@@ -269,8 +276,10 @@ def choose_compile_mode(choice: str, *, arch: str, batch_size: int, threads: int
                              "use auto or one of those")
         return Choice(choice, "set by extract.compile")
     default = modes[0]
-    path = Path(path or record_path(arch, batch_size, threads))
+    path = Path(path or record_path(arch, batch_size, threads, spec_overrides))
     how = HOW_TO_CALIBRATE.format(arch=arch, batch=batch_size, threads=threads)
+    if spec_overrides:
+        how += f" --spec '{json.dumps(spec_overrides, sort_keys=True)}'"
     if not path.exists():
         return Choice(default, f"the {backend} default: no calibration of this machine at {path}; measure with `{how}`")
     try:
@@ -292,6 +301,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--arch", required=True, help="architecture, a key of vitprobe.models.SPECS")
     parser.add_argument("--batch", type=int, default=8, help="the extract job's batch size (extract.batch_size)")
     parser.add_argument("--threads", type=int, default=1, help="the extract job's threads (extract.threads)")
+    parser.add_argument("--spec", type=json.loads, default={}, help="the config entry's spec overrides, as JSON")
     parser.add_argument("--precision", nargs="+", default=["float32"], choices=["float32", "bfloat16"])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batches", type=int, default=3, help="timed batches per run")
@@ -299,8 +309,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     candidates = [tuple(c.split(":", 1)) for c in args.candidates]
     record = measure(args.arch, args.batch, args.threads, precisions=args.precision, candidates=candidates,
-                     repeats=args.repeats, batches=args.batches)
-    path = record_path(args.arch, args.batch, args.threads)
+                     repeats=args.repeats, batches=args.batches, spec_overrides=args.spec)
+    path = record_path(args.arch, args.batch, args.threads, args.spec)
     save(record, path)
     for c in record["candidates"]:
         print(f"{c['backend']} {c['compile']} {c['precision']}: " + (f"{c['img_s']:.2f} img/s, compile {c['compile_s']:.1f} s"

@@ -189,7 +189,7 @@ def run_extract(
     entry = model_entry(key, model_settings)
     rows = pd.read_parquet(manifest_path).iloc[shard_slice(shard, shard_size)]
     choice = choose_compile_mode(compile_mode, arch=entry.arch, batch_size=batch_size, threads=threads, precision=precision,
-                                 images=len(rows))
+                                 images=len(rows), spec_overrides=entry.spec_overrides)
     (log.warning if choice.warning else log.info)("%s: compiled as %s (%s)", key, choice.mode, choice.reason)
     model = build_model(entry, precision, choice.mode)
     progress = Progress(len(rows), f"extract {key} shard {shard + 1}/{shard_count}", time.perf_counter() - loading)
