@@ -13,7 +13,8 @@ img/s with the model's FLOPs (an upper bound: softmax, norms and GELU are not co
 The float32 record is also stored as this machine's calibration, which the extract jobs read
 to pick their compile mode (``extract.compile: auto``; ``--no-save`` skips this).
 
-Writes benchmarks/<date>-<cpu>-paths.json and .md (printing the table first).
+Writes benchmarks/<date>-<cpu model>-<flags hash>-<arch>-b<batch>-t<threads>-paths.json and .md (printing the
+table first).
 
 Usage: python benchmarks/paths.py [--arch vit_base_patch16_224] [--batch 8] [--threads 1] [--runs 3]
 """
@@ -185,7 +186,7 @@ def main() -> None:
     print(text)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = f"{datetime.date.today()}-{machine_key()}-paths"
+    stem = f"{datetime.date.today()}-{machine_key()}-{args.arch}-b{args.batch}-t{args.threads}-paths"
     result = {**{k: v for k, v in record.items() if k != "candidates"}, "cpu_count": os.cpu_count(),
               "macs_per_image": macs, "matmul_gflop_s": gflop_s, "matmul_gflop_s_runs": ceiling_runs, "rows": rows}
     write_text(out / f"{stem}.json", json.dumps(result, indent=2) + "\n")
