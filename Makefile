@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 CORES ?= 2
 
-.PHONY: demo test bench bench-pipeline lint clean
+.PHONY: demo test bench bench-paths bench-pipeline lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,12 @@ test: $(VENV)/.test
 
 bench: $(VENV)/.test
 	$(BIN)/python benchmarks/bench.py
+
+# Every compiled path (tf graph, XLA, jax, torch) of the extract program on this machine, with the
+# matmul ceiling and timm; also stores the machine's calibration that extract.compile: auto reads.
+ARCH ?= vit_base_patch16_224
+bench-paths: $(VENV)/.test
+	$(BIN)/python benchmarks/paths.py --arch $(ARCH)
 
 # The paper's five architectures on 1,000 photos through snakemake (about 25 minutes on 2 cores).
 bench-pipeline: $(VENV)/.runtime

@@ -54,10 +54,12 @@ class ProbeModel:
         weights: the weights source as given (``None`` or ``"random"``: seeded initialisation).
         weights_file: the local file the weights were read from, once loaded.
         precision: ``"float32"`` or ``"bfloat16"`` for the blocks' projections (see `VisionTransformer`).
+        compile_mode: how the backend compiles the forward passes (`vitprobe.backends.compile_modes`;
+            None: the backend's default).
     """
 
     def __init__(self, arch: str, spec: ViTSpec, preprocessing: Preprocess, weights: str | None,
-                 weights_file: Path | None, precision: str = "float32"):
+                 weights_file: Path | None, precision: str = "float32", compile_mode: str | None = None):
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         if precision == "bfloat16":
@@ -68,8 +70,9 @@ class ProbeModel:
         self.weights = weights
         self.weights_file = weights_file
         self.precision = precision
+        self.compile_mode = compile_mode
         self.keras_model = VisionTransformer(spec, precision, name=arch.replace(".", "_"))
-        compile_for_backend(self.keras_model)
+        compile_for_backend(self.keras_model, compile_mode)
         self._reducing: dict[tuple, ReducingProgram] = {}
         self._forward: dict[int | None, ForwardProgram] = {}
 
@@ -158,7 +161,8 @@ class ProbeModel:
             interpret = fused and not accelerator()
             representations = self.representation_reducer(group_size) if group_size else None
             self._reducing[key] = ReducingProgram(
-                reducer, self.keras_model, representations, fused=fused, interpret=interpret, name="reducing"
+                reducer, self.keras_model, representations, fused=fused, interpret=interpret,
+                compile_mode=self.compile_mode, name="reducing"
             )
         out = self._reducing[key].predict_on_batch(self._checked(x))
         reductions = {name: np.asarray(value) for name, value in out["reductions"].items()}
@@ -210,6 +214,7 @@ def load_model(
     preprocess: Preprocess | dict | None = None,
     seed: int = 0,
     precision: str = "float32",
+    compile_mode: str | None = None,
     **spec_overrides,
 ) -> ProbeModel:
     """Build ``arch`` and load ``weights``.
@@ -226,6 +231,8 @@ def load_model(
         seed: seed of the random initialisation (``weights`` None or ``"random"``).
         precision: ``"float32"``, or ``"bfloat16"`` to run the blocks' projections in bfloat16
             (see `VisionTransformer`).
+        compile_mode: how the backend compiles the model (``"graph"`` or ``"xla"`` on tensorflow;
+            see `vitprobe.backends.compile_modes`); None: the backend's default.
         **spec_overrides: `ViTSpec` fields to change (``depth=2``, ``num_classes=0``...).
     """
     if image_size:
@@ -234,7 +241,7 @@ def load_model(
     base = default_preprocess(arch)
     if isinstance(preprocess, dict):
         preprocess = Preprocess(**{**base.as_dict(), **preprocess})
-    model = ProbeModel(arch, spec, preprocess or base, weights, None, precision)
+    model = ProbeModel(arch, spec, preprocess or base, weights, None, precision, compile_mode)
     if weights in (None, "random"):
         init_random(model.keras_model, seed)
     else:

@@ -7,16 +7,20 @@ from __future__ import annotations
 
 import keras
 
+from .backends import compile_modes
 from .hardware import accelerator
 from .metrics.attention import AttentionReducer
 from .metrics.representations import RepresentationReducer
 
 
-def compile_for_backend(model: keras.Model) -> None:
-    # jax.jit on jax; a tf.function graph on tensorflow (its bfloat16 matmuls use oneDNN's AMX
-    # kernels, which XLA's CPU backend does not, and float32 runs as fast as under XLA); the
-    # torch backend runs eagerly.
-    model.compile(jit_compile=keras.backend.backend() == "jax")
+def compile_for_backend(model: keras.Model, mode: str | None = None) -> None:
+    """Compile ``model`` for prediction in ``mode`` (one of `vitprobe.backends.compile_modes`;
+    None: the backend's default)."""
+    modes = compile_modes(keras.backend.backend())
+    mode = mode or modes[0]
+    if mode not in modes:
+        raise ValueError(f"compile mode {mode!r} is not one of the {keras.backend.backend()} backend's: {', '.join(modes)}")
+    model.compile(jit_compile=mode in ("xla", "jit"))
 
 
 def fused_attention_applies(reducer: AttentionReducer) -> bool:
@@ -51,11 +55,11 @@ class ReducingProgram(keras.Model):
     ``fused`` (jax only, see `fused_attention_applies`): the backbone's attention runs as the
     fused Pallas kernel of `vitprobe.kernels.fused_attention`, which returns the reductions'
     row statistics instead of the probabilities; ``interpret`` runs that kernel in Pallas'
-    interpreter (the CPU tests)."""
+    interpreter (the CPU tests). ``compile_mode``: see `compile_for_backend`."""
 
     def __init__(self, reducer: AttentionReducer, backbone: keras.Model | None = None,
                  representations: RepresentationReducer | None = None, *, fused: bool = False,
-                 interpret: bool = False, **kwargs):
+                 interpret: bool = False, compile_mode: str | None = None, **kwargs):
         super().__init__(**kwargs)
         if representations is not None and backbone is None:
             raise ValueError("representations need a backbone: stored attention holds no block outputs")
@@ -63,7 +67,7 @@ class ReducingProgram(keras.Model):
             raise ValueError("the fused attention kernel needs the jax backend, a backbone, mean head fusion and no discarding")
         self.reducer, self.backbone, self.representations = reducer, backbone, representations
         self.fused, self.interpret = fused, interpret
-        compile_for_backend(self)
+        compile_for_backend(self, compile_mode)
 
     def call(self, inputs):
         if self.backbone is None:

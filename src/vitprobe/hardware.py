@@ -11,9 +11,11 @@ Measured: benchmarks/2026-11-25-icelake-avx512-no-bf16.json.
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import os
 import platform
+import re
 from pathlib import Path
 
 log = logging.getLogger("vitprobe")
@@ -55,6 +57,15 @@ def cpu_flags(cpuinfo: str | None = None) -> set[str]:
     text = _cpuinfo(cpuinfo)
     value = _field(text, "flags") or _field(text, "Features") or ""
     return set(value.split())
+
+
+def machine_key(cpuinfo: str | None = None) -> str:
+    """The CPU model as a file name plus a hash of its feature flags, for what is only valid on
+    one kind of CPU (speed calibrations, compiled code): two machines with the same model name
+    but different features (a VM that hides AMX) get different keys."""
+    model = re.sub(r"[^A-Za-z0-9]+", "-", cpu_model(cpuinfo)).strip("-").lower()
+    flags = hashlib.sha256(" ".join(sorted(cpu_flags(cpuinfo))).encode()).hexdigest()[:8]
+    return f"{model}-{flags}"
 
 
 def native_bfloat16(cpuinfo: str | None = None) -> bool | None:

@@ -28,6 +28,7 @@ if KEEP_ATTENTION:
             shard_count=lambda w: len(get_shards()),
             precision=EXTRACT_SETTINGS["precision"],
             group_size=CKA_SETTINGS["group_size"],
+            compile_mode=EXTRACT_SETTINGS["compile"],
             dtype=EXTRACT_SETTINGS["dtype"],
             code=code("extract.py"),
         threads: EXTRACT_SETTINGS["threads"]
@@ -79,6 +80,7 @@ else:
             shard_count=lambda w: len(get_shards()),
             precision=EXTRACT_SETTINGS["precision"],
             group_size=CKA_SETTINGS["group_size"],
+            compile_mode=EXTRACT_SETTINGS["compile"],
             analysis=REDUCER_SETTINGS,
             attention_kernel=EXTRACT_SETTINGS["attention_kernel"],
             code=code("extract.py"),

@@ -18,5 +18,7 @@ run_extract(
     group_size=p.group_size,
     analysis=p.get("analysis"),  # rule extract
     attention_kernel=p.get("attention_kernel", "auto"),  # rule extract
+    compile_mode=p.compile_mode,
+    threads=snakemake.threads,
     dtype=p.get("dtype"),  # rule extract_attention
 )

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import yaml
 
+from ..backends import compile_modes
 from ..data import sources
 from ..data.preprocess import Preprocess, default_preprocess
 from ..models.presets import get_preset
@@ -191,6 +192,12 @@ def check_config(config: dict, root: str | os.PathLike = ".") -> dict[str, Model
                 f"and analysis.discard_ratio: 0 (they are {analysis['head_fusion']}, {analysis['discard_ratio']}); "
                 "set attention_kernel: auto or unfused"
             )
+    mode, backend = config["extract"].get("compile", "auto"), os.environ.get("KERAS_BACKEND", "tensorflow")
+    if mode != "auto" and mode not in compile_modes(backend):
+        raise ConfigError(
+            f"extract.compile: {mode} is not a compile mode of the {backend} backend (KERAS_BACKEND); "
+            f"set auto or one of {', '.join(compile_modes(backend))}"
+        )
     for pair in config.get("comparisons", []):
         for key in pair:
             if key not in entries:

@@ -20,6 +20,7 @@ from ..data.preprocess import normalize
 from ..data.sources import source_class_names
 from ..shards import ShardInfo, ShardWriter, open_crops
 from ..tables import PREDICTION_COLUMNS, PREDICTION_DTYPES
+from .calibration import choose_compile_mode
 from .checks import require_finite
 from .config import ModelEntry, model_entry, shard_slice
 from .model import build_model
@@ -243,14 +244,22 @@ def run_extract(
     group_size: int,
     analysis: dict | None = None,
     attention_kernel: str = "auto",
+    compile_mode: str = "auto",
+    threads: int = 1,
     dtype: str | None = None,
 ) -> None:
     """The extract rules' stage: `extract_attention` when ``outputs`` has ``attention``, else
-    `extract_reduced`; both write ``outputs["representations"]`` (groups of ``group_size`` images)."""
+    `extract_reduced`; both write ``outputs["representations"]`` (groups of ``group_size`` images).
+    ``compile_mode`` (``extract.compile``) is resolved for this machine by
+    `choose_compile_mode` (``threads``: the job's, part of the calibration's key); the log
+    names the mode taken and why."""
     loading = time.perf_counter()
     entry = model_entry(key, model_settings)
     rows = pd.read_parquet(manifest_path).iloc[shard_slice(shard, shard_size)]
-    model = build_model(entry, precision)
+    choice = choose_compile_mode(compile_mode, arch=entry.arch, batch_size=batch_size, threads=threads, precision=precision,
+                                 images=len(rows), spec_overrides=entry.spec_overrides)
+    (log.warning if choice.warning else log.info)("%s: compiled as %s (%s)", key, choice.mode, choice.reason)
+    model = build_model(entry, precision, choice.mode)
     what = f"extract {key} shard {shard + 1}/{shard_count}"
     log.info("%s: %d images of %s, batches of %d, %s", what, len(rows), entry.label, batch_size, precision)
     progress = Progress(len(rows), what, time.perf_counter() - loading)
