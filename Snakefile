@@ -10,7 +10,15 @@
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
 
-from vitprobe.pipeline.config import ConfigError, check_config, cka_runs, fit_default_map_images, check_images, load_config_file, raw_attention_bytes
+from vitprobe.pipeline.config import (
+    ConfigError,
+    check_config,
+    cka_runs,
+    fit_default_map_images,
+    check_images,
+    load_config_file,
+    raw_attention_bytes,
+)
 from vitprobe.pipeline.outputs import quarantine, stale_outputs
 
 min_version("9.0")
@@ -52,6 +60,7 @@ include: "workflow/rules/outputs.smk"
 
 
 rule all:
+    default_target: True
     input:
         result("manifest.parquet"),
         result("predictions.parquet"),
@@ -64,7 +73,6 @@ rule all:
         get_kept_attention,
         result("outputs.json"),
         get_attention_exports,
-    default_target: True
 
 
 onstart:

@@ -190,13 +190,26 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         crops, weights = Path(tmp) / "crops.npy", Path(tmp) / "weights.safetensors"
         make_crops(args.images, spec.image_size, crops)
-        run_side(WEIGHTS_SIDE, {"arch": args.arch, "spec": spec_overrides, "sharpen": args.sharpen, "weights": str(weights), "work": tmp})
+        run_side(
+            WEIGHTS_SIDE,
+            {"arch": args.arch, "spec": spec_overrides, "sharpen": args.sharpen, "weights": str(weights), "work": tmp},
+        )
         for i in range(args.runs):  # alternate the sides so drift on a noisy machine hits all of them
             for name, code, settings in sides:
                 work = Path(tmp) / f"run{i}_{name.replace(' ', '_')}"
                 work.mkdir()
-                common = {"side": name, "arch": args.arch, "spec": spec_overrides, "images": args.images, "batch": args.batch,
-                          "crops": str(crops), "weights": str(weights), "work": str(work), "mean": preprocess.mean, "std": preprocess.std}
+                common = {
+                    "side": name,
+                    "arch": args.arch,
+                    "spec": spec_overrides,
+                    "images": args.images,
+                    "batch": args.batch,
+                    "crops": str(crops),
+                    "weights": str(weights),
+                    "work": str(work),
+                    "mean": preprocess.mean,
+                    "std": preprocess.std,
+                }
                 result = run_side(code, {**common, **settings})
                 result["distance"] = np.load(work / "distance.npy")
                 # Steady seconds per image of the extraction, plus (keep_attention) the reduce stage's per image.
@@ -214,10 +227,19 @@ def main() -> None:
     rows = []
     for name, _, _ in sides:
         row = {
-            "side": name, "model": args.arch, "depth": spec.depth, "device": runs[name][0]["device"], "batch_size": args.batch,
-            "images": args.images, "runs": args.runs, "img_s": round(rate[name], 2), "peak_rss_mb": round(median(name, "peak_rss_mb")),
-            "bytes_written": int(median(name, "bytes_written")), "startup_s": round(median(name, "startup_seconds"), 2),
-            "steady_images": runs[name][0]["steady_images"], "img_s_by_run": [round(r["img_s"], 3) for r in runs[name]],
+            "side": name,
+            "model": args.arch,
+            "depth": spec.depth,
+            "device": runs[name][0]["device"],
+            "batch_size": args.batch,
+            "images": args.images,
+            "runs": args.runs,
+            "img_s": round(rate[name], 2),
+            "peak_rss_mb": round(median(name, "peak_rss_mb")),
+            "bytes_written": int(median(name, "bytes_written")),
+            "startup_s": round(median(name, "startup_seconds"), 2),
+            "steady_images": runs[name][0]["steady_images"],
+            "img_s_by_run": [round(r["img_s"], 3) for r in runs[name]],
         }
         if settings.get("keep_attention"):
             row["reduce_s"] = round(median(name, "reduce_seconds"), 2)

@@ -11,9 +11,9 @@ Usage: PYTHONPATH=src python benchmarks/cka_group_size.py
 
 import numpy as np
 from PIL import Image
+from skimage import data
 
 import vitprobe
-from skimage import data
 from vitprobe.metrics.representations import block_features, cka_matrix
 
 

@@ -110,16 +110,22 @@ def run_child(code: str, args: dict) -> dict:
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| path | precision | img/s | ratio to best | ratio to timm float32 | ratio to matmul ceiling | compile (s) | img/s per run |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| path | precision | img/s | ratio to best | ratio to timm float32 | ratio to matmul ceiling | compile (s) | img/s per run |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        def cell(key):
+
+        def cell(key, r=r):
             return "" if r.get(key) is None else f"{r[key]:.3f}"
+
         rate = "failed" if r["img_s"] is None else f"{r['img_s']:.2f}"
         runs = ", ".join(f"{x:.2f}" for x in r.get("img_s_runs", []))
         compile_s = "" if r.get("compile_s") is None else f"{r['compile_s']:.1f}"
-        lines.append(f"| {r['path']} | {r['precision']} | {rate} | {cell('ratio_to_best')} | {cell('ratio_to_timm_float32')} | "
-                     f"{cell('ratio_to_ceiling')} | {compile_s} | {runs} |")
+        lines.append(
+            f"| {r['path']} | {r['precision']} | {rate} | {cell('ratio_to_best')} | {cell('ratio_to_timm_float32')} | "
+            f"{cell('ratio_to_ceiling')} | {compile_s} | {runs} |"
+        )
     return "\n".join(lines)
 
 
@@ -130,8 +136,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="threads per process (an extract job's extract.threads)")
     parser.add_argument("--runs", type=int, default=3, help="alternating runs of every side")
     parser.add_argument("--batches", type=int, default=3, help="timed batches per run, after a warm-up batch")
-    parser.add_argument("--precisions", nargs="+", choices=["float32", "bfloat16"],
-                        help="default: float32, and bfloat16 where the CPU has native bfloat16")
+    parser.add_argument(
+        "--precisions",
+        nargs="+",
+        choices=["float32", "bfloat16"],
+        help="default: float32, and bfloat16 where the CPU has native bfloat16",
+    )
     parser.add_argument("--candidates", nargs="+", default=[f"{b}:{m}" for b, m in CANDIDATES], help="backend:mode pairs")
     parser.add_argument("--no-save", action="store_true", help="do not store the record as this machine's calibration")
     parser.add_argument("--out", default=str(HERE))
@@ -146,13 +156,23 @@ def main() -> None:
         timm = run_child(TIMM_SIDE, common)
         timm_runs.append(args.batch / statistics.median(timm["seconds_per_batch"]))
         shape = (args.batch * spec.num_tokens, spec.embed_dim, spec.mlp_dim)  # fc1 of one batch
-        best = max(run_child(MATMUL_SIDE, {"library": lib, "shape": shape, "threads": args.threads, "repeats": 3})["gflop_s"]
-                   for lib in ("torch", "tensorflow"))
+        best = max(
+            run_child(MATMUL_SIDE, {"library": lib, "shape": shape, "threads": args.threads, "repeats": 3})["gflop_s"]
+            for lib in ("torch", "tensorflow")
+        )
         ceiling_runs.append(best)
         print(f"run {repeat + 1}/{args.runs} timm float32: {timm_runs[-1]:.2f} img/s; matmul {best:.0f} GFLOP/s", file=sys.stderr)
 
-    record = measure(args.arch, args.batch, args.threads, precisions=precisions, repeats=args.runs, batches=args.batches,
-                     candidates=[tuple(c.split(":", 1)) for c in args.candidates], after_repeat=other_sides)
+    record = measure(
+        args.arch,
+        args.batch,
+        args.threads,
+        precisions=precisions,
+        repeats=args.runs,
+        batches=args.batches,
+        candidates=[tuple(c.split(":", 1)) for c in args.candidates],
+        after_repeat=other_sides,
+    )
     timm_img_s = statistics.median(timm_runs)
     gflop_s = statistics.median(ceiling_runs)
     ceiling_img_s = gflop_s * 1e9 / (2 * macs)
@@ -165,30 +185,60 @@ def main() -> None:
     rows = []
     for c in record["candidates"]:
         runs = c.get("img_s_runs")
-        best = max((o for o in record["candidates"] if o["precision"] == c["precision"] and o["img_s"]),
-                   key=lambda o: o["img_s"], default=None)
-        rows.append({**c, "path": f"{c['backend']} {c['compile']}",
-                     "ratio_to_best": ratio(runs, best["img_s_runs"]) if best else None,
-                     "ratio_to_timm_float32": ratio(runs, timm_runs),
-                     "ratio_to_ceiling": ratio(runs, ceiling_img_s_runs)})
-    rows.append({"path": "timm float32 (PyTorch, hooks, numpy distance)", "precision": "float32", "img_s": timm_img_s,
-                 "img_s_runs": timm_runs, "ratio_to_timm_float32": 1.0, "ratio_to_ceiling": ratio(timm_runs, ceiling_img_s_runs)})
-    rows.append({"path": f"matmul ceiling ({gflop_s:.0f} GFLOP/s float32, {2 * macs / 1e9:.1f} GFLOP/image)",
-                 "precision": "float32", "img_s": ceiling_img_s, "img_s_runs": ceiling_img_s_runs,
-                 "ratio_to_ceiling": 1.0})
+        best = max(
+            (o for o in record["candidates"] if o["precision"] == c["precision"] and o["img_s"]),
+            key=lambda o: o["img_s"],
+            default=None,
+        )
+        rows.append(
+            {
+                **c,
+                "path": f"{c['backend']} {c['compile']}",
+                "ratio_to_best": ratio(runs, best["img_s_runs"]) if best else None,
+                "ratio_to_timm_float32": ratio(runs, timm_runs),
+                "ratio_to_ceiling": ratio(runs, ceiling_img_s_runs),
+            }
+        )
+    rows.append(
+        {
+            "path": "timm float32 (PyTorch, hooks, numpy distance)",
+            "precision": "float32",
+            "img_s": timm_img_s,
+            "img_s_runs": timm_runs,
+            "ratio_to_timm_float32": 1.0,
+            "ratio_to_ceiling": ratio(timm_runs, ceiling_img_s_runs),
+        }
+    )
+    rows.append(
+        {
+            "path": f"matmul ceiling ({gflop_s:.0f} GFLOP/s float32, {2 * macs / 1e9:.1f} GFLOP/image)",
+            "precision": "float32",
+            "img_s": ceiling_img_s,
+            "img_s_runs": ceiling_img_s_runs,
+            "ratio_to_ceiling": 1.0,
+        }
+    )
     flags = cpu_flags()
-    header = (f"{args.arch}, batch {args.batch}, {args.threads} thread(s) per process; {cpu_model()} "
-              f"({', '.join(f for f in SHOWN_FLAGS if f in flags) or 'flags unknown'}; {os.cpu_count()} cores); "
-              f"medians of {args.runs} alternating runs of {args.batches} batches after a warm-up, each side in its own process "
-              "(ratios: medians of the per-round ratios); "
-              f"1-minute load average {', '.join(map(str, record['load_average_1min']))} (before, and after each round).")
+    header = (
+        f"{args.arch}, batch {args.batch}, {args.threads} thread(s) per process; {cpu_model()} "
+        f"({', '.join(f for f in SHOWN_FLAGS if f in flags) or 'flags unknown'}; {os.cpu_count()} cores); "
+        f"medians of {args.runs} alternating runs of {args.batches} batches after a warm-up, each side in its own process "
+        "(ratios: medians of the per-round ratios); "
+        f"1-minute load average {', '.join(map(str, record['load_average_1min']))} (before, and after each round)."
+    )
     text = f"{header}\n\n{table(rows)}\n"
     print(text)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = f"{datetime.date.today()}-{machine_key()}-{args.arch}-b{args.batch}-t{args.threads}-paths"
-    result = {**{k: v for k, v in record.items() if k != "candidates"}, "cpu_count": os.cpu_count(),
-              "macs_per_image": macs, "matmul_gflop_s": gflop_s, "matmul_gflop_s_runs": ceiling_runs, "rows": rows}
+    result = {
+        **{k: v for k, v in record.items() if k != "candidates"},
+        "cpu_count": os.cpu_count(),
+        "macs_per_image": macs,
+        "matmul_gflop_s": gflop_s,
+        "matmul_gflop_s_runs": ceiling_runs,
+        "rows": rows,
+    }
     write_text(out / f"{stem}.json", json.dumps(result, indent=2) + "\n")
     write_text(out / f"{stem}.md", text)
     if not args.no_save:

@@ -135,13 +135,20 @@ def main() -> None:
         for name in ("workflow", "src", "envs", "profiles"):
             shutil.copytree(REPO / name, work / name, ignore=shutil.ignore_patterns("__pycache__"))
         make_photos(work / "photos", args.images)
-        config = dict(paper, experiment="bench", images={"source": "folder", "path": str(work / "photos"), "count": args.images, "seed": 0})
+        config = dict(
+            paper, experiment="bench", images={"source": "folder", "path": str(work / "photos"), "count": args.images, "seed": 0}
+        )
         config["models"] = {key: {"arch": m["arch"], "weights": "random", **spec} for key, m in paper["models"].items()}
         (work / "bench.yaml").write_text(yaml.safe_dump(config))
         extract = config["extract"]
         # The yardstick: each model alone on every core, as fast as one forward pass can go here.
-        forward_job = {"models": config["models"], "images": args.images, "batch": extract["batch_size"],
-                       "precision": extract.get("precision", "float32"), "threads": args.cores}
+        forward_job = {
+            "models": config["models"],
+            "images": args.images,
+            "batch": extract["batch_size"],
+            "precision": extract.get("precision", "float32"),
+            "threads": args.cores,
+        }
         result = subprocess.run([sys.executable, "-c", FORWARD_SIDE, json.dumps(forward_job)], capture_output=True, text=True)
         if result.returncode:
             raise RuntimeError(result.stderr[-3000:])
@@ -160,11 +167,19 @@ def main() -> None:
         disk = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     cpu = cpu_info()
     summary = {
-        **cpu, "images": args.images, "cores": args.cores, "models": len(config["models"]), "shard_size": extract["shard_size"],
-        "batch_size": extract["batch_size"], "extract_threads": extract.get("threads", 1), "precision": forward_job["precision"],
-        "wall_s": round(wall, 1), "forward_sum_s": round(sum(forward.values()), 1),
+        **cpu,
+        "images": args.images,
+        "cores": args.cores,
+        "models": len(config["models"]),
+        "shard_size": extract["shard_size"],
+        "batch_size": extract["batch_size"],
+        "extract_threads": extract.get("threads", 1),
+        "precision": forward_job["precision"],
+        "wall_s": round(wall, 1),
+        "forward_sum_s": round(sum(forward.values()), 1),
         "wall_over_forward": round(wall / sum(forward.values()), 3),
-        "noop_dry_run_s": round(noop, 2), "figure_option_rerun_s": round(figure_rerun, 1),
+        "noop_dry_run_s": round(noop, 2),
+        "figure_option_rerun_s": round(figure_rerun, 1),
         "extract_peak_rss_mb": round(float(jobs.loc[jobs["rule"] == "extract", "max_rss"].max())),
         "disk_mb": round(disk / 2**20, 1),
         "job_wall_seconds_by_rule": {k: round(v, 1) for k, v in sorted(job_seconds_by_rule(log).items())},
@@ -173,22 +188,24 @@ def main() -> None:
     }
     stem = f"{datetime.date.today()}-{socket.gethostname()}-{platform.machine()}-pipeline"
     depth = f" at depth {args.depth}" if args.depth else ""
-    markdown = "\n".join([
-        f"{Path(args.config).name}'s {summary['models']} models{depth} (random weights), CPU: {describe_cpu(cpu)}.",
-        "",
-        (
-            "| images | models | cores | wall (s) | sum of forward passes (s) | wall / forward | no-op `snakemake -n` (s) "
-            "| figure-option rerun (s) | extract peak RSS (MB) | disk (MB) |"
-        ),
-        "|---|---|---|---|---|---|---|---|---|---|",
-        (
-            f"| {args.images} | {summary['models']} | {args.cores} | {summary['wall_s']} | {summary['forward_sum_s']} "
-            f"| {summary['wall_over_forward']} | {summary['noop_dry_run_s']} | {summary['figure_option_rerun_s']} "
-            f"| {summary['extract_peak_rss_mb']} | {summary['disk_mb']} |"
-        ),
-        "",
-        f"Job wall seconds by rule (jobs overlap on {args.cores} cores): {summary['job_wall_seconds_by_rule']}",
-    ])
+    markdown = "\n".join(
+        [
+            f"{Path(args.config).name}'s {summary['models']} models{depth} (random weights), CPU: {describe_cpu(cpu)}.",
+            "",
+            (
+                "| images | models | cores | wall (s) | sum of forward passes (s) | wall / forward | no-op `snakemake -n` (s) "
+                "| figure-option rerun (s) | extract peak RSS (MB) | disk (MB) |"
+            ),
+            "|---|---|---|---|---|---|---|---|---|---|",
+            (
+                f"| {args.images} | {summary['models']} | {args.cores} | {summary['wall_s']} | {summary['forward_sum_s']} "
+                f"| {summary['wall_over_forward']} | {summary['noop_dry_run_s']} | {summary['figure_option_rerun_s']} "
+                f"| {summary['extract_peak_rss_mb']} | {summary['disk_mb']} |"
+            ),
+            "",
+            f"Job wall seconds by rule (jobs overlap on {args.cores} cores): {summary['job_wall_seconds_by_rule']}",
+        ]
+    )
     record(args.out, stem, markdown, summary)
 
 

@@ -61,7 +61,9 @@ def timed(write, path: Path, *args) -> tuple[float, float]:
 
 def cpu() -> dict:
     info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), platform.processor())
+    model = next(
+        (line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), platform.processor()
+    )
     flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
     wanted = ("avx2", "avx512f", "amx_tile", "pclmulqdq", "vpclmulqdq")
     return {"model": model, "flags": [f for f in wanted if f in flags], "cores": os.cpu_count()}
@@ -95,14 +97,16 @@ def main() -> None:
         written = statistics.median(t[0] for t in times[name])
         on_disk = statistics.median(t[1] for t in times[name])
         return {
-            "median_written_s": round(written, 3), "median_on_disk_s": round(on_disk, 3),
-            "written_GBps": round(nbytes / written / 1e9, 3), "on_disk_GBps": round(nbytes / on_disk / 1e9, 3),
+            "median_written_s": round(written, 3),
+            "median_on_disk_s": round(on_disk, 3),
+            "written_GBps": round(nbytes / written / 1e9, 3),
+            "on_disk_GBps": round(nbytes / on_disk / 1e9, 3),
             "runs_s": [[round(a, 3), round(b, 3)] for a, b in times[name]],
         }
 
     result = {
         "what": f"{args.images} images of ViT-B/16 attention ({BLOCKS}x{HEADS}x{TOKENS}x{TOKENS} float32), "
-                f"{nbytes / 2**20:.0f} MiB, batches of {BATCH}; medians of {args.runs} alternating runs",
+        f"{nbytes / 2**20:.0f} MiB, batches of {BATCH}; medians of {args.runs} alternating runs",
         "cpu": cpu(),
         "load_average_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
         "npy_plus_json_sidecar": summary("npy"),

@@ -91,27 +91,127 @@ def jobs_after_editing(workdir: Path, config: Path, relative: str) -> dict[str, 
 PARITY_CASES = [
     dict(id="vit_b16", model="vit_base_patch16_224", kwargs={}, arch="vit_base_patch16_224", overrides={}),
     dict(id="vit_t16", model="vit_tiny_patch16_224", kwargs=dict(depth=2), arch="vit_tiny_patch16_224", overrides=dict(depth=2)),
-    dict(id="vit_s32_384", model="vit_small_patch32_384", kwargs=dict(depth=2), arch="vit_small_patch32_384", overrides=dict(depth=2)),
+    dict(
+        id="vit_s32_384",
+        model="vit_small_patch32_384",
+        kwargs=dict(depth=2),
+        arch="vit_small_patch32_384",
+        overrides=dict(depth=2),
+    ),
     dict(id="vit_b8", model="vit_base_patch8_224", kwargs=dict(depth=1), arch="vit_base_patch8_224", overrides=dict(depth=1)),
-    dict(id="vit_l16_384", model="vit_large_patch16_384", kwargs=dict(depth=1), arch="vit_large_patch16_384", overrides=dict(depth=1)),
-    dict(id="deit_s", model="deit_small_patch16_224", kwargs=dict(depth=2), arch="deit_small_patch16_224", overrides=dict(depth=2)),
-    dict(id="deit_t_dist", model="deit_tiny_distilled_patch16_224", kwargs=dict(depth=2), arch="deit_tiny_distilled_patch16_224", overrides=dict(depth=2)),
-    dict(id="dino_s16", model="vit_small_patch16_224.dino", kwargs=dict(depth=2), arch="vit_small_patch16_224.dino", overrides=dict(depth=2)),
-    dict(id="dinov2_s14", model="vit_small_patch14_dinov2", kwargs=dict(depth=2, img_size=224, num_classes=0), arch="vit_small_patch14_dinov2", overrides=dict(depth=2, image_size=224)),
-    dict(id="dinov2_s14_reg4", model="vit_small_patch14_reg4_dinov2", kwargs=dict(depth=2, img_size=224, num_classes=0), arch="vit_small_patch14_reg4_dinov2", overrides=dict(depth=2, image_size=224)),
+    dict(
+        id="vit_l16_384",
+        model="vit_large_patch16_384",
+        kwargs=dict(depth=1),
+        arch="vit_large_patch16_384",
+        overrides=dict(depth=1),
+    ),
+    dict(
+        id="deit_s", model="deit_small_patch16_224", kwargs=dict(depth=2), arch="deit_small_patch16_224", overrides=dict(depth=2)
+    ),
+    dict(
+        id="deit_t_dist",
+        model="deit_tiny_distilled_patch16_224",
+        kwargs=dict(depth=2),
+        arch="deit_tiny_distilled_patch16_224",
+        overrides=dict(depth=2),
+    ),
+    dict(
+        id="dino_s16",
+        model="vit_small_patch16_224.dino",
+        kwargs=dict(depth=2),
+        arch="vit_small_patch16_224.dino",
+        overrides=dict(depth=2),
+    ),
+    dict(
+        id="dinov2_s14",
+        model="vit_small_patch14_dinov2",
+        kwargs=dict(depth=2, img_size=224, num_classes=0),
+        arch="vit_small_patch14_dinov2",
+        overrides=dict(depth=2, image_size=224),
+    ),
+    dict(
+        id="dinov2_s14_reg4",
+        model="vit_small_patch14_reg4_dinov2",
+        kwargs=dict(depth=2, img_size=224, num_classes=0),
+        arch="vit_small_patch14_reg4_dinov2",
+        overrides=dict(depth=2, image_size=224),
+    ),
     # Position-embedding resampling, judged by timm's own checkpoint filter:
     # a 224 checkpoint run at 384 (upsampling), a 518 DINOv2 checkpoint run at 224 (downsampling).
-    dict(id="vit_t16_224_to_384", model="vit_tiny_patch16_224", kwargs=dict(depth=2, img_size=384), checkpoint_kwargs=dict(depth=2), arch="vit_tiny_patch16_224", overrides=dict(depth=2, image_size=384)),
+    dict(
+        id="vit_t16_224_to_384",
+        model="vit_tiny_patch16_224",
+        kwargs=dict(depth=2, img_size=384),
+        checkpoint_kwargs=dict(depth=2),
+        arch="vit_tiny_patch16_224",
+        overrides=dict(depth=2, image_size=384),
+    ),
     # The later families (depth cut to 1-2 blocks; every block has the same code).
-    dict(id="clip_b16_openai", model="vit_base_patch16_clip_quickgelu_224", kwargs=dict(depth=2), arch="vit_base_patch16_clip_quickgelu_224", overrides=dict(depth=2)),
-    dict(id="clip_b16_laion", model="vit_base_patch16_clip_224.laion2b", kwargs=dict(depth=1), arch="vit_base_patch16_clip_224", overrides=dict(depth=1)),
-    dict(id="siglip_b16", model="vit_base_patch16_siglip_224", kwargs=dict(depth=2), arch="vit_base_patch16_siglip_224", overrides=dict(depth=2)),
-    dict(id="mae_b16", model="vit_base_patch16_224.mae", kwargs=dict(depth=1), arch="vit_base_patch16_224.mae", overrides=dict(depth=1)),
-    dict(id="deit3_s16", model="deit3_small_patch16_224", kwargs=dict(depth=2), arch="deit3_small_patch16_224", overrides=dict(depth=2)),
-    dict(id="deit3_b16", model="deit3_base_patch16_224", kwargs=dict(depth=1), arch="deit3_base_patch16_224", overrides=dict(depth=1)),
-    dict(id="beitv2_b16", model="beitv2_base_patch16_224", kwargs=dict(depth=2), arch="beitv2_base_patch16_224", overrides=dict(depth=2)),
-    dict(id="eva02_b14", model="eva02_base_patch14_224.mim_in22k", kwargs=dict(depth=2), arch="eva02_base_patch14_224", overrides=dict(depth=2)),
-    dict(id="dinov2_518_to_224", model="vit_small_patch14_dinov2", kwargs=dict(depth=1, img_size=224, num_classes=0), checkpoint_kwargs=dict(depth=1, num_classes=0), arch="vit_small_patch14_dinov2", overrides=dict(depth=1, image_size=224)),
+    dict(
+        id="clip_b16_openai",
+        model="vit_base_patch16_clip_quickgelu_224",
+        kwargs=dict(depth=2),
+        arch="vit_base_patch16_clip_quickgelu_224",
+        overrides=dict(depth=2),
+    ),
+    dict(
+        id="clip_b16_laion",
+        model="vit_base_patch16_clip_224.laion2b",
+        kwargs=dict(depth=1),
+        arch="vit_base_patch16_clip_224",
+        overrides=dict(depth=1),
+    ),
+    dict(
+        id="siglip_b16",
+        model="vit_base_patch16_siglip_224",
+        kwargs=dict(depth=2),
+        arch="vit_base_patch16_siglip_224",
+        overrides=dict(depth=2),
+    ),
+    dict(
+        id="mae_b16",
+        model="vit_base_patch16_224.mae",
+        kwargs=dict(depth=1),
+        arch="vit_base_patch16_224.mae",
+        overrides=dict(depth=1),
+    ),
+    dict(
+        id="deit3_s16",
+        model="deit3_small_patch16_224",
+        kwargs=dict(depth=2),
+        arch="deit3_small_patch16_224",
+        overrides=dict(depth=2),
+    ),
+    dict(
+        id="deit3_b16",
+        model="deit3_base_patch16_224",
+        kwargs=dict(depth=1),
+        arch="deit3_base_patch16_224",
+        overrides=dict(depth=1),
+    ),
+    dict(
+        id="beitv2_b16",
+        model="beitv2_base_patch16_224",
+        kwargs=dict(depth=2),
+        arch="beitv2_base_patch16_224",
+        overrides=dict(depth=2),
+    ),
+    dict(
+        id="eva02_b14",
+        model="eva02_base_patch14_224.mim_in22k",
+        kwargs=dict(depth=2),
+        arch="eva02_base_patch14_224",
+        overrides=dict(depth=2),
+    ),
+    dict(
+        id="dinov2_518_to_224",
+        model="vit_small_patch14_dinov2",
+        kwargs=dict(depth=1, img_size=224, num_classes=0),
+        checkpoint_kwargs=dict(depth=1, num_classes=0),
+        arch="vit_small_patch14_dinov2",
+        overrides=dict(depth=1, image_size=224),
+    ),
 ]
 
 
@@ -120,7 +220,9 @@ LOGITS_RTOL = 1e-4
 BLOCK_RTOL = 1e-4  # relative to the largest |value| of the block's output
 
 
-def reference_reductions(attentions: list[np.ndarray], num_prefix: int, grid: int, patch: int, pool: np.ndarray | None = None) -> dict:
+def reference_reductions(
+    attentions: list[np.ndarray], num_prefix: int, grid: int, patch: int, pool: np.ndarray | None = None
+) -> dict:
     """The per-image reductions in float64 from first principles (full rollout matrix products).
     ``pool``: an attention-pooling head's (B, heads, 1, N) attention, which takes the CLS row's place."""
     rows, cols = np.divmod(np.arange(grid * grid), grid)
@@ -160,8 +262,9 @@ def compare(model, ref) -> None:
     reduced = model.forward_reduced(ref["input"])
     depth = model.spec.depth
     pool = ref[f"attn_{depth}"] if model.spec.has_pool_query else None
-    expected = reference_reductions([ref[f"attn_{i}"] for i in range(depth)], model.num_prefix_tokens,
-                                    model.grid_size, model.patch_size, pool)
+    expected = reference_reductions(
+        [ref[f"attn_{i}"] for i in range(depth)], model.num_prefix_tokens, model.grid_size, model.patch_size, pool
+    )
     for name, atol in REDUCTION_ATOL.items():
         np.testing.assert_allclose(reduced.reductions[name], expected[name], rtol=0, atol=atol, err_msg=name)
     assert reduced.reductions["row_error"].shape[1] == depth + model.spec.has_pool_query

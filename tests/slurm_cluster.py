@@ -33,10 +33,16 @@ APT_PACKAGES = "slurmd slurmctld slurm-client munge"
 APT_COMMAND = f"apt-get install -y --no-install-recommends {APT_PACKAGES}"
 # (program, Debian package)
 PROGRAMS = [
-    ("munged", "munge"), ("mungekey", "munge"),
-    ("slurmctld", "slurmctld"), ("slurmd", "slurmd"),
-    ("sbatch", "slurm-client"), ("srun", "slurm-client"), ("squeue", "slurm-client"),
-    ("sinfo", "slurm-client"), ("scancel", "slurm-client"), ("scontrol", "slurm-client"),
+    ("munged", "munge"),
+    ("mungekey", "munge"),
+    ("slurmctld", "slurmctld"),
+    ("slurmd", "slurmd"),
+    ("sbatch", "slurm-client"),
+    ("srun", "slurm-client"),
+    ("squeue", "slurm-client"),
+    ("sinfo", "slurm-client"),
+    ("scancel", "slurm-client"),
+    ("scontrol", "slurm-client"),
 ]
 
 
@@ -104,7 +110,8 @@ class SlurmCluster:
         if missing:
             raise SlurmClusterError(
                 "the SLURM test cluster needs Debian's slurm and munge packages; missing: "
-                + ", ".join(missing) + f".\nInstall them with: {APT_COMMAND}"
+                + ", ".join(missing)
+                + f".\nInstall them with: {APT_COMMAND}"
             )
         if os.geteuid() != 0:
             raise SlurmClusterError("the SLURM test cluster runs its daemons as SlurmUser=root: run the test as root")
@@ -136,13 +143,19 @@ class SlurmCluster:
     # -- internals ---------------------------------------------------------------------------
     def _write_configs(self) -> None:
         root = self.root
-        for sub, mode in (("etc", 0o700), ("run", 0o755), ("log", 0o755), ("state", 0o700), ("spool", 0o755),
-                          ("spool/slurmd", 0o755), ("bin", 0o755)):
+        for sub, mode in (
+            ("etc", 0o700),
+            ("run", 0o755),
+            ("log", 0o755),
+            ("state", 0o700),
+            ("spool", 0o755),
+            ("spool/slurmd", 0o755),
+            ("bin", 0o755),
+        ):
             (root / sub).mkdir(mode=mode)
             os.chmod(root / sub, mode)  # mkdir's mode is masked by the umask
         os.chmod(root, 0o755)  # munged: the socket's directories must be searchable by all
-        subprocess.run(["mungekey", "--create", "--keyfile", str(root / "etc" / "munge.key")],
-                       check=True, capture_output=True)
+        subprocess.run(["mungekey", "--create", "--keyfile", str(root / "etc" / "munge.key")], check=True, capture_output=True)
         self.hardware = hw = node_hardware()
         node = " ".join(f"{k}={v}" for k, v in hw.items())
         self.conf.write_text(f"""\
@@ -188,17 +201,29 @@ PartitionName={self.partition} Nodes={self.hostname} Default=YES MaxTime=INFINIT
     def _spawn(self, name: str, args: list[str]) -> None:
         log = open(self.log_dir / f"{name}.stdout", "ab")
         self.processes[name] = subprocess.Popen(
-            args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            env=self.env(), start_new_session=True,  # a Ctrl-C of pytest reaches us, not them
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=self.env(),
+            start_new_session=True,  # a Ctrl-C of pytest reaches us, not them
         )
         log.close()
 
     def _start(self) -> None:
         root = self.root
-        self._spawn("munged", [
-            "munged", "--foreground", f"--socket={root}/run/munge.socket", f"--key-file={root}/etc/munge.key",
-            f"--pid-file={root}/run/munged.pid", f"--log-file={root}/log/munged.log", f"--seed-file={root}/etc/munged.seed",
-        ])
+        self._spawn(
+            "munged",
+            [
+                "munged",
+                "--foreground",
+                f"--socket={root}/run/munge.socket",
+                f"--key-file={root}/etc/munge.key",
+                f"--pid-file={root}/run/munged.pid",
+                f"--log-file={root}/log/munged.log",
+                f"--seed-file={root}/etc/munged.seed",
+            ],
+        )
         self._wait(lambda: (root / "run" / "munge.socket").exists(), "munged to create its socket", "munged")
         self._spawn("slurmctld", ["slurmctld", "-D", "-f", str(self.conf)])
         self._spawn("slurmd", ["slurmd", "-D", "-f", str(self.conf)])
@@ -209,8 +234,9 @@ PartitionName={self.partition} Nodes={self.hostname} Default=YES MaxTime=INFINIT
         while time.monotonic() < deadline:
             for name in daemons:
                 if self.processes[name].poll() is not None:
-                    raise SlurmClusterError(f"{name} exited with {self.processes[name].returncode} "
-                                            f"while waiting for {what}\n{self.logs()}")
+                    raise SlurmClusterError(
+                        f"{name} exited with {self.processes[name].returncode} while waiting for {what}\n{self.logs()}"
+                    )
             if ready():
                 return
             time.sleep(0.25)

@@ -35,8 +35,19 @@ def shards(tmp_path_factory):
 def test_kept_shard_equals_the_forward_pass(shards, tmp_path):
     folder, ids, attention = shards
     outputs = {"predictions": str(tmp_path / "predictions.parquet"), "attention": str(tmp_path / "shard_1.npz")}
-    run_extract(KEY, SETTINGS, str(folder / "shard_1.npy"), str(folder / "manifest.parquet"), 1, 2, SHARD_SIZE, outputs,
-                batch_size=1, precision="float32", dtype="float32")
+    run_extract(
+        KEY,
+        SETTINGS,
+        str(folder / "shard_1.npy"),
+        str(folder / "manifest.parquet"),
+        1,
+        2,
+        SHARD_SIZE,
+        outputs,
+        batch_size=1,
+        precision="float32",
+        dtype="float32",
+    )
     shard = vitprobe.open_attention(tmp_path / "shard_1.npz")
     assert isinstance(shard.attention, np.memmap)
     assert shard.image_ids == ids[3:] and shard.model == KEY
@@ -57,7 +68,12 @@ def test_parquet_export_equals_the_forward_pass(shards, tmp_path, selection):
 
     table = pq.read_table(out)
     assert [(f.name, str(f.type)) for f in table.schema] == [
-        ("image_id", "string"), ("block", "int16"), ("head", "int16"), ("query", "int16"), ("key", "int16"), ("weight", "halffloat"),
+        ("image_id", "string"),
+        ("block", "int16"),
+        ("head", "int16"),
+        ("query", "int16"),
+        ("key", "int16"),
+        ("weight", "halffloat"),
     ]
     frame = pd.read_parquet(out)
     assert frame["weight"].dtype == np.float16 and len(frame) == table.num_rows == len(rows) * attention[0].size
@@ -75,5 +91,7 @@ def test_parquet_export_equals_the_forward_pass(shards, tmp_path, selection):
 def test_unknown_export_id_names_the_key(shards, tmp_path):
     folder, _, _ = shards
     with pytest.raises(ConfigError, match=r"export\.attention_parquet: \['nope.jpg'\] not in the manifest.*img0\.jpg"):
-        export_attention(KEY, SETTINGS, str(folder / "manifest.parquet"), [], SHARD_SIZE, ["nope.jpg"], str(tmp_path / "x.parquet"))
+        export_attention(
+            KEY, SETTINGS, str(folder / "manifest.parquet"), [], SHARD_SIZE, ["nope.jpg"], str(tmp_path / "x.parquet")
+        )
     assert not list(tmp_path.iterdir())

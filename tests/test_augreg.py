@@ -36,7 +36,9 @@ def timm_reference(request, tmp_path_factory):
 
 def assert_matches_timm(npz_path, expected):
     state = augreg_to_timm(read_npz(npz_path), str(npz_path))
-    assert set(state) == set(expected), f"not produced: {sorted(set(expected) - set(state))}, extra: {sorted(set(state) - set(expected))}"
+    assert set(state) == set(expected), (
+        f"not produced: {sorted(set(expected) - set(state))}, extra: {sorted(set(state) - set(expected))}"
+    )
     for key, value in expected.items():
         assert state[key].dtype == np.float32, key
         np.testing.assert_array_equal(state[key], value, err_msg=key)

@@ -126,7 +126,8 @@ def test_byte_identical_images_are_analysed_once(tmp_path):
     manifest, rejected = mf.build_manifest(sources.folder(tmp_path))
     assert manifest.image_id.tolist() == ["a.png", "c.png"]
     assert rejected.to_dict("records") == [
-        {"image_id": "copy/b.png", "source": f"file:{tmp_path / 'copy/b.png'}", "reason": "duplicate of a.png"}]
+        {"image_id": "copy/b.png", "source": f"file:{tmp_path / 'copy/b.png'}", "reason": "duplicate of a.png"}
+    ]
 
 
 @pytest.mark.parametrize(
@@ -183,8 +184,15 @@ def test_duplicate_yaml_keys_are_refused_naming_key_and_lines(tmp_path):
 
 
 def test_stale_outputs_are_moved_never_deleted(tmp_path):
-    files = ["figures/keep.png", "figures/old_model.png", "shards/m/distance_0.parquet", "shards/gone/distance_0.parquet",
-             "shards/m/distance_7.parquet", "logs/x.log", "manifest.parquet"]
+    files = [
+        "figures/keep.png",
+        "figures/old_model.png",
+        "shards/m/distance_0.parquet",
+        "shards/gone/distance_0.parquet",
+        "shards/m/distance_7.parquet",
+        "logs/x.log",
+        "manifest.parquet",
+    ]
     for name in files:
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(name)

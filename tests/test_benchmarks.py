@@ -14,7 +14,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from record import FLAGS, record
+from record import FLAGS, record  # noqa: E402  (benchmarks/ is not a package)
 
 
 def run_benchmark(script: str, out: Path, *args: str) -> tuple[str, str, dict]:
@@ -46,8 +46,20 @@ def test_record_prints_before_it_writes(tmp_path, capsys):
 def test_bench_tiny(tmp_path):
     sides = ["vitprobe float32", "vitprobe float32 keep_attention", "timm float32"]
     stdout, markdown, data = run_benchmark(
-        "bench.py", tmp_path / "new" / "bench",
-        "--arch", "vit_tiny_patch16_224", "--depth", "1", "--images", "6", "--batch", "2", "--runs", "1", "--sides", *sides,
+        "bench.py",
+        tmp_path / "new" / "bench",
+        "--arch",
+        "vit_tiny_patch16_224",
+        "--depth",
+        "1",
+        "--images",
+        "6",
+        "--batch",
+        "2",
+        "--runs",
+        "1",
+        "--sides",
+        *sides,
     )
     assert markdown.strip() in stdout and "steady rate after the first batch" in markdown
     assert_names_cpu(data, markdown)
@@ -64,12 +76,27 @@ def test_bench_tiny(tmp_path):
 @pytest.mark.slow
 def test_pipeline_benchmark_tiny(tmp_path):
     stdout, markdown, data = run_benchmark(
-        "pipeline.py", tmp_path / "new" / "pipeline", "--config", str(REPO / "config" / "demo.yaml"), "--depth", "1", "--images", "4",
+        "pipeline.py",
+        tmp_path / "new" / "pipeline",
+        "--config",
+        str(REPO / "config" / "demo.yaml"),
+        "--depth",
+        "1",
+        "--images",
+        "4",
     )
     assert markdown.strip() in stdout and "| images | models |" in markdown
     assert_names_cpu(data, markdown)
     assert data["models"] == 2 and data["job_counts"]["extract"] == 2  # one shard per model
-    for key in ("wall_s", "forward_sum_s", "wall_over_forward", "noop_dry_run_s", "figure_option_rerun_s", "extract_peak_rss_mb", "disk_mb"):
+    for key in (
+        "wall_s",
+        "forward_sum_s",
+        "wall_over_forward",
+        "noop_dry_run_s",
+        "figure_option_rerun_s",
+        "extract_peak_rss_mb",
+        "disk_mb",
+    ):
         assert data[key] > 0, key
 
 

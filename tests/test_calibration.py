@@ -13,7 +13,13 @@ import pytest
 from test_config import BASE, dry_run
 from vitprobe.hardware import machine_key
 from vitprobe.pipeline.calibration import (
-    CalibrationError, choose_compile_mode, load_record, measure, record_path, runtime_versions, save,
+    CalibrationError,
+    choose_compile_mode,
+    load_record,
+    measure,
+    record_path,
+    runtime_versions,
+    save,
 )
 
 BACKEND = keras.backend.backend()
@@ -23,7 +29,14 @@ SETTINGS = dict(arch="vit_tiny_patch16_224", batch_size=8, threads=1, backend="t
 
 def candidate(backend, mode, precision, img_s, compile_s=1.0, versions=None):
     versions = versions or ({**VERSIONS} if backend == BACKEND else {"keras": VERSIONS["keras"], backend: "1.0"})
-    return {"backend": backend, "compile": mode, "precision": precision, "versions": versions, "img_s": img_s, "compile_s": compile_s}
+    return {
+        "backend": backend,
+        "compile": mode,
+        "precision": precision,
+        "versions": versions,
+        "img_s": img_s,
+        "compile_s": compile_s,
+    }
 
 
 def write_record(path, candidates):
@@ -36,13 +49,16 @@ pytestmark = pytest.mark.skipif(BACKEND != "tensorflow", reason="the records bel
 
 @pytest.fixture
 def record(tmp_path):
-    return write_record(tmp_path / "record.json", [
-        candidate("tensorflow", "graph", "float32", 2.84, compile_s=4.0),
-        candidate("tensorflow", "xla", "float32", 3.05, compile_s=9.0),
-        candidate("tensorflow", "graph", "bfloat16", 13.9),  # faster, not exact: never taken for float32
-        candidate("jax", "jit", "float32", 9.0),  # another backend: named, never taken
-        candidate("torch", "eager", "float32", None),  # a candidate that failed to run
-    ])
+    return write_record(
+        tmp_path / "record.json",
+        [
+            candidate("tensorflow", "graph", "float32", 2.84, compile_s=4.0),
+            candidate("tensorflow", "xla", "float32", 3.05, compile_s=9.0),
+            candidate("tensorflow", "graph", "bfloat16", 13.9),  # faster, not exact: never taken for float32
+            candidate("jax", "jit", "float32", 9.0),  # another backend: named, never taken
+            candidate("torch", "eager", "float32", None),  # a candidate that failed to run
+        ],
+    )
 
 
 def test_takes_the_fastest_exact_mode_of_the_running_backend(record):
@@ -88,9 +104,14 @@ def test_a_model_with_spec_overrides_has_its_own_record(tmp_path, monkeypatch):
         (json.dumps({"date": "x"}), ["no 'candidates' list"]),
         (json.dumps({"candidates": [{"backend": "tensorflow"}]}), ["without backend, compile and precision"]),
         (json.dumps({"candidates": [candidate("tensorflow", "xla", "float32", -1.0)]}), ["has img_s -1.0"]),
-        (json.dumps({"candidates": [candidate("tensorflow", "xla", "float32", 3.0, versions={"tensorflow": "0.1"})]}),
-         ["unusable here", "measured under {'tensorflow': '0.1'}"]),
-        (json.dumps({"candidates": [candidate("jax", "jit", "float32", 3.0)]}), ["unusable here", "no tensorflow float32 measurement"]),
+        (
+            json.dumps({"candidates": [candidate("tensorflow", "xla", "float32", 3.0, versions={"tensorflow": "0.1"})]}),
+            ["unusable here", "measured under {'tensorflow': '0.1'}"],
+        ),
+        (
+            json.dumps({"candidates": [candidate("jax", "jit", "float32", 3.0)]}),
+            ["unusable here", "no tensorflow float32 measurement"],
+        ),
     ],
 )
 def test_a_bad_record_falls_back_with_a_warning_naming_it(tmp_path, content, words):
@@ -104,7 +125,10 @@ def test_a_bad_record_falls_back_with_a_warning_naming_it(tmp_path, content, wor
 
 def test_saving_keeps_the_other_precisions_measurements(tmp_path):
     path = tmp_path / "m" / "record.json"
-    save({"candidates": [candidate("tensorflow", "graph", "float32", 2.0), candidate("tensorflow", "graph", "bfloat16", 1.0)]}, path)
+    save(
+        {"candidates": [candidate("tensorflow", "graph", "float32", 2.0), candidate("tensorflow", "graph", "bfloat16", 1.0)]},
+        path,
+    )
     save({"candidates": [candidate("tensorflow", "graph", "float32", 3.0)]}, path)
     rates = {c["precision"]: c["img_s"] for c in load_record(path)["candidates"]}
     assert rates == {"float32": 3.0, "bfloat16": 1.0}
@@ -137,8 +161,16 @@ def test_calibration_end_to_end_then_the_extract_job_logs_its_choice(tmp_path, m
 
     monkeypatch.setenv("VITPROBE_CACHE", str(tmp_path / "cache"))
     overrides = {"depth": 1, "image_size": 32}
-    record = measure("vit_tiny_patch16_224", 2, 1, candidates=[("tensorflow", "graph"), ("tensorflow", "xla")], repeats=1,
-                     batches=2, spec_overrides=overrides, progress=lambda line: None)
+    record = measure(
+        "vit_tiny_patch16_224",
+        2,
+        1,
+        candidates=[("tensorflow", "graph"), ("tensorflow", "xla")],
+        repeats=1,
+        batches=2,
+        spec_overrides=overrides,
+        progress=lambda line: None,
+    )
     rates = {c["compile"]: c["img_s"] for c in record["candidates"]}
     assert set(rates) == {"graph", "xla"} and all(r > 0 for r in rates.values()), record
     assert record["cpu_model"] and record["batch_size"] == 2 and record["threads"] == 1
@@ -149,12 +181,26 @@ def test_calibration_end_to_end_then_the_extract_job_logs_its_choice(tmp_path, m
     np.save(crops, np.random.default_rng(0).integers(0, 255, size=(3, 32, 32, 3), dtype=np.uint8))
     manifest = tmp_path / "manifest.parquet"
     write_parquet(pd.DataFrame({"image_id": ["a", "b", "c"], "label": -1}), manifest)
-    outputs = {name: str(tmp_path / f"{name}.{ext}") for name, ext in (("predictions", "parquet"), ("per_image", "parquet"),
-                                                                       ("maps", "npz"))}
+    outputs = {
+        name: str(tmp_path / f"{name}.{ext}")
+        for name, ext in (("predictions", "parquet"), ("per_image", "parquet"), ("maps", "npz"))
+    }
     settings = {"arch": "vit_tiny_patch16_224", "weights": "random", "spec": overrides}
     with caplog.at_level(logging.INFO, logger="vitprobe"):
-        run_extract("tiny", settings, str(crops), str(manifest), 0, 1, 3, outputs, batch_size=2, precision="float32",
-                    compile_mode="auto", threads=1)
+        run_extract(
+            "tiny",
+            settings,
+            str(crops),
+            str(manifest),
+            0,
+            1,
+            3,
+            outputs,
+            batch_size=2,
+            precision="float32",
+            compile_mode="auto",
+            threads=1,
+        )
     expected = min(record["candidates"], key=lambda c: c["compile_s"] + 3 / c["img_s"])["compile"]  # 3 images
     line = next(r.getMessage() for r in caplog.records if "compiled as" in r.getMessage())
     assert line.startswith(f"tiny: compiled as {expected} (fastest for 3 images at float32"), line

@@ -41,6 +41,7 @@ def workflow_env(workdir: Path, base: dict | None = None) -> dict:
 
 # -- every profile parses ---------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def dry_run_dir(tmp_path_factory):
     return demo_workdir(tmp_path_factory.mktemp("profiles"))
@@ -50,7 +51,10 @@ def dry_run_dir(tmp_path_factory):
 def test_profile_dry_run(dry_run_dir, profile):
     result = subprocess.run(
         [*SNAKEMAKE, "-n", "--profile", f"profiles/{profile}", "--configfile", "config/demo.yaml"],
-        cwd=dry_run_dir, capture_output=True, text=True, env=workflow_env(dry_run_dir),
+        cwd=dry_run_dir,
+        capture_output=True,
+        text=True,
+        env=workflow_env(dry_run_dir),
     )
     out = result.stdout + result.stderr
     assert result.returncode == 0, out[-6000:]
@@ -61,11 +65,13 @@ def test_profile_dry_run(dry_run_dir, profile):
 
 # -- the demo through SLURM equals a local run --------------------------------------------------
 
+
 def start(workdir: Path, args: list[str], env: dict, name: str) -> tuple[subprocess.Popen, Path]:
     log = workdir / f"{name}.log"
     with open(log, "w") as f:
-        process = subprocess.Popen([*SNAKEMAKE, *args], cwd=workdir, stdout=f, stderr=subprocess.STDOUT,
-                                   env=env, start_new_session=True)
+        process = subprocess.Popen(
+            [*SNAKEMAKE, *args], cwd=workdir, stdout=f, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
     return process, log
 
 
@@ -80,8 +86,7 @@ def finish(process: subprocess.Popen, log: Path, what: str, timeout: float) -> s
     if process.returncode:
         # A failed SLURM job's own output (kept by the plugin) names the cause.
         job_logs = sorted((log.parent / ".snakemake" / "slurm_logs").rglob("*.log"))[:4]
-        tails = "".join(f"\n--- {p.relative_to(log.parent)}\n" + "\n".join(p.read_text().splitlines()[-12:])
-                        for p in job_logs)
+        tails = "".join(f"\n--- {p.relative_to(log.parent)}\n" + "\n".join(p.read_text().splitlines()[-12:]) for p in job_logs)
         raise AssertionError(f"{what} failed:\n{text[-6000:]}{tails}")
     return text
 
@@ -94,7 +99,7 @@ def assert_same_results(local: Path, remote: Path) -> None:
         if not a.equals(b):
             report = []
             for column in a.columns:
-                same = (a[column].to_numpy() == b[column].to_numpy())
+                same = a[column].to_numpy() == b[column].to_numpy()
                 if not same.all():
                     detail = f"{column}: {(~same).sum()} of {len(same)} values differ"
                     if pd.api.types.is_numeric_dtype(a[column]):
@@ -137,16 +142,32 @@ def test_demo_through_slurm_equals_local_run(tmp_path):
         # not depend on what else the machine does.
         runs = []
         try:
-            runs.append(local := start(local_dir, ["--cores", str(threads), "--configfile", "config/demo.yaml"],
-                                       workflow_env(local_dir), "local"))
-            runs.append(remote := start(slurm_dir, [
-                "--profile", "profiles/slurm", "--configfile", "config/demo.yaml",
-                # This one-node cluster: no job takes more CPUs than the local run allows, no
-                # accounting database (job states from squeue), fast status polls.
-                "--max-threads", str(threads),
-                "--slurm-status-command", "squeue",
-                "--slurm-init-seconds-before-status-checks", "1",
-            ], cluster.env(workflow_env(slurm_dir)), "slurm"))
+            runs.append(
+                local := start(
+                    local_dir, ["--cores", str(threads), "--configfile", "config/demo.yaml"], workflow_env(local_dir), "local"
+                )
+            )
+            runs.append(
+                remote := start(
+                    slurm_dir,
+                    [
+                        "--profile",
+                        "profiles/slurm",
+                        "--configfile",
+                        "config/demo.yaml",
+                        # This one-node cluster: no job takes more CPUs than the local run allows, no
+                        # accounting database (job states from squeue), fast status polls.
+                        "--max-threads",
+                        str(threads),
+                        "--slurm-status-command",
+                        "squeue",
+                        "--slurm-init-seconds-before-status-checks",
+                        "1",
+                    ],
+                    cluster.env(workflow_env(slurm_dir)),
+                    "slurm",
+                )
+            )
             local_log = finish(*local, "the local run", timeout=400)
             slurm_log = finish(*remote, "the SLURM run", timeout=400)
         finally:
@@ -180,6 +201,7 @@ def test_demo_through_slurm_equals_local_run(tmp_path):
 
 
 # -- the cluster-generic profile's scripts ------------------------------------------------------
+
 
 def generic(script: str, *args: str, cwd: Path) -> str:
     result = subprocess.run([str(GENERIC / script), *args], cwd=cwd, capture_output=True, text=True, timeout=30)

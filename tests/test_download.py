@@ -230,9 +230,7 @@ def test_redownload_after_corrupt_first_download_succeeds(server, env, tmp_path)
     assert env.pinned() == {url: {"sha256": sha256_of(load(url).weights_file)}}
 
 
-@pytest.mark.parametrize(
-    "how,words", [("length", "stopped after"), ("chunked", "download failed (IncompleteRead")]
-)
+@pytest.mark.parametrize("how,words", [("length", "stopped after"), ("chunked", "download failed (IncompleteRead")])
 def test_dropped_connection_is_refused(server, env, tmp_path, how, words):
     # http.client returns a short body without error: fetch.py must compare the length.
     name = f"dropped_{how}.npz"

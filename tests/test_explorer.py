@@ -58,7 +58,9 @@ def explorer(tmp_path_factory):
     table = out / "mean_attention_distance.parquet"
     pd.DataFrame(distance_rows).to_parquet(table)
     page = out / "explorer.html"
-    write_explorer(MODELS, {key: f"{key} (random init)" for key in MODELS}, maps, str(table), [list(MODELS)], IMAGES, None, str(page))
+    write_explorer(
+        MODELS, {key: f"{key} (random init)" for key in MODELS}, maps, str(table), [list(MODELS)], IMAGES, None, str(page)
+    )
     return page, references
 
 
@@ -125,7 +127,13 @@ def test_page_matches_the_forward_pass(page, explorer):
     query = (7 + 3) * 14 + (7 + 1)
     for key, reference in references.items():
         state = shown(page, key)
-        assert (state["image"], state["block"], state["head"], state["layer"], int(state["query"])) == ("2", "1", "1", "query", query)
+        assert (state["image"], state["block"], state["head"], state["layer"], int(state["query"])) == (
+            "2",
+            "1",
+            "1",
+            "query",
+            query,
+        )
         expected = assert_row(page, reference, key, 1, query)
         # The overlay is this query's row and no other: the neighbouring patch's row differs.
         other, bound = expected_row(reference, 2, 1, 1, query + 1)

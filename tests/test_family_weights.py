@@ -21,7 +21,8 @@ from safetensors.numpy import save_file
 import vitprobe
 from conftest import PARITY_CASES, run_reference
 from vitprobe.data.preprocess import Preprocess
-from vitprobe.models.presets import LATER_FAMILIES, PRESETS as ALL_PRESETS
+from vitprobe.models.presets import LATER_FAMILIES
+from vitprobe.models.presets import PRESETS as ALL_PRESETS
 from vitprobe.models.spec import SPECS, get_spec
 from vitprobe.models.vit import VisionTransformer
 from vitprobe.weights import WeightsError
@@ -45,10 +46,15 @@ PRESETS = list(LATER_FAMILIES)
 def hub_layouts(tmp_path_factory):
     """{(preset, depth): {key: shape}} from timm, at full depth and at depth 1."""
     out = tmp_path_factory.mktemp("timm_keys")
-    job = [dict(id=f"{name}@{depth}", model=name, kwargs=dict(depth=depth) if depth else {}) for name in PRESETS for depth in (0, 1)]
+    job = [
+        dict(id=f"{name}@{depth}", model=name, kwargs=dict(depth=depth) if depth else {}) for name in PRESETS for depth in (0, 1)
+    ]
     (out / "job.json").write_text(json.dumps(job))
     run_reference("timm_state_keys.py", out / "job.json", out / "keys.json")
-    return {tuple(k.split("@")): {key: tuple(shape) for key, shape in v.items()} for k, v in json.loads((out / "keys.json").read_text()).items()}
+    return {
+        tuple(k.split("@")): {key: tuple(shape) for key, shape in v.items()}
+        for k, v in json.loads((out / "keys.json").read_text()).items()
+    }
 
 
 def test_every_preset_is_complete_and_has_a_parity_case():
@@ -90,5 +96,8 @@ def test_missing_or_misspelt_key_is_named(name, hub_layouts, tmp_path):
     state[key + "_typo"] = value
     misspelt = tmp_path / "misspelt.safetensors"
     save_file(state, str(misspelt))
-    with pytest.raises(WeightsError, match=rf"(?s)misspelt\.safetensors.*missing keys \(1\): {re.escape(key)}\n.*unexpected keys \(1\): {re.escape(key)}_typo"):
+    with pytest.raises(
+        WeightsError,
+        match=rf"(?s)misspelt\.safetensors.*missing keys \(1\): {re.escape(key)}\n.*unexpected keys \(1\): {re.escape(key)}_typo",
+    ):
         vitprobe.load_model(arch, weights=str(misspelt), depth=1)

@@ -53,10 +53,14 @@ def test_killed_run_keeps_finished_shards_and_ends_identical(reference_run, tmp_
     workdir, config = setup(tmp_path, "killed")
     out = workdir / "results" / "faults"
     process = subprocess.Popen(
-        [*SNAKEMAKE, "--cores", "1", "--configfile", str(config)], cwd=workdir,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        [*SNAKEMAKE, "--cores", "1", "--configfile", str(config)],
+        cwd=workdir,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     deadline = time.monotonic() + 300
+
     # Wait until one shard is extracted and another extract job has started (its log
     # exists) but not finished.
     def shards(pattern):
@@ -126,9 +130,18 @@ def make_messy_folder(folder: Path) -> dict[str, str]:
     (folder / "truncated.jpg").write_bytes(good[: len(good) // 2])
     (folder / "notes.jpg").write_text("not an image")
     return {
-        "rgb.jpg": "ok", "gray.png": "ok", "cmyk.jpg": "ok", "rgba.png": "ok", "palette.png": "ok",
-        "deep16.png": "ok", "tiny10.png": "ok", "huge.png": "ok", "rotated.jpg": "ok",
-        "empty.jpg": "empty file", "truncated.jpg": "runcated", "notes.jpg": "cannot identify",
+        "rgb.jpg": "ok",
+        "gray.png": "ok",
+        "cmyk.jpg": "ok",
+        "rgba.png": "ok",
+        "palette.png": "ok",
+        "deep16.png": "ok",
+        "tiny10.png": "ok",
+        "huge.png": "ok",
+        "rotated.jpg": "ok",
+        "empty.jpg": "empty file",
+        "truncated.jpg": "runcated",
+        "notes.jpg": "cannot identify",
     }
 
 
@@ -162,8 +175,14 @@ def test_messy_folder_rejects_bad_files_and_keeps_the_rest(tmp_path):
 def test_no_pickle_loading_and_no_shell_from_config():
     """The project never unpickles, and never builds a shell command from config values."""
     forbidden = ["import " + "pickle", "pickle" + ".load", "torch" + ".load(", "allow_pickle" + "=True"]
-    sources = [*REPO.glob("src/**/*.py"), *REPO.glob("workflow/**/*.py"), *REPO.glob("workflow/**/*.smk"),
-               REPO / "Snakefile", *REPO.glob("tests/**/*.py"), *REPO.glob("benchmarks/**/*.py")]
+    sources = [
+        *REPO.glob("src/**/*.py"),
+        *REPO.glob("workflow/**/*.py"),
+        *REPO.glob("workflow/**/*.smk"),
+        REPO / "Snakefile",
+        *REPO.glob("tests/**/*.py"),
+        *REPO.glob("benchmarks/**/*.py"),
+    ]
     hits = [f"{p}: {w}" for p in sources for w in forbidden if w in p.read_text()]
     assert hits == []
     rules = "\n".join(p.read_text() for p in (REPO / "workflow/rules").glob("*.smk"))

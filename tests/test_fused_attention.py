@@ -37,7 +37,9 @@ def test_kernel_matches_float64(num_prefix, grid_w, block):
     q = rng.normal(size=(2, 3, n, 8)).astype(np.float32) * 2  # peaked rows
     k = rng.normal(size=(2, 3, n, 8)).astype(np.float32)
     v = rng.normal(size=(2, 3, n, 8 + n)).astype(np.float32)  # extra value columns pass through
-    out, stats = attention_with_statistics(q, k, v, num_prefix=num_prefix, grid_w=grid_w, patch_size=14, block=block, interpret=True)
+    out, stats = attention_with_statistics(
+        q, k, v, num_prefix=num_prefix, grid_w=grid_w, patch_size=14, block=block, interpret=True
+    )
     want_out, want_stats = reference(q, k, v, num_prefix, grid_w, 14)
     np.testing.assert_allclose(np.asarray(out), want_out, rtol=0, atol=1e-5)
     np.testing.assert_allclose(np.asarray(stats)[..., 0], want_stats[..., 0], rtol=1e-5, atol=1e-4)  # px
@@ -70,12 +72,16 @@ print("ok")
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("arch,size", [("vit_tiny_patch16_224", 64), ("vit_small_patch14_reg4_dinov2", 56), ("deit_tiny_distilled_patch16_224", 64)])
+@pytest.mark.parametrize(
+    "arch,size", [("vit_tiny_patch16_224", 64), ("vit_small_patch14_reg4_dinov2", 56), ("deit_tiny_distilled_patch16_224", 64)]
+)
 def test_fused_reductions_equal_the_unfused_reducer(arch, size):
     """The whole model on the jax backend: every reduction within 1e-4 (relative to its scale)."""
     result = subprocess.run(
         [sys.executable, "-c", MODEL_CHECK.format(arch=arch, size=size)],
-        capture_output=True, text=True, env={**os.environ, "KERAS_BACKEND": "jax"},
+        capture_output=True,
+        text=True,
+        env={**os.environ, "KERAS_BACKEND": "jax"},
     )
     assert result.returncode == 0 and "ok" in result.stdout, result.stderr[-4000:]
 

@@ -9,8 +9,13 @@ from vitprobe import hardware
 HEADER = "processor\t: 0\nvendor_id\t: {vendor}\ncpu family\t: {family}\nmodel\t\t: {model}\nmodel name\t: {name}\n"
 BASE = "fpu vme sse sse2 ssse3 sse4_1 sse4_2 avx f16c fma avx2"
 CPUS = {  # fake cpuinfo of the three x86 classes (AMX, AVX-512 without bf16, AVX2 only); names illustrative
-    "sapphire_rapids": ("GenuineIntel", 6, 143, "Intel(R) Xeon(R) Platinum 8481C CPU @ 2.70GHz",
-                        BASE + " avx512f avx512bw avx512_vnni avx512_bf16 amx_bf16 amx_tile amx_int8"),
+    "sapphire_rapids": (
+        "GenuineIntel",
+        6,
+        143,
+        "Intel(R) Xeon(R) Platinum 8481C CPU @ 2.70GHz",
+        BASE + " avx512f avx512bw avx512_vnni avx512_bf16 amx_bf16 amx_tile amx_int8",
+    ),
     "ice_lake": ("GenuineIntel", 6, 106, "Intel(R) Xeon(R) Processor @ 2.80GHz", BASE + " avx512f avx512bw avx512_vnni"),
     "epyc_avx2": ("AuthenticAMD", 23, 49, "AMD EPYC 7B12", BASE),
 }

@@ -33,15 +33,36 @@ def timm_vit_tiny_state(seed: int, depth: int = 2) -> dict[str, np.ndarray]:
     """A vit_tiny_patch16_224 state dict with timm's names, shapes and PyTorch layout
     (the key set of timm's own ``state_dict()`` for depth 2)."""
     d, mlp, classes = 192, 768, 1000
-    shapes = {"cls_token": (1, 1, d), "pos_embed": (1, 197, d), "patch_embed.proj.weight": (d, 3, 16, 16),
-              "patch_embed.proj.bias": (d,), "norm.weight": (d,), "norm.bias": (d,),
-              "head.weight": (classes, d), "head.bias": (classes,)}
+    shapes = {
+        "cls_token": (1, 1, d),
+        "pos_embed": (1, 197, d),
+        "patch_embed.proj.weight": (d, 3, 16, 16),
+        "patch_embed.proj.bias": (d,),
+        "norm.weight": (d,),
+        "norm.bias": (d,),
+        "head.weight": (classes, d),
+        "head.bias": (classes,),
+    }
     for i in range(depth):
-        shapes.update({f"blocks.{i}.{k}": v for k, v in {
-            "norm1.weight": (d,), "norm1.bias": (d,), "attn.qkv.weight": (3 * d, d), "attn.qkv.bias": (3 * d,),
-            "attn.proj.weight": (d, d), "attn.proj.bias": (d,), "norm2.weight": (d,), "norm2.bias": (d,),
-            "mlp.fc1.weight": (mlp, d), "mlp.fc1.bias": (mlp,), "mlp.fc2.weight": (d, mlp), "mlp.fc2.bias": (d,),
-        }.items()})
+        shapes.update(
+            {
+                f"blocks.{i}.{k}": v
+                for k, v in {
+                    "norm1.weight": (d,),
+                    "norm1.bias": (d,),
+                    "attn.qkv.weight": (3 * d, d),
+                    "attn.qkv.bias": (3 * d,),
+                    "attn.proj.weight": (d, d),
+                    "attn.proj.bias": (d,),
+                    "norm2.weight": (d,),
+                    "norm2.bias": (d,),
+                    "mlp.fc1.weight": (mlp, d),
+                    "mlp.fc1.bias": (mlp,),
+                    "mlp.fc2.weight": (d, mlp),
+                    "mlp.fc2.bias": (d,),
+                }.items()
+            }
+        )
     rng = np.random.default_rng(seed)
     return {k: rng.normal(0, 0.02, s).astype(np.float32) for k, s in sorted(shapes.items())}
 
@@ -120,8 +141,9 @@ def hub(tmp_path_factory):
     lines = [line for line in result.stdout.splitlines() if line.startswith("RESULTS ")]
     assert result.returncode == 0 and lines, f"driver failed:\n{result.stdout}\n{result.stderr}"
     header, *loads = json.loads(lines[-1].removeprefix("RESULTS "))
-    return dict(header=header, loads=loads, cache=cache, lock=lock, first=first, second=second,
-                pointer_1=pointer_1, pointer_2=pointer_2)
+    return dict(
+        header=header, loads=loads, cache=cache, lock=lock, first=first, second=second, pointer_1=pointer_1, pointer_2=pointer_2
+    )
 
 
 def test_offline_settings_reached_huggingface_hub(hub):

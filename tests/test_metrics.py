@@ -10,7 +10,6 @@ import sys
 
 import numpy as np
 import pytest
-
 from keras import ops
 
 from vitprobe.metrics import attention as am
@@ -233,9 +232,7 @@ def test_discard_keeps_cls_entries() -> None:
     fused = np.array([[0.1, 0.2, 0.7], [0.05, 0.9, 0.05], [0.01, 0.09, 0.9]])
     # Discardable (non-CLS row/column): .9, .05, .09, .9 -> ratio .5 zeroes (1,2)=.05 and (2,1)=.09,
     # though the CLS-column entries .05 and .01 are lower.
-    expected = np.array(
-        [[1.1 / 2, 0.2 / 2, 0.7 / 2], [0.05 / 1.95, 1.9 / 1.95, 0.0], [0.01 / 1.91, 0.0, 1.9 / 1.91]]
-    )
+    expected = np.array([[1.1 / 2, 0.2 / 2, 0.7 / 2], [0.05 / 1.95, 1.9 / 1.95, 0.0], [0.01 / 1.91, 0.0, 1.9 / 1.91]])
     other = np.eye(3)[None, None]  # second image: discarding its off-diagonal zeros changes nothing
     attn = np.concatenate([fused[None, None], other])
     out = rollout_row([attn], discard_ratio=0.5)
@@ -337,9 +334,12 @@ def test_shard_reductions_check_and_table(tmp_path) -> None:
 
     def batch(n, error=0.0):
         return {
-            "distance": rng.random((n, blocks, heads)), "prefix_mass": rng.random((n, blocks, heads)),
-            "entropy": rng.random((n, blocks, heads)), "row_error": np.full((n, blocks), error),
-            "rollout": rng.random((n, grid, grid)), "cls": rng.random((n, heads, grid, grid)),
+            "distance": rng.random((n, blocks, heads)),
+            "prefix_mass": rng.random((n, blocks, heads)),
+            "entropy": rng.random((n, blocks, heads)),
+            "row_error": np.full((n, blocks), error),
+            "rollout": rng.random((n, grid, grid)),
+            "cls": rng.random((n, heads, grid, grid)),
         }
 
     collected = ShardReductions("vit_b16")
@@ -371,8 +371,9 @@ def test_numpy_attention_on_every_backend():
         "print(float(ops.convert_to_numpy(d)[0, 0]), float(ops.convert_to_numpy(m)[0, 0]))\n"
     )
     for backend in ("tensorflow", "jax", "torch"):
-        out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                             env={**os.environ, "KERAS_BACKEND": backend})
+        out = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, env={**os.environ, "KERAS_BACKEND": backend}
+        )
         assert out.returncode == 0, out.stderr[-2000:]
         distance, mass = map(float, out.stdout.split())
         # Uniform 0.2 over a CLS key and a 2x2 grid at 16 px: per query 0.2 * (0 + 16 + 16 + 16 sqrt 2).

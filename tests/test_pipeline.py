@@ -35,7 +35,9 @@ def write_clip(path: Path, frames: int) -> None:
 
 MODELS = {
     "vit_t": dict(arch="vit_tiny_patch16_224", case="vit_t16", timm="vit_tiny_patch16_224", prefix=1),
-    "deit_t_dist": dict(arch="deit_tiny_distilled_patch16_224", case="deit_t_dist", timm="deit_tiny_distilled_patch16_224", prefix=2),
+    "deit_t_dist": dict(
+        arch="deit_tiny_distilled_patch16_224", case="deit_t_dist", timm="deit_tiny_distilled_patch16_224", prefix=2
+    ),
 }
 
 
@@ -73,7 +75,10 @@ def test_outputs_follow_the_contract(run):
     manifest = pd.read_parquet(out / "manifest.parquet")
     assert len(manifest) == IMAGES
     assert {c: str(t) for c, t in manifest.dtypes.items() if c in ("label", "width", "height")} == {
-        "label": "int64", "width": "int64", "height": "int64"}
+        "label": "int64",
+        "width": "int64",
+        "height": "int64",
+    }
     assert manifest["sha256"].str.fullmatch(r"[0-9a-f]{64}").all()
 
     per_image = pd.read_parquet(out / "attention_distance_per_image.parquet")
@@ -97,13 +102,23 @@ def test_outputs_follow_the_contract(run):
 
     figures = sorted(p.name for p in (out / "figures").iterdir())
     for key in MODELS:
-        for stem in ("distance_by_block", "patch_embedding_filters", "patch_embedding_components",
-                     "position_embedding_cosine", "position_embedding_dot", "top1_gallery"):
+        for stem in (
+            "distance_by_block",
+            "patch_embedding_filters",
+            "patch_embedding_components",
+            "position_embedding_cosine",
+            "position_embedding_dot",
+            "top1_gallery",
+        ):
             assert f"{stem}_{key}.png" in figures
         assert f"cls_attention_heads_{key}_image0.png" in figures
         assert f"cka_within_{key}.png" in figures
-    assert {"attention_rollout.png", "top1_predictions.png", "distance_comparison_vit_t_vs_deit_t_dist.png",
-            "cka_between_vit_t_vs_deit_t_dist.png"} <= set(figures)
+    assert {
+        "attention_rollout.png",
+        "top1_predictions.png",
+        "distance_comparison_vit_t_vs_deit_t_dist.png",
+        "cka_between_vit_t_vs_deit_t_dist.png",
+    } <= set(figures)
 
     cka = pd.read_parquet(out / "cka.parquet")
     assert list(cka.columns) == ["model_a", "block_a", "model_b", "block_b", "features", "cka", "n_images", "n_groups"]
@@ -164,9 +179,16 @@ def test_distance_matches_timm_on_the_same_pixels(run, tmp_path):
     job = {
         "image_ids": manifest["image_id"].tolist(),
         "models": [
-            dict(key=key, model=m["timm"], kwargs={"depth": 2}, num_prefix=m["prefix"], crops=[str(p) for p in crops],
-                 weights=str(Path(yaml.safe_load((workdir / "e2e.yaml").read_text())["models"][key]["weights"])),
-                 mean=default_preprocess(m["arch"]).mean, std=default_preprocess(m["arch"]).std)
+            dict(
+                key=key,
+                model=m["timm"],
+                kwargs={"depth": 2},
+                num_prefix=m["prefix"],
+                crops=[str(p) for p in crops],
+                weights=str(Path(yaml.safe_load((workdir / "e2e.yaml").read_text())["models"][key]["weights"])),
+                mean=default_preprocess(m["arch"]).mean,
+                std=default_preprocess(m["arch"]).std,
+            )
             for key, m in MODELS.items()
         ],
     }
@@ -286,7 +308,10 @@ def test_fused_rerun_rules(fused_run):
     workdir, config, _ = fused_run
     jobs = jobs_after_editing(workdir, config, "src/vitprobe/metrics/attention.py")
     assert jobs["extract"] == 3 * 2 and "reduce" not in jobs and "prepare" not in jobs
-    for unrelated in ("src/vitprobe/pipeline/aggregate.py", "src/vitprobe/metrics/parameters.py"):  # aggregation; parameter figures
+    for unrelated in (
+        "src/vitprobe/pipeline/aggregate.py",
+        "src/vitprobe/metrics/parameters.py",
+    ):  # aggregation; parameter figures
         assert "extract" not in jobs_after_editing(workdir, config, unrelated)
     changed = yaml.safe_load(config.read_text())
     changed["analysis"]["map_images"] = 1
@@ -323,7 +348,12 @@ def test_cka_rerun_rules(fused_run):
     more.write_text(yaml.safe_dump(changed))
     # The new pair only, the table and the new comparison's figures; no model runs.
     assert planned_jobs(workdir, more) == {
-        "cka_pair": 1, "cka": 1, "figure_cka_comparison": 1, "figure_distance_comparison": 1, "all": 1}
+        "cka_pair": 1,
+        "cka": 1,
+        "figure_cka_comparison": 1,
+        "figure_distance_comparison": 1,
+        "all": 1,
+    }
     changed = yaml.safe_load(config.read_text())
     changed["cka"]["features"] = ["tokens"]
     fewer = workdir / "fused_fewer_features.yaml"
@@ -359,9 +389,7 @@ RULE_BLOCK = re.compile(r"^\s*(rule|checkpoint) (\w+):\n(.*?)(?=^\s*(?:rule|chec
 RULE_BLOCKS = [
     block for smk in sorted((REPO / "workflow" / "rules").glob("*.smk")) for block in RULE_BLOCK.findall(smk.read_text())
 ]
-RULE_SCRIPTS = {
-    name: code.group(1) for _, name, body in RULE_BLOCKS if (code := re.search(r'code=code\("([\w.]+)"\)', body))
-}
+RULE_SCRIPTS = {name: code.group(1) for _, name, body in RULE_BLOCKS if (code := re.search(r'code=code\("([\w.]+)"\)', body))}
 CHECKPOINTS = {name for kind, name, _ in RULE_BLOCKS if kind == "checkpoint"}
 
 

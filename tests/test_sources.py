@@ -33,8 +33,10 @@ def gradient(w=48, h=40) -> Image.Image:
 
 def png_header_only(width: int, height: int, idat: bytes = b"") -> bytes:
     """A PNG with a real IHDR (1-bit grey) and the given compressed pixel data."""
+
     def chunk(kind, data):
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
     ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
 
@@ -52,8 +54,16 @@ def test_bundled_photos_are_original_files_with_licences(tmp_path):
     assert rejected.empty and len(manifest) == len(records)
     assert tuple(manifest.columns) == mf.MANIFEST_COLUMNS
     assert manifest.dtypes.to_dict() == {
-        "image_id": "str", "label": "int64", "source": "str", "sha256": "str",
-        "width": "int64", "height": "int64", "licence": "str", "origin": "str", "note": "str"}
+        "image_id": "str",
+        "label": "int64",
+        "source": "str",
+        "sha256": "str",
+        "width": "int64",
+        "height": "int64",
+        "licence": "str",
+        "origin": "str",
+        "note": "str",
+    }
     for row in manifest.itertuples():  # the bytes are the files skimage ships, unchanged
         assert row.sha256 == registry["data/" + sources.BUNDLED[row.image_id][0]]
     modes = {r.image_id: Image.open(io.BytesIO(r.read())).mode for r in records}
@@ -130,8 +140,14 @@ def test_every_mode_decodes_and_crops(tmp_path):
     manifest, rejected = mf.build_manifest(sources.folder(tmp_path))
     assert rejected.empty, rejected.reason.tolist()
     modes = {n: Image.open(tmp_path / n).mode for n in MODES}
-    assert modes == {"grey.jpg": "L", "cmyk.jpg": "CMYK", "rgba.png": "RGBA", "palette.png": "P",
-                     "grey16.png": "I;16", "rotated.jpg": "RGB"}
+    assert modes == {
+        "grey.jpg": "L",
+        "cmyk.jpg": "CMYK",
+        "rgba.png": "RGBA",
+        "palette.png": "P",
+        "grey16.png": "I;16",
+        "rotated.jpg": "RGB",
+    }
     sizes = manifest.set_index("image_id")[["width", "height"]].T.to_dict("list")
     assert sizes["rotated.jpg"] == [30, 60]  # after orientation
     assert sizes["grey.jpg"] == [48, 40]

@@ -45,9 +45,15 @@ def setup(tmp_path, config: dict):
 
 @pytest.mark.parametrize("poison", ["head.", "norm."])
 def test_nan_in_head_or_final_norm_fails_extraction_naming_model_tensor_images(tmp_path, poison):
-    workdir, config = setup(tmp_path, {
-        "experiment": "nan", "images": {"source": "bundled", "count": 2},
-        "models": {"m": dict(MODEL, weights="w.safetensors")}, "analysis": {"map_images": 1}})
+    workdir, config = setup(
+        tmp_path,
+        {
+            "experiment": "nan",
+            "images": {"source": "bundled", "count": 2},
+            "models": {"m": dict(MODEL, weights="w.safetensors")},
+            "analysis": {"map_images": 1},
+        },
+    )
     write_weights(workdir / "w.safetensors", poison)
     result = snakemake(workdir, "--configfile", str(config), check=False)
     assert result.returncode != 0
@@ -59,9 +65,15 @@ def test_nan_in_head_or_final_norm_fails_extraction_naming_model_tensor_images(t
 
 
 def test_all_nan_weights_first_error_is_the_nan_one(tmp_path):
-    workdir, config = setup(tmp_path, {
-        "experiment": "nan", "images": {"source": "bundled", "count": 2},
-        "models": {"m": dict(MODEL, weights="w.safetensors")}, "analysis": {"map_images": 1}})
+    workdir, config = setup(
+        tmp_path,
+        {
+            "experiment": "nan",
+            "images": {"source": "bundled", "count": 2},
+            "models": {"m": dict(MODEL, weights="w.safetensors")},
+            "analysis": {"map_images": 1},
+        },
+    )
     write_weights(workdir / "w.safetensors", "")
     result = snakemake(workdir, "--cores", "1", "--configfile", str(config), check=False)
     output = result.stdout + result.stderr
@@ -76,17 +88,24 @@ def test_results_hold_only_the_current_config_and_folder_changes_resample(tmp_pa
     photos.mkdir()
     for i, colour in enumerate([(200, 20, 20), (20, 200, 20)]):
         Image.new("RGB", (40, 30), colour).save(photos / f"p{i}.png")
-    config = {"experiment": "stale", "images": {"source": "folder", "path": str(photos), "count": None},
-              "models": {"m": dict(MODEL, weights="random")}, "analysis": {"map_images": 2},
-              "figures": {"filters": 8, "components": 4}}
+    config = {
+        "experiment": "stale",
+        "images": {"source": "folder", "path": str(photos), "count": None},
+        "models": {"m": dict(MODEL, weights="random")},
+        "analysis": {"map_images": 2},
+        "figures": {"filters": 8, "components": 4},
+    }
     (tmp_path / "wf").mkdir()
     workdir, config_file = setup(tmp_path / "wf", config)
     out = workdir / "results/stale"
     snakemake(workdir, "--configfile", str(config_file))
     listed = json.loads((out / "outputs.json").read_text())["files"]
     assert "figures/cls_attention_heads_m_image1.png" in listed and "shards/m/maps_0.npz" in listed
-    assert set(listed) == {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()
-                           and p.parts[len(out.parts)] not in ("logs", "benchmarks") and p.name != "outputs.json"}
+    assert set(listed) == {
+        p.relative_to(out).as_posix()
+        for p in out.rglob("*")
+        if p.is_file() and p.parts[len(out.parts)] not in ("logs", "benchmarks") and p.name != "outputs.json"
+    }
 
     # Fewer map images: the dropped figures leave figures/ for stale/<timestamp>/, nothing is deleted.
     config["analysis"]["map_images"] = 1

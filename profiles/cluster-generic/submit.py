@@ -12,7 +12,6 @@ start time, properties), output.log (stdout and stderr), returncode (once finish
 """
 
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -24,7 +23,7 @@ STATE = Path(".snakemake") / "cluster-generic"
 def job_properties(jobscript: Path) -> dict:
     for line in jobscript.read_text().splitlines():
         if line.startswith("# properties = "):
-            return json.loads(line[len("# properties = "):])
+            return json.loads(line[len("# properties = ") :])
     return {}
 
 
@@ -45,7 +44,9 @@ def main() -> None:
     with open(job_dir / "output.log", "wb") as log:
         process = subprocess.Popen(
             ["/bin/sh", "-c", wrapper, "job", str(jobscript), str(returncode)],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: cancel.py ends it with its children
         )
     record = {

@@ -58,8 +58,16 @@ class ProbeModel:
             None: the backend's default).
     """
 
-    def __init__(self, arch: str, spec: ViTSpec, preprocessing: Preprocess, weights: str | None,
-                 weights_file: Path | None, precision: str = "float32", compile_mode: str | None = None):
+    def __init__(
+        self,
+        arch: str,
+        spec: ViTSpec,
+        preprocessing: Preprocess,
+        weights: str | None,
+        weights_file: Path | None,
+        precision: str = "float32",
+        compile_mode: str | None = None,
+    ):
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         if precision == "bfloat16":
@@ -129,8 +137,10 @@ class ProbeModel:
         falls back to the unfused path where it does not apply."""
         if not self.spec.supports_fused_attention:
             if attention_kernel == "fused":
-                raise ValueError(f"{self.arch}: attention_kernel 'fused' needs a class token, no relative position bias "
-                                 "and no attention-pooling head; use 'auto' or 'unfused'")
+                raise ValueError(
+                    f"{self.arch}: attention_kernel 'fused' needs a class token, no relative position bias "
+                    "and no attention-pooling head; use 'auto' or 'unfused'"
+                )
             attention_kernel = "unfused" if attention_kernel == "auto" else attention_kernel
         return attention_kernel_is_fused(attention_kernel, reducer)
 
@@ -161,12 +171,19 @@ class ProbeModel:
             interpret = fused and not accelerator()
             representations = self.representation_reducer(group_size) if group_size else None
             self._reducing[key] = ReducingProgram(
-                reducer, self.keras_model, representations, fused=fused, interpret=interpret,
-                compile_mode=self.compile_mode, name="reducing"
+                reducer,
+                self.keras_model,
+                representations,
+                fused=fused,
+                interpret=interpret,
+                compile_mode=self.compile_mode,
+                name="reducing",
             )
         out = self._reducing[key].predict_on_batch(self._checked(x))
         reductions = {name: np.asarray(value) for name, value in out["reductions"].items()}
-        return ReducedOutput(reductions, np.asarray(out["logits"]) if "logits" in out else None, _numpy_dict(out.get("representations")))
+        return ReducedOutput(
+            reductions, np.asarray(out["logits"]) if "logits" in out else None, _numpy_dict(out.get("representations"))
+        )
 
     def forward(self, x: np.ndarray, block_outputs: bool = False, group_size: int | None = None) -> ForwardOutput:
         """Run the compiled model on a preprocessed batch; returns every block's attention and the logits.

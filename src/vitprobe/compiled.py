@@ -57,9 +57,17 @@ class ReducingProgram(keras.Model):
     row statistics instead of the probabilities; ``interpret`` runs that kernel in Pallas'
     interpreter (the CPU tests). ``compile_mode``: see `compile_for_backend`."""
 
-    def __init__(self, reducer: AttentionReducer, backbone: keras.Model | None = None,
-                 representations: RepresentationReducer | None = None, *, fused: bool = False,
-                 interpret: bool = False, compile_mode: str | None = None, **kwargs):
+    def __init__(
+        self,
+        reducer: AttentionReducer,
+        backbone: keras.Model | None = None,
+        representations: RepresentationReducer | None = None,
+        *,
+        fused: bool = False,
+        interpret: bool = False,
+        compile_mode: str | None = None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         if representations is not None and backbone is None:
             raise ValueError("representations need a backbone: stored attention holds no block outputs")

@@ -118,9 +118,11 @@ def warn_if_slow_bfloat16(cpuinfo: str | None = None) -> str | None:
     none on GPUs and TPUs."""
     if native_bfloat16(cpuinfo) is not False or accelerator():
         return None
-    message = (f'precision="bfloat16" on {cpu_model(cpuinfo)}: the CPU has neither of {", ".join(BF16_FLAGS)}, '
-               f"so the bfloat16-rounded projections are multiplied in float32: no faster and likely slower than "
-               f"float32 (measured {SPEED_WITHOUT_BF16} float32's speed on such a CPU), for bfloat16's rounding error; "
-               'use precision="float32" here')
+    message = (
+        f'precision="bfloat16" on {cpu_model(cpuinfo)}: the CPU has neither of {", ".join(BF16_FLAGS)}, '
+        f"so the bfloat16-rounded projections are multiplied in float32: no faster and likely slower than "
+        f"float32 (measured {SPEED_WITHOUT_BF16} float32's speed on such a CPU), for bfloat16's rounding error; "
+        'use precision="float32" here'
+    )
     log.warning(message)
     return message

@@ -76,8 +76,17 @@ class AttentionShard(ShardInfo):
 
 
 METADATA = (
-    "image_ids", "model", "checkpoint", "prefix_tokens", "num_prefix_tokens", "grid_size", "patch_size",
-    "num_blocks", "num_heads", "dtype", "axes",
+    "image_ids",
+    "model",
+    "checkpoint",
+    "prefix_tokens",
+    "num_prefix_tokens",
+    "grid_size",
+    "patch_size",
+    "num_blocks",
+    "num_heads",
+    "dtype",
+    "axes",
 )
 
 
@@ -108,7 +117,11 @@ def _local_header(name: bytes, crc: int, size: int, zip64: bool) -> bytes:
     extra = struct.pack("<HHQQ", 1, 16, size, size) if zip64 else b""
     field = _MAX32 if zip64 else size
     version = 45 if zip64 else 20
-    return struct.pack("<4s5H3L2H", b"PK\x03\x04", version, 0, 0, 0, _DOS_DATE, crc, field, field, len(name), len(extra)) + name + extra
+    return (
+        struct.pack("<4s5H3L2H", b"PK\x03\x04", version, 0, 0, 0, _DOS_DATE, crc, field, field, len(name), len(extra))
+        + name
+        + extra
+    )
 
 
 def _central_header(name: bytes, crc: int, size: int, offset: int, zip64: bool) -> bytes:
@@ -116,7 +129,26 @@ def _central_header(name: bytes, crc: int, size: int, offset: int, zip64: bool) 
     field, at = (_MAX32, _MAX32) if zip64 else (size, offset)
     version = 45 if zip64 else 20
     return (
-        struct.pack("<4s6H3L5H2L", b"PK\x01\x02", version, version, 0, 0, 0, _DOS_DATE, crc, field, field, len(name), len(extra), 0, 0, 0, 0, at)
+        struct.pack(
+            "<4s6H3L5H2L",
+            b"PK\x01\x02",
+            version,
+            version,
+            0,
+            0,
+            0,
+            _DOS_DATE,
+            crc,
+            field,
+            field,
+            len(name),
+            len(extra),
+            0,
+            0,
+            0,
+            0,
+            at,
+        )
         + name
         + extra
     )
@@ -128,7 +160,9 @@ def _end_records(entries: int, directory_at: int, directory_size: int) -> bytes:
     return (
         struct.pack("<4sQ2H2L4Q", b"PK\x06\x06", 44, 45, 45, 0, 0, entries, entries, directory_size, directory_at)
         + struct.pack("<4sLQL", b"PK\x06\x07", 0, zip64_at, 1)
-        + struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, entries, entries, min(directory_size, _MAX32), min(directory_at, _MAX32), 0)
+        + struct.pack(
+            "<4s4H2LH", b"PK\x05\x06", 0, 0, entries, entries, min(directory_size, _MAX32), min(directory_at, _MAX32), 0
+        )
     )
 
 
@@ -274,7 +308,9 @@ def open_attention(path: str | os.PathLike, *, delete_if_damaged: bool = False) 
         tokens = shard.num_prefix_tokens + shard.grid_size**2
         expected = (len(shard.image_ids), int(meta["num_blocks"]), int(meta["num_heads"]), tokens, tokens)
         if attention.shape != expected or attention.dtype.name != meta["dtype"].item():
-            raise ValueError(f"attention {attention.dtype} {attention.shape} does not match its metadata ({meta['dtype']} {expected})")
+            raise ValueError(
+                f"attention {attention.dtype} {attention.shape} does not match its metadata ({meta['dtype']} {expected})"
+            )
         if int(meta["num_prefix_tokens"]) != shard.num_prefix_tokens:
             raise ValueError(f"num_prefix_tokens {int(meta['num_prefix_tokens'])} but prefix_tokens {shard.prefix_tokens}")
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:

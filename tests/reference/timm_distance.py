@@ -10,10 +10,10 @@ import json
 import sys
 from pathlib import Path
 
-import torch  # noqa: F401  (before anything else: see timm_reference.py)
 import numpy as np
 import pandas as pd
 import timm
+import torch  # noqa: F401  (before anything else: see timm_reference.py)
 from safetensors.torch import load_file
 
 

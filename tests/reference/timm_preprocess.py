@@ -23,9 +23,9 @@ import json
 import sys
 from pathlib import Path
 
-import torch  # noqa: F401  (import torch before anything else; see the module docstring)
 import numpy as np
 import timm
+import torch  # noqa: F401  (import torch before anything else; see the module docstring)
 from PIL import Image
 from timm.data import create_transform, resolve_data_config
 
@@ -50,8 +50,13 @@ def main(job_file: str, out_dir: str) -> None:
         cfg = resolve_data_config(args, model=model)
         transform = create_transform(**cfg)  # is_training=False: the evaluation transform
         pretrained = model.pretrained_cfg
-        cfgs[key] = {**cfg, "pretrained_tag": pretrained.get("tag"), "url": pretrained.get("url"),
-                     "hf_hub_id": pretrained.get("hf_hub_id"), "transform": repr(transform)}
+        cfgs[key] = {
+            **cfg,
+            "pretrained_tag": pretrained.get("tag"),
+            "url": pretrained.get("url"),
+            "hf_hub_id": pretrained.get("hf_hub_id"),
+            "transform": repr(transform),
+        }
         if entry.get("pixels", True):
             batch = torch.stack([transform(image) for image in images])  # (B, 3, H, W)
             np.savez(out / f"{key}.npz", x=batch.permute(0, 2, 3, 1).contiguous().numpy().astype(np.float32))

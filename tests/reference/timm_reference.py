@@ -20,9 +20,9 @@ import json
 import sys
 from pathlib import Path
 
-import torch  # noqa: F401  (import torch before anything else; see the module docstring)
 import numpy as np
 import timm
+import torch  # noqa: F401  (import torch before anything else; see the module docstring)
 from safetensors.torch import save_file
 
 QUERY_KEY = ("attn.q_bias", "attn.q_proj.weight", "attn.q_proj.bias", "attn.k_proj.weight")

@@ -12,8 +12,8 @@ import json
 import sys
 from pathlib import Path
 
-import torch  # noqa: F401  (import torch before anything else)
 import timm
+import torch  # noqa: F401  (import torch before anything else)
 
 
 def main(job_file: str, out_file: str) -> None:

@@ -15,12 +15,12 @@ rule aggregate:
         ),
         predictions=report(result("predictions.parquet"), caption="../report/predictions.rst", category="Tables"),
         accuracy=report(result("accuracy.parquet"), caption="../report/accuracy_table.rst", category="Tables"),
-    params:
-        code=code("aggregate.py"),
-    conda:
-        "../../envs/vitprobe.yaml"
     log:
         result("logs/aggregate.log"),
+    conda:
+        "../../envs/vitprobe.yaml"
+    params:
+        code=code("aggregate.py"),
     script:
         "../scripts/aggregate.py"
 
@@ -31,12 +31,12 @@ rule maps:
         crops=get_map_crops,
     output:
         result("maps/{model}.npz"),
+    log:
+        result("logs/maps/{model}.log"),
+    conda:
+        "../../envs/vitprobe.yaml"
     params:
         map_images=MAP_COUNT,
         code=code("maps.py"),
-    conda:
-        "../../envs/vitprobe.yaml"
-    log:
-        result("logs/maps/{model}.log"),
     script:
         "../scripts/maps.py"

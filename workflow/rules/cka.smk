@@ -8,15 +8,15 @@ rule cka_pair:
         b=lambda w: get_representation_shards(w.model_b),
     output:
         result("cka/{model_a}/{model_b}.parquet"),
+    log:
+        result("logs/cka/{model_a}_{model_b}.log"),
+    conda:
+        "../../envs/vitprobe.yaml"
+    resources:
+        mem_mb=2000,
     params:
         features=CKA_SETTINGS["features"],
         code=code("cka_pair.py"),
-    resources:
-        mem_mb=2000,
-    conda:
-        "../../envs/vitprobe.yaml"
-    log:
-        result("logs/cka/{model_a}_{model_b}.log"),
     script:
         "../scripts/cka_pair.py"
 
@@ -26,12 +26,12 @@ rule cka:
         [result(f"cka/{a}/{b}.parquet") for a, b in CKA_PAIRS],
     output:
         report(result("cka.parquet"), caption="../report/cka_table.rst", category="Tables"),
-    params:
-        code=code("cka.py"),
-    conda:
-        "../../envs/vitprobe.yaml"
     log:
         result("logs/cka/combine.log"),
+    conda:
+        "../../envs/vitprobe.yaml"
+    params:
+        code=code("cka.py"),
     script:
         "../scripts/cka.py"
 
@@ -41,14 +41,14 @@ rule figure_cka_model:
         result("cka/{model}/{model}.parquet"),
     output:
         report(result("figures/cka_within_{model}.png"), caption="../report/cka_model.rst", category="Representations"),
+    log:
+        result("logs/figures/cka_within_{model}.log"),
+    conda:
+        "../../envs/vitprobe.yaml"
     params:
         labels=lambda w: {w.model: LABELS[w.model]},
         features=CKA_SETTINGS["features"],
         code=code("figure_cka.py"),
-    conda:
-        "../../envs/vitprobe.yaml"
-    log:
-        result("logs/figures/cka_within_{model}.log"),
     script:
         "../scripts/figure_cka.py"
 
@@ -58,13 +58,13 @@ rule figure_cka_comparison:
         lambda w: [result(f"cka/{a}/{b}.parquet") for a, b in comparison_pairs(COMPARISONS[w.comparison])],
     output:
         report(result("figures/cka_between_{comparison}.png"), caption="../report/cka_comparison.rst", category="Representations"),
+    log:
+        result("logs/figures/cka_between_{comparison}.log"),
+    conda:
+        "../../envs/vitprobe.yaml"
     params:
         labels=lambda w: {m: LABELS[m] for m in COMPARISONS[w.comparison]},
         features=CKA_SETTINGS["features"],
         code=code("figure_cka.py"),
-    conda:
-        "../../envs/vitprobe.yaml"
-    log:
-        result("logs/figures/cka_between_{comparison}.log"),
     script:
         "../scripts/figure_cka.py"

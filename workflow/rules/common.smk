@@ -113,7 +113,9 @@ def comparison_pairs(models):
 
 
 # Each model against itself, then the pairs of every comparison (once each).
-CKA_PAIRS = list(dict.fromkeys([(m, m) for m in MODELS] + [p for models in COMPARISONS.values() for p in comparison_pairs(models)]))
+CKA_PAIRS = list(
+    dict.fromkeys([(m, m) for m in MODELS] + [p for models in COMPARISONS.values() for p in comparison_pairs(models)])
+)
 
 
 def get_representation_shards(model):

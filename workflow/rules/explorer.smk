@@ -10,6 +10,12 @@ rule explorer:
         weights=lambda w: [path for m in MODELS for path in local_weights(MODELS[m])],
     output:
         report(result("explorer.html"), caption="../report/explorer.rst", category="Explorer"),
+    log:
+        result("logs/explorer.log"),
+    conda:
+        "../../envs/vitprobe.yaml"
+    resources:
+        mem_mb=4000,
     params:
         code=code("explorer.py"),
         page=EXPLORER_PAGE,
@@ -18,11 +24,5 @@ rule explorer:
         comparisons=list(COMPARISONS.values()),
         images=EXPLORER_SETTINGS["images"] or MAP_COUNT,
         blocks=EXPLORER_SETTINGS["blocks"],
-    resources:
-        mem_mb=4000,
-    conda:
-        "../../envs/vitprobe.yaml"
-    log:
-        result("logs/explorer.log"),
     script:
         "../scripts/explorer.py"

@@ -21,6 +21,15 @@ if KEEP_ATTENTION:
             predictions=result("shards/{model}/predictions_{shard}.parquet"),
             attention=result("attention/{model}/shard_{shard}.npz"),
             representations=REPRESENTATIONS,
+        log:
+            result("logs/extract/{model}_{shard}.log"),
+        benchmark:
+            result("benchmarks/extract/{model}_{shard}.tsv")
+        conda:
+            "../../envs/vitprobe.yaml"
+        threads: EXTRACT_SETTINGS["threads"]
+        resources:
+            **EXTRACT_RESOURCES,
         params:
             model=get_model_settings,
             batch_size=EXTRACT_SETTINGS["batch_size"],
@@ -31,15 +40,6 @@ if KEEP_ATTENTION:
             compile_mode=EXTRACT_SETTINGS["compile"],
             dtype=EXTRACT_SETTINGS["dtype"],
             code=code("extract.py"),
-        threads: EXTRACT_SETTINGS["threads"]
-        resources:
-            **EXTRACT_RESOURCES,
-        conda:
-            "../../envs/vitprobe.yaml"
-        log:
-            result("logs/extract/{model}_{shard}.log"),
-        benchmark:
-            result("benchmarks/extract/{model}_{shard}.tsv")
         script:
             "../scripts/extract.py"
 
@@ -48,17 +48,17 @@ if KEEP_ATTENTION:
             attention=result("attention/{model}/shard_{shard}.npz"),
         output:
             **REDUCTIONS,
-        params:
-            analysis=REDUCER_SETTINGS,
-            code=code("reduce.py"),
-        resources:
-            mem_mb=2000,
-        conda:
-            "../../envs/vitprobe.yaml"
         log:
             result("logs/reduce/{model}_{shard}.log"),
         benchmark:
             result("benchmarks/reduce/{model}_{shard}.tsv")
+        conda:
+            "../../envs/vitprobe.yaml"
+        resources:
+            mem_mb=2000,
+        params:
+            analysis=REDUCER_SETTINGS,
+            code=code("reduce.py"),
         script:
             "../scripts/reduce.py"
 
@@ -70,9 +70,18 @@ else:
             manifest=result("manifest.parquet"),
             weights=get_local_weights,
         output:
+            **REDUCTIONS,
             predictions=result("shards/{model}/predictions_{shard}.parquet"),
             representations=REPRESENTATIONS,
-            **REDUCTIONS,
+        log:
+            result("logs/extract/{model}_{shard}.log"),
+        benchmark:
+            result("benchmarks/extract/{model}_{shard}.tsv")
+        conda:
+            "../../envs/vitprobe.yaml"
+        threads: EXTRACT_SETTINGS["threads"]
+        resources:
+            **EXTRACT_RESOURCES,
         params:
             model=get_model_settings,
             batch_size=EXTRACT_SETTINGS["batch_size"],
@@ -84,15 +93,6 @@ else:
             analysis=REDUCER_SETTINGS,
             attention_kernel=EXTRACT_SETTINGS["attention_kernel"],
             code=code("extract.py"),
-        threads: EXTRACT_SETTINGS["threads"]
-        resources:
-            **EXTRACT_RESOURCES,
-        conda:
-            "../../envs/vitprobe.yaml"
-        log:
-            result("logs/extract/{model}_{shard}.log"),
-        benchmark:
-            result("benchmarks/extract/{model}_{shard}.tsv")
         script:
             "../scripts/extract.py"
 
@@ -104,6 +104,15 @@ rule export_attention:
         weights=get_local_weights,
     output:
         result("export/attention_{model}.parquet"),
+    log:
+        result("logs/export/attention_{model}.log"),
+    benchmark:
+        result("benchmarks/export/attention_{model}.tsv")
+    conda:
+        "../../envs/vitprobe.yaml"
+    threads: EXTRACT_SETTINGS["threads"]
+    resources:
+        **EXTRACT_RESOURCES,
     params:
         model=get_model_settings,
         images=EXPORT_IMAGES,
@@ -111,15 +120,6 @@ rule export_attention:
         batch_size=EXTRACT_SETTINGS["batch_size"],
         precision=EXTRACT_SETTINGS["precision"],
         code=code("export_attention.py"),
-    threads: EXTRACT_SETTINGS["threads"]
-    resources:
-        **EXTRACT_RESOURCES,
-    conda:
-        "../../envs/vitprobe.yaml"
-    log:
-        result("logs/export/attention_{model}.log"),
-    benchmark:
-        result("benchmarks/export/attention_{model}.tsv")
     script:
         "../scripts/export_attention.py"
 
@@ -129,14 +129,14 @@ rule model_parameters:
         weights=get_local_weights,
     output:
         result("parameters/{model}.npz"),
+    log:
+        result("logs/parameters/{model}.log"),
+    conda:
+        "../../envs/vitprobe.yaml"
+    resources:
+        mem_mb=2000,
     params:
         model=get_model_settings,
         code=code("parameters.py"),
-    resources:
-        mem_mb=2000,
-    conda:
-        "../../envs/vitprobe.yaml"
-    log:
-        result("logs/parameters/{model}.log"),
     script:
         "../scripts/parameters.py"

@@ -1,6 +1,7 @@
 # Every figure reads tables and small arrays only; a figure option reruns only these rules.
 # Each rule has its own script, so its code is only what that figure imports.
 
+
 rule figure_distance_by_block:
     input:
         table=result("mean_attention_distance.parquet"),
@@ -10,13 +11,13 @@ rule figure_distance_by_block:
             caption="../report/distance_by_block.rst",
             category="Mean attention distance",
         ),
+    log:
+        result("logs/figures/distance_by_block_{model}.log"),
+    conda:
+        "../../envs/vitprobe.yaml"
     params:
         code=code("figure_distance_by_block.py"),
         label=lambda w: LABELS[w.model],
-    conda:
-        "../../envs/vitprobe.yaml"
-    log:
-        result("logs/figures/distance_by_block_{model}.log"),
     script:
         "../scripts/figure_distance_by_block.py"
 
@@ -30,14 +31,14 @@ rule figure_distance_comparison:
             caption="../report/distance_comparison.rst",
             category="Mean attention distance",
         ),
+    log:
+        result("logs/figures/distance_comparison_{comparison}.log"),
+    conda:
+        "../../envs/vitprobe.yaml"
     params:
         code=code("figure_distance_comparison.py"),
         models=lambda w: COMPARISONS[w.comparison],
         labels=LABELS,
-    conda:
-        "../../envs/vitprobe.yaml"
-    log:
-        result("logs/figures/distance_comparison_{comparison}.log"),
     script:
         "../scripts/figure_distance_comparison.py"
 
@@ -47,14 +48,14 @@ rule figure_rollout:
         maps=[result(f"maps/{m}.npz") for m in MODELS],
     output:
         report(result("figures/attention_rollout.png"), caption="../report/rollout.rst", category="Attention maps"),
+    log:
+        result("logs/figures/attention_rollout.log"),
+    conda:
+        "../../envs/vitprobe.yaml"
     params:
         code=code("figure_rollout.py"),
         models=list(MODELS),
         labels=LABELS,
-    conda:
-        "../../envs/vitprobe.yaml"
-    log:
-        result("logs/figures/attention_rollout.log"),
     script:
         "../scripts/figure_rollout.py"
 
@@ -72,13 +73,13 @@ rule figure_cls_heads:
             )
             for index in range(MAP_COUNT)
         ],
+    log:
+        result("logs/figures/cls_attention_heads_{model}.log"),
+    conda:
+        "../../envs/vitprobe.yaml"
     params:
         code=code("figure_cls_heads.py"),
         label=lambda w: LABELS[w.model],
-    conda:
-        "../../envs/vitprobe.yaml"
-    log:
-        result("logs/figures/cls_attention_heads_{model}.log"),
     script:
         "../scripts/figure_cls_heads.py"
 
@@ -97,15 +98,15 @@ rule figure_patch_filters:
             caption="../report/patch_components.rst",
             category="Embeddings",
         ),
+    log:
+        result("logs/figures/patch_embedding_{model}.log"),
+    conda:
+        "../../envs/vitprobe.yaml"
     params:
         code=code("figure_patch_filters.py"),
         label=lambda w: LABELS[w.model],
         filters=FIGURE_SETTINGS["filters"],
         components=FIGURE_SETTINGS["components"],
-    conda:
-        "../../envs/vitprobe.yaml"
-    log:
-        result("logs/figures/patch_embedding_{model}.log"),
     script:
         "../scripts/figure_patch_filters.py"
 
@@ -124,13 +125,13 @@ rule figure_position_similarity:
             caption="../report/position_dot.rst",
             category="Embeddings",
         ),
+    log:
+        result("logs/figures/position_embedding_{model}.log"),
+    conda:
+        "../../envs/vitprobe.yaml"
     params:
         code=code("figure_position_similarity.py"),
         label=lambda w: LABELS[w.model],
-    conda:
-        "../../envs/vitprobe.yaml"
-    log:
-        result("logs/figures/position_embedding_{model}.log"),
     script:
         "../scripts/figure_position_similarity.py"
 
@@ -143,14 +144,14 @@ rule figure_predictions:
         maps=[result(f"maps/{HEADED[0]}.npz")] if HEADED and MAP_COUNT else [],
     output:
         report(result("figures/top1_predictions.png"), caption="../report/accuracy.rst", category="Predictions"),
+    log:
+        result("logs/figures/top1_predictions.log"),
+    conda:
+        "../../envs/vitprobe.yaml"
     params:
         code=code("figure_predictions.py"),
         published={m: MODELS[m].published_top1 for m in HEADED if MODELS[m].published_top1 is not None},
         labels=LABELS,
-    conda:
-        "../../envs/vitprobe.yaml"
-    log:
-        result("logs/figures/top1_predictions.log"),
     script:
         "../scripts/figure_predictions.py"
 
@@ -161,13 +162,13 @@ rule figure_top1_gallery:
         maps=result("maps/{model}.npz"),
     output:
         report(result("figures/top1_gallery_{model}.png"), caption="../report/gallery.rst", category="Predictions"),
+    log:
+        result("logs/figures/top1_gallery_{model}.log"),
+    conda:
+        "../../envs/vitprobe.yaml"
     params:
         code=code("figure_top1_gallery.py"),
         label=lambda w: LABELS[w.model],
-    conda:
-        "../../envs/vitprobe.yaml"
-    log:
-        result("logs/figures/top1_gallery_{model}.log"),
     script:
         "../scripts/figure_top1_gallery.py"
 
@@ -182,15 +183,15 @@ rule figure_video:
             caption="../report/video.rst",
             category="Attention maps",
         ),
+    log:
+        result("logs/figures/cls_attention_video_{model}.log"),
+    conda:
+        "../../envs/vitprobe.yaml"
+    resources:
+        mem_mb=4000,
     params:
         code=code("figure_video.py"),
         model=get_model_settings,
         video=config.get("video"),
-    resources:
-        mem_mb=4000,
-    conda:
-        "../../envs/vitprobe.yaml"
-    log:
-        result("logs/figures/cls_attention_video_{model}.log"),
     script:
         "../scripts/figure_video.py"

@@ -7,16 +7,16 @@ rule outputs:
         get_all_outputs,
     output:
         result("outputs.json"),
+    log:
+        result("logs/outputs.log"),
+    localrule: True
+    conda:
+        "../../envs/vitprobe.yaml"
     params:
         # The list itself: a config that drops or adds outputs reruns this rule (so a run happens
         # and the onstart handler moves the dropped files away).
         files=lambda w: [path.removeprefix(f"{OUT}/") for path in get_all_outputs()],
         out_dir=lambda w, output: str(Path(output[0]).parent),
         code=code("outputs.py"),
-    localrule: True
-    conda:
-        "../../envs/vitprobe.yaml"
-    log:
-        result("logs/outputs.log"),
     script:
         "../scripts/outputs.py"

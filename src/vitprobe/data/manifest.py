@@ -101,11 +101,22 @@ def build_manifest(records: Sequence[ImageRecord]) -> tuple[pd.DataFrame, pd.Dat
                 rejected.append((record.image_id, record.source, f"duplicate of {first_with[sha256]}"))
                 continue
             first_with[sha256] = record.image_id
-            rows.append((record.image_id, int(record.label), record.source, sha256,
-                         width, height, record.licence, record.origin, note))
+            rows.append(
+                (record.image_id, int(record.label), record.source, sha256, width, height, record.licence, record.origin, note)
+            )
     manifest = pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS)).astype(
-        {"image_id": str, "label": "int64", "source": str, "sha256": str, "width": "int64", "height": "int64",
-         "licence": str, "origin": str, "note": str})
+        {
+            "image_id": str,
+            "label": "int64",
+            "source": str,
+            "sha256": str,
+            "width": "int64",
+            "height": "int64",
+            "licence": str,
+            "origin": str,
+            "note": str,
+        }
+    )
     rejected = pd.DataFrame(rejected, columns=list(REJECTED_COLUMNS)).astype(str)
     return manifest, rejected
 
@@ -134,8 +145,7 @@ def prepare_crops(
             else:
                 data = reader(row.source)
             if hashlib.sha256(data).hexdigest() != row.sha256:
-                raise ValueError(f"{row.image_id} ({row.source}) changed since the manifest was built: "
-                                 "its sha256 differs")
+                raise ValueError(f"{row.image_id} ({row.source}) changed since the manifest was built: its sha256 differs")
             with _open(data) as image:
                 crops[i] = crop(image, image_size, pre)
         crops.flush()

@@ -66,8 +66,6 @@ def default_preprocess(arch: str) -> Preprocess:
     return Preprocess(**arch_preprocess(arch))
 
 
-
-
 def to_rgb(image: Image.Image) -> Image.Image:
     """Apply EXIF orientation and convert any mode (L, CMYK, RGBA, P, I;16, I, F) to 8-bit RGB.
 

@@ -108,26 +108,56 @@ def imagenet_validation_labels() -> tuple[int, ...]:
 _SKIMAGE = "scikit-image sample data (skimage.data.{})"
 BUNDLED = {
     # name: (file, label, licence, origin)
-    "astronaut": ("astronaut.png", -1, "public domain (no known copyright restrictions)",
-                  "NASA Great Images database, https://flic.kr/p/r9qvLn; " + _SKIMAGE.format("astronaut")),
-    "chelsea": ("chelsea.png", 281, "CC0 (photographer Stefan van der Walt)",
-                "Chelsea the cat; " + _SKIMAGE.format("chelsea")),
-    "coffee": ("coffee.png", -1, "CC0 (photographer Rachel Michetti)",
-               "courtesy of Pikolo Espresso Bar; " + _SKIMAGE.format("coffee")),
-    "rocket": ("rocket.jpg", -1, "public domain (released by SpaceX)",
-               "SpaceX Photos, https://www.flickr.com/photos/spacexphotos/16511594820/; " + _SKIMAGE.format("rocket")),
-    "hubble_deep_field": ("hubble_deep_field.jpg", -1, "public domain (NASA)",
-                          "HubbleSite release 2012-37; " + _SKIMAGE.format("hubble_deep_field")),
-    "immunohistochemistry": ("ihc.png", -1, "no known copyright restrictions",
-                             "Center for Microscopy And Molecular Imaging (CMMI); "
-                             + _SKIMAGE.format("immunohistochemistry")),
-    "retina": ("retina.jpg", -1, "CC0 1.0 (Mikael Häggström)",
-               "Wikimedia Commons, File:Fundus_photograph_of_normal_left_eye.jpg; " + _SKIMAGE.format("retina")),
-    "coins": ("coins.png", -1, "no known copyright restrictions",
-              "Brooklyn Museum Collection, Greek coins from Pompeii; " + _SKIMAGE.format("coins")),
+    "astronaut": (
+        "astronaut.png",
+        -1,
+        "public domain (no known copyright restrictions)",
+        "NASA Great Images database, https://flic.kr/p/r9qvLn; " + _SKIMAGE.format("astronaut"),
+    ),
+    "chelsea": ("chelsea.png", 281, "CC0 (photographer Stefan van der Walt)", "Chelsea the cat; " + _SKIMAGE.format("chelsea")),
+    "coffee": (
+        "coffee.png",
+        -1,
+        "CC0 (photographer Rachel Michetti)",
+        "courtesy of Pikolo Espresso Bar; " + _SKIMAGE.format("coffee"),
+    ),
+    "rocket": (
+        "rocket.jpg",
+        -1,
+        "public domain (released by SpaceX)",
+        "SpaceX Photos, https://www.flickr.com/photos/spacexphotos/16511594820/; " + _SKIMAGE.format("rocket"),
+    ),
+    "hubble_deep_field": (
+        "hubble_deep_field.jpg",
+        -1,
+        "public domain (NASA)",
+        "HubbleSite release 2012-37; " + _SKIMAGE.format("hubble_deep_field"),
+    ),
+    "immunohistochemistry": (
+        "ihc.png",
+        -1,
+        "no known copyright restrictions",
+        "Center for Microscopy And Molecular Imaging (CMMI); " + _SKIMAGE.format("immunohistochemistry"),
+    ),
+    "retina": (
+        "retina.jpg",
+        -1,
+        "CC0 1.0 (Mikael Häggström)",
+        "Wikimedia Commons, File:Fundus_photograph_of_normal_left_eye.jpg; " + _SKIMAGE.format("retina"),
+    ),
+    "coins": (
+        "coins.png",
+        -1,
+        "no known copyright restrictions",
+        "Brooklyn Museum Collection, Greek coins from Pompeii; " + _SKIMAGE.format("coins"),
+    ),
     "camera": ("camera.png", -1, "CC0 (photographer Lav Varshney)", _SKIMAGE.format("camera")),
-    "clock": ("clock_motion.png", -1, "public domain (photographer Stefan van der Walt)",
-              "motion-blurred wall clock; " + _SKIMAGE.format("clock")),
+    "clock": (
+        "clock_motion.png",
+        -1,
+        "public domain (photographer Stefan van der Walt)",
+        "motion-blurred wall clock; " + _SKIMAGE.format("clock"),
+    ),
 }
 
 
@@ -141,8 +171,7 @@ def _skimage_data_dir() -> Path:
 def bundled() -> list[ImageRecord]:
     """The offline photos (10, three of them greyscale), read as the original files."""
     return [
-        ImageRecord(name, label, f"bundled:{name}", licence, origin)
-        for name, (_file, label, licence, origin) in BUNDLED.items()
+        ImageRecord(name, label, f"bundled:{name}", licence, origin) for name, (_file, label, licence, origin) in BUNDLED.items()
     ]
 
 
@@ -252,8 +281,9 @@ def imagenet2012(manual_dir: str | os.PathLike | None = None, expected_count: in
     licence = "ImageNet terms of access (non-commercial research and education)"
     origin = "ILSVRC2012 validation set, https://image-net.org"
     return [
-        ImageRecord(name, labels[i], f"imagenet2012:{tar_path}#{name}", licence, origin,
-                    _tar_member_reader(str(tar_path), *index[name]))
+        ImageRecord(
+            name, labels[i], f"imagenet2012:{tar_path}#{name}", licence, origin, _tar_member_reader(str(tar_path), *index[name])
+        )
         for i, name in enumerate(expected)  # expected is already in sorted order
     ]
 

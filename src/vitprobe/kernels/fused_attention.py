@@ -73,7 +73,9 @@ def _pad(x, size: int):
 
 
 @functools.partial(jax.jit, static_argnames=("num_prefix", "grid_w", "patch_size", "block", "interpret"))
-def attention_with_statistics(q, k, v, *, num_prefix: int, grid_w: int, patch_size: int, block: int = 64, interpret: bool = False):
+def attention_with_statistics(
+    q, k, v, *, num_prefix: int, grid_w: int, patch_size: int, block: int = 64, interpret: bool = False
+):
     """``softmax(q k^T) v`` and per-row statistics, without the probabilities in memory.
 
     Args:
@@ -126,7 +128,9 @@ class FusedReductions:
     columns, so ``P_h @ R`` comes out with the attention output. The CLS maps are the last
     block's CLS row, recomputed from its query (one row per head)."""
 
-    def __init__(self, num_prefix: int, grid: tuple[int, int], patch_size: int, renormalize: bool = False, interpret: bool = False):
+    def __init__(
+        self, num_prefix: int, grid: tuple[int, int], patch_size: int, renormalize: bool = False, interpret: bool = False
+    ):
         self.num_prefix, self.grid, self.patch_size = num_prefix, grid, patch_size
         self.renormalize, self.interpret = renormalize, interpret
         self.stats, self.rollout, self.last_qk = [], None, None

@@ -175,8 +175,16 @@ class AttentionReducer:
             block, in [0, 1).
     """
 
-    def __init__(self, num_prefix: int, grid: Grid, patch_size: int, *, renormalize: bool = False,
-                 head_fusion: str = "mean", discard_ratio: float = 0.0):
+    def __init__(
+        self,
+        num_prefix: int,
+        grid: Grid,
+        patch_size: int,
+        *,
+        renormalize: bool = False,
+        head_fusion: str = "mean",
+        discard_ratio: float = 0.0,
+    ):
         check_rollout_settings(head_fusion, discard_ratio)
         self.num_prefix, self.grid, self.patch_size = num_prefix, grid_hw(grid), patch_size
         self.renormalize, self.head_fusion, self.discard_ratio = renormalize, head_fusion, discard_ratio

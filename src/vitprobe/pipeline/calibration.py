@@ -81,6 +81,7 @@ def runtime_versions(backend: str) -> dict[str, str]:
 
 # --- measuring ------------------------------------------------------------------------------
 
+
 def time_candidate(arch: str, batch_size: int, precision: str, compile_mode: str, batches: int, spec_overrides: dict) -> dict:
     """In this process (its backend): build ``arch`` with seeded random weights, run one batch
     (trace and compile), then time ``batches`` more of `ProbeModel.forward_reduced`."""
@@ -101,8 +102,15 @@ def time_candidate(arch: str, batch_size: int, precision: str, compile_mode: str
         model.forward_reduced(x)
         seconds.append(time.perf_counter() - t)
     backend = keras.backend.backend()
-    return {"backend": backend, "compile": compile_mode, "precision": precision, "versions": runtime_versions(backend),
-            "build_s": built - started, "first_batch_s": first, "seconds_per_batch": seconds}
+    return {
+        "backend": backend,
+        "compile": compile_mode,
+        "precision": precision,
+        "versions": runtime_versions(backend),
+        "build_s": built - started,
+        "first_batch_s": first,
+        "seconds_per_batch": seconds,
+    }
 
 
 _CHILD = """
@@ -134,13 +142,29 @@ def summarise(runs: list[dict]) -> dict:
     rates = [batch / statistics.median(r["seconds_per_batch"]) for r in runs]
     compile_s = [r["first_batch_s"] - statistics.median(r["seconds_per_batch"]) for r in runs]
     keep = ("backend", "compile", "precision", "versions")
-    return {**{k: runs[0][k] for k in keep}, "img_s": round(statistics.median(rates), 3),
-            "compile_s": round(max(statistics.median(compile_s), 0.0), 2), "build_s": round(statistics.median(r["build_s"] for r in runs), 2),
-            "img_s_runs": [round(r, 3) for r in rates], "seconds_per_batch": [[round(s, 4) for s in r["seconds_per_batch"]] for r in runs]}
+    return {
+        **{k: runs[0][k] for k in keep},
+        "img_s": round(statistics.median(rates), 3),
+        "compile_s": round(max(statistics.median(compile_s), 0.0), 2),
+        "build_s": round(statistics.median(r["build_s"] for r in runs), 2),
+        "img_s_runs": [round(r, 3) for r in rates],
+        "seconds_per_batch": [[round(s, 4) for s in r["seconds_per_batch"]] for r in runs],
+    }
 
 
-def measure(arch: str, batch_size: int, threads: int, *, precisions=("float32",), candidates=CANDIDATES, repeats: int = 3,
-            batches: int = 3, spec_overrides: dict | None = None, progress=None, after_repeat=None) -> dict:
+def measure(
+    arch: str,
+    batch_size: int,
+    threads: int,
+    *,
+    precisions=("float32",),
+    candidates=CANDIDATES,
+    repeats: int = 3,
+    batches: int = 3,
+    spec_overrides: dict | None = None,
+    progress=None,
+    after_repeat=None,
+) -> dict:
     """Time every candidate at every precision, ``repeats`` times in alternation, each run in its
     own process. A candidate whose first run fails is recorded with its error and not retried.
 
@@ -168,24 +192,48 @@ def measure(arch: str, batch_size: int, threads: int, *, precisions=("float32",)
             if (backend, mode, precision) in errors:
                 continue
             try:
-                result = run_candidate(backend, mode, threads, arch=arch, batch_size=batch_size, precision=precision,
-                                       batches=batches, spec_overrides=spec_overrides or {})
+                result = run_candidate(
+                    backend,
+                    mode,
+                    threads,
+                    arch=arch,
+                    batch_size=batch_size,
+                    precision=precision,
+                    batches=batches,
+                    spec_overrides=spec_overrides or {},
+                )
             except RuntimeError as e:
                 errors[(backend, mode, precision)] = str(e)
                 progress(f"{backend} {mode} {precision}: failed ({str(e).strip().splitlines()[-1]})")
                 continue
             runs[(backend, mode, precision)].append({**result, "batch_size": batch_size})
-            progress(f"run {repeat + 1}/{repeats} {backend} {mode} {precision}: "
-                     f"{batch_size / statistics.median(result['seconds_per_batch']):.2f} img/s")
+            progress(
+                f"run {repeat + 1}/{repeats} {backend} {mode} {precision}: "
+                f"{batch_size / statistics.median(result['seconds_per_batch']):.2f} img/s"
+            )
         if after_repeat:
             after_repeat(repeat)
         load.append(os.getloadavg()[0])
-    rows = [summarise(runs[k]) if runs[k] else {"backend": k[0], "compile": k[1], "precision": k[2], "img_s": None,
-                                                 "error": errors.get(k, "no run")} for k in keys]
-    return {"cpu_model": cpu_model(), "cpu_flags": sorted(cpu_flags()), "machine": machine_key(), "arch": arch,
-            "batch_size": batch_size, "threads": threads, "spec_overrides": spec_overrides or {}, "repeats": repeats,
-            "batches": batches, "date": datetime.datetime.now().isoformat(timespec="seconds"),
-            "load_average_1min": [round(x, 2) for x in load], "candidates": rows}
+    rows = [
+        summarise(runs[k])
+        if runs[k]
+        else {"backend": k[0], "compile": k[1], "precision": k[2], "img_s": None, "error": errors.get(k, "no run")}
+        for k in keys
+    ]
+    return {
+        "cpu_model": cpu_model(),
+        "cpu_flags": sorted(cpu_flags()),
+        "machine": machine_key(),
+        "arch": arch,
+        "batch_size": batch_size,
+        "threads": threads,
+        "spec_overrides": spec_overrides or {},
+        "repeats": repeats,
+        "batches": batches,
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "load_average_1min": [round(x, 2) for x in load],
+        "candidates": rows,
+    }
 
 
 def save(record: dict, path: str | os.PathLike) -> None:
@@ -206,6 +254,7 @@ def save(record: dict, path: str | os.PathLike) -> None:
 
 
 # --- choosing -------------------------------------------------------------------------------
+
 
 def load_record(path: str | os.PathLike) -> dict:
     """Read a calibration record; `CalibrationError` naming the file when it is not one."""
@@ -239,18 +288,33 @@ def select(record: dict, backend: str, precision: str, images: int, versions: di
     if not current:
         return None, f"it was measured under {same[0].get('versions')}, this job runs {versions}"
     best = min(current, key=lambda c: c.get("compile_s", 0.0) + images / c["img_s"])
-    others = sorted((c for c in record["candidates"] if c["backend"] != backend and c["precision"] == precision and c.get("img_s")),
-                    key=lambda c: -c["img_s"])
-    why = (f"fastest for {images} images at {precision} on {record.get('cpu_model', '?')} (calibrated {record.get('date', '?')}, "
-           f"threads {record.get('threads', '?')}): " + ", ".join(_describe(c) for c in sorted(current, key=lambda c: -c["img_s"])))
+    others = sorted(
+        (c for c in record["candidates"] if c["backend"] != backend and c["precision"] == precision and c.get("img_s")),
+        key=lambda c: -c["img_s"],
+    )
+    why = (
+        f"fastest for {images} images at {precision} on {record.get('cpu_model', '?')} (calibrated {record.get('date', '?')}, "
+        f"threads {record.get('threads', '?')}): " + ", ".join(_describe(c) for c in sorted(current, key=lambda c: -c["img_s"]))
+    )
     if others:
         why += "; other backends (KERAS_BACKEND, not switched automatically): " + ", ".join(
-            f"{c['backend']} {c['compile']} {c['img_s']:.2f} img/s" for c in others)
+            f"{c['backend']} {c['compile']} {c['img_s']:.2f} img/s" for c in others
+        )
     return best["compile"], why
 
 
-def choose_compile_mode(choice: str, *, arch: str, batch_size: int, threads: int, precision: str, images: int,
-                        spec_overrides: dict | None = None, backend: str | None = None, path: str | os.PathLike | None = None) -> Choice:
+def choose_compile_mode(
+    choice: str,
+    *,
+    arch: str,
+    batch_size: int,
+    threads: int,
+    precision: str,
+    images: int,
+    spec_overrides: dict | None = None,
+    backend: str | None = None,
+    path: str | os.PathLike | None = None,
+) -> Choice:
     """Resolve ``extract.compile`` for one extract job: an explicit mode as given (checked against
     the backend); ``"auto"`` from this machine's calibration record (`select`), else the backend's
     default with the reason in `Choice.reason`.
@@ -272,8 +336,10 @@ def choose_compile_mode(choice: str, *, arch: str, batch_size: int, threads: int
     modes = compile_modes(backend)
     if choice != "auto":
         if choice not in modes:
-            raise ValueError(f"extract.compile: {choice!r} is not a compile mode of the {backend} backend ({', '.join(modes)}); "
-                             "use auto or one of those")
+            raise ValueError(
+                f"extract.compile: {choice!r} is not a compile mode of the {backend} backend ({', '.join(modes)}); "
+                "use auto or one of those"
+            )
         return Choice(choice, "set by extract.compile")
     default = modes[0]
     path = Path(path or record_path(arch, batch_size, threads, spec_overrides))
@@ -308,13 +374,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--candidates", nargs="+", default=[f"{b}:{m}" for b, m in CANDIDATES], help="backend:mode pairs")
     args = parser.parse_args(argv)
     candidates = [tuple(c.split(":", 1)) for c in args.candidates]
-    record = measure(args.arch, args.batch, args.threads, precisions=args.precision, candidates=candidates,
-                     repeats=args.repeats, batches=args.batches, spec_overrides=args.spec)
+    record = measure(
+        args.arch,
+        args.batch,
+        args.threads,
+        precisions=args.precision,
+        candidates=candidates,
+        repeats=args.repeats,
+        batches=args.batches,
+        spec_overrides=args.spec,
+    )
     path = record_path(args.arch, args.batch, args.threads, args.spec)
     save(record, path)
     for c in record["candidates"]:
-        print(f"{c['backend']} {c['compile']} {c['precision']}: " + (f"{c['img_s']:.2f} img/s, compile {c['compile_s']:.1f} s"
-                                                                     if c["img_s"] else f"failed: {c['error'][-200:]}"))
+        print(
+            f"{c['backend']} {c['compile']} {c['precision']}: "
+            + (f"{c['img_s']:.2f} img/s, compile {c['compile_s']:.1f} s" if c["img_s"] else f"failed: {c['error'][-200:]}")
+        )
     print(f"wrote {path}")
 
 

@@ -19,7 +19,9 @@ def _load_groups(paths: Sequence[str]) -> tuple[np.ndarray, dict[str, np.ndarray
     return group_ids, {f: np.concatenate([p[f"gram_{f}"] for p in parts]) for f in FEATURES}
 
 
-def cka_pair(model_a: str, paths_a: Sequence[str], model_b: str, paths_b: Sequence[str], features: Sequence[str], out: str) -> None:
+def cka_pair(
+    model_a: str, paths_a: Sequence[str], model_b: str, paths_b: Sequence[str], features: Sequence[str], out: str
+) -> None:
     """Every block of ``model_a`` against every block of ``model_b`` (the same model for a
     within-model table), one row per (block_a, block_b, features), from their representation
     shards (``paths_*``, in shard order). Raises ValueError when the two models' groups hold
@@ -55,4 +57,3 @@ def cka_pair(model_a: str, paths_a: Sequence[str], model_b: str, paths_b: Sequen
 def combine_cka(paths: Sequence[str], out: str) -> None:
     """The pair tables in one (``cka.parquet``), in the order given."""
     write_parquet(pd.concat([pd.read_parquet(p) for p in paths], ignore_index=True), out)
-

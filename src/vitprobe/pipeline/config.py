@@ -230,7 +230,9 @@ def explorer_blocks(blocks: list[int] | None, depth: int, key: str = "") -> list
         return list(range(depth))
     wrong = [b for b in blocks if not -depth <= b < depth]
     if wrong:
-        raise ConfigError(f"explorer.blocks: {wrong} out of range for models.{key} ({depth} blocks: 0..{depth - 1} or -{depth}..-1)")
+        raise ConfigError(
+            f"explorer.blocks: {wrong} out of range for models.{key} ({depth} blocks: 0..{depth - 1} or -{depth}..-1)"
+        )
     return sorted({b % depth for b in blocks})
 
 

@@ -72,8 +72,16 @@ def query_rows(attention: np.ndarray, num_prefix: int) -> np.ndarray:
     return rows[..., num_prefix:]
 
 
-def model_export(key: str, settings: dict, label: str, maps_path: str, distances: pd.DataFrame, images: int,
-                 blocks: list[int] | None, crops: dict[str, str]) -> dict:
+def model_export(
+    key: str,
+    settings: dict,
+    label: str,
+    maps_path: str,
+    distances: pd.DataFrame,
+    images: int,
+    blocks: list[int] | None,
+    crops: dict[str, str],
+) -> dict:
     """One model's part of the page data (its crops are added to ``crops``, keyed by content,
     so models that saw the same pixels share one copy).
 
@@ -144,8 +152,16 @@ def explorer_page(data: dict) -> str:
     return html
 
 
-def write_explorer(models: dict[str, dict], labels: dict[str, str], maps: dict[str, str], distance_table: str,
-                   comparisons: list[list[str]], images: int, blocks: list[int] | None, out_path: str) -> int:
+def write_explorer(
+    models: dict[str, dict],
+    labels: dict[str, str],
+    maps: dict[str, str],
+    distance_table: str,
+    comparisons: list[list[str]],
+    images: int,
+    blocks: list[int] | None,
+    out_path: str,
+) -> int:
     """Write the explorer page and return its size in bytes (logged too).
 
     Args:

@@ -176,7 +176,11 @@ def extract_reduced(
     image_ids = rows["image_id"].tolist()
     crops = _open_shard_crops(crops_path, image_ids)
     fused = model.uses_fused_kernel(attention_kernel, model.reducer(**analysis))
-    log.info("%s: attention %s", entry.key, "in the fused kernel (no probabilities in memory)" if fused else "as softmax probabilities, then reduced")
+    log.info(
+        "%s: attention %s",
+        entry.key,
+        "in the fused kernel (no probabilities in memory)" if fused else "as softmax probabilities, then reduced",
+    )
     reductions, logits = ShardReductions(entry.key), []
     representations = ShardRepresentations(entry.key, group_size)
     for start, n, batch in batches(crops, model, batch_size):
@@ -256,8 +260,15 @@ def run_extract(
     loading = time.perf_counter()
     entry = model_entry(key, model_settings)
     rows = pd.read_parquet(manifest_path).iloc[shard_slice(shard, shard_size)]
-    choice = choose_compile_mode(compile_mode, arch=entry.arch, batch_size=batch_size, threads=threads, precision=precision,
-                                 images=len(rows), spec_overrides=entry.spec_overrides)
+    choice = choose_compile_mode(
+        compile_mode,
+        arch=entry.arch,
+        batch_size=batch_size,
+        threads=threads,
+        precision=precision,
+        images=len(rows),
+        spec_overrides=entry.spec_overrides,
+    )
     (log.warning if choice.warning else log.info)("%s: compiled as %s (%s)", key, choice.mode, choice.reason)
     model = build_model(entry, precision, choice.mode)
     what = f"extract {key} shard {shard + 1}/{shard_count}"
@@ -266,12 +277,32 @@ def run_extract(
     common = dict(batch_size=batch_size, group_size=group_size, progress=progress)
     names = list(source_class_names())
     if "attention" in outputs:
-        extract_attention(entry, model, crops_path, rows, names, outputs["predictions"], outputs["attention"],
-                          outputs["representations"], dtype=dtype, **common)
+        extract_attention(
+            entry,
+            model,
+            crops_path,
+            rows,
+            names,
+            outputs["predictions"],
+            outputs["attention"],
+            outputs["representations"],
+            dtype=dtype,
+            **common,
+        )
     else:
         extract_reduced(
-            entry, model, crops_path, rows, names, outputs["predictions"], outputs["per_image"], outputs["maps"],
-            outputs["representations"], analysis=analysis or {}, attention_kernel=attention_kernel, **common,
+            entry,
+            model,
+            crops_path,
+            rows,
+            names,
+            outputs["predictions"],
+            outputs["per_image"],
+            outputs["maps"],
+            outputs["representations"],
+            analysis=analysis or {},
+            attention_kernel=attention_kernel,
+            **common,
         )
 
 

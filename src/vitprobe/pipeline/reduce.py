@@ -17,7 +17,9 @@ def reduce(attention_path: str, per_image_path: str, maps_path: str, chunk: int 
     `AttentionReducer`'s (renormalize, head_fusion, discard_ratio). A damaged shard is deleted
     and reported, so the next run rebuilds it."""
     shard = open_attention(attention_path, delete_if_damaged=True)
-    program = ReducingProgram(AttentionReducer(shard.num_prefix_tokens, shard.grid_size, shard.patch_size, **settings), name="reduce")
+    program = ReducingProgram(
+        AttentionReducer(shard.num_prefix_tokens, shard.grid_size, shard.patch_size, **settings), name="reduce"
+    )
     collected = ShardReductions(shard.model)
     for start in range(0, len(shard.image_ids), chunk):
         part = np.asarray(shard.attention[start : start + chunk])

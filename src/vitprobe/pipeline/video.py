@@ -31,7 +31,9 @@ def read_video(path: str, max_frames: int) -> list:
     return frames
 
 
-def attention_video(model_settings: dict, key: str, video: str, out: str, fps: float, max_frames: int, batch_size: int = 8) -> None:
+def attention_video(
+    model_settings: dict, key: str, video: str, out: str, fps: float, max_frames: int, batch_size: int = 8
+) -> None:
     """Per-frame last-block CLS attention (mean over heads) overlaid on each frame's crop."""
     model = build_model(model_entry(key, model_settings))
     frames = read_video(video, max_frames)

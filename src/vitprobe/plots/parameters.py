@@ -13,9 +13,7 @@ from .style import _bare, _default_ncols, _mosaic, _save, _styled, _title
 
 
 @_styled
-def plot_patch_filters(
-    filters: np.ndarray, label: str, path: str | Path, title: str, *, ncols: int | None = None
-) -> Path:
+def plot_patch_filters(filters: np.ndarray, label: str, path: str | Path, title: str, *, ncols: int | None = None) -> Path:
     """Grid of (n, p, p, 3) filters in [0, 1] (the first filters, or principal components)."""
     filters = np.asarray(filters, dtype=np.float64)
     if filters.ndim != 4 or filters.shape[-1] != 3 or filters.shape[0] == 0:
@@ -34,10 +32,6 @@ def plot_patch_filters(
     _bare(ax)
     _title(fig, title, label)
     return _save(fig, path)
-
-
-
-
 
 
 @_styled

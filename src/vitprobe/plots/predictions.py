@@ -42,8 +42,15 @@ def _draw_accuracy(ax, acc: pd.DataFrame, published: Mapping[str, float], labels
     height = 0.38
     measured = acc["accuracy"].to_numpy()
     err = np.vstack([measured - acc["low"], acc["high"] - measured])
-    ax.barh(y - height / 2, measured, height, xerr=err, color="C0", error_kw=dict(lw=0.8, capsize=2),
-            label="measured (95% Wilson interval)")
+    ax.barh(
+        y - height / 2,
+        measured,
+        height,
+        xerr=err,
+        color="C0",
+        error_kw=dict(lw=0.8, capsize=2),
+        label="measured (95% Wilson interval)",
+    )
     for yi, (m, hi, n) in enumerate(zip(measured, acc["high"], acc["n"])):
         ax.text(hi + 1.5, yi - height / 2, f"{m:.1f}% (n={n})", va="center", fontsize=7)
     pub_y = [yi + height / 2 for yi, ok in zip(y, has_pub) if ok]
@@ -78,9 +85,7 @@ def _lookup(predictions: pd.DataFrame, model: str) -> dict[str, pd.Series]:
 
 
 @_styled
-def plot_accuracy(
-    accuracy: pd.DataFrame, published: Mapping[str, float], labels: Mapping[str, str], path: str | Path
-) -> Path:
+def plot_accuracy(accuracy: pd.DataFrame, published: Mapping[str, float], labels: Mapping[str, str], path: str | Path) -> Path:
     """Measured top-1 accuracy per model (the accuracy table: only models with labelled images) next
     to the published figure."""
     n_models = max(1, len(accuracy))

@@ -9,12 +9,13 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from .style import _save, _styled, _title, _wrap, _chars
+from .style import _chars, _save, _styled, _title, _wrap
 
 
 @_styled
-def plot_cka(pairs: Sequence[tuple[str, str, dict[str, np.ndarray]]], what: str, label: str, path: str | Path,
-             subtitle: str | None = None) -> Path:
+def plot_cka(
+    pairs: Sequence[tuple[str, str, dict[str, np.ndarray]]], what: str, label: str, path: str | Path, subtitle: str | None = None
+) -> Path:
     """One row of block x block CKA heatmaps per pair of models, one column per feature set.
 
     Args:

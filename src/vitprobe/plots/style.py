@@ -53,8 +53,6 @@ STYLE = {
 VIDEO_SUFFIXES = (".gif", ".mp4")
 
 
-
-
 def _styled(func):
     """Run a plotting function inside the vitprobe rc style (fonts, dpi, spines)."""
 

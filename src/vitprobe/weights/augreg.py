@@ -46,8 +46,7 @@ def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
     if not head.startswith((b"PK", b"\x93NUMPY")):
         # np.load would take this for a pickle and suggest enabling pickle loading; never do that.
         raise WeightsError(
-            f"{path}: is not an .npz (zip) archive; it starts with {head!r} (an error page or another format?). "
-            + _REDOWNLOAD
+            f"{path}: is not an .npz (zip) archive; it starts with {head!r} (an error page or another format?). " + _REDOWNLOAD
         )
     try:
         loaded = np.load(path, allow_pickle=False)
@@ -57,9 +56,7 @@ def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
             f"the file is corrupt or truncated. {_REDOWNLOAD}"
         ) from e
     if not isinstance(loaded, np.lib.npyio.NpzFile):
-        raise WeightsError(
-            f"{path}: holds a single .npy array, not an .npz archive of named tensors. {_REDOWNLOAD}"
-        )
+        raise WeightsError(f"{path}: holds a single .npy array, not an .npz archive of named tensors. {_REDOWNLOAD}")
     arrays = {}
     with loaded:
         for key in loaded.files:

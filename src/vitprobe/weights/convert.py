@@ -37,7 +37,9 @@ def _fit_pos_embed(value: np.ndarray, spec: ViTSpec, antialias: bool) -> np.ndar
     return np.concatenate([value[:, :prefix], new.reshape(1, -1, value.shape[-1])], axis=1)
 
 
-def assign_state(model: VisionTransformer, state: Mapping[str, np.ndarray], source: str, *, pos_embed_antialias: bool = True) -> None:
+def assign_state(
+    model: VisionTransformer, state: Mapping[str, np.ndarray], source: str, *, pos_embed_antialias: bool = True
+) -> None:
     """Load ``state`` into ``model`` or raise `WeightsError` listing every problem.
 
     Args:
@@ -71,7 +73,8 @@ def assign_state(model: VisionTransformer, state: Mapping[str, np.ndarray], sour
         problems.append("wrong shapes: " + "; ".join(misshapen))
     if problems:
         raise WeightsError(
-            f"{source}: does not fit architecture {spec}:\n  " + "\n  ".join(problems)
+            f"{source}: does not fit architecture {spec}:\n  "
+            + "\n  ".join(problems)
             + "\nCheck that the weights belong to this architecture (arch name, image size, head)."
         )
     for name, value in converted.items():

@@ -145,7 +145,9 @@ def _download_url(url: str) -> Path:
                 received = out.tell()
             # http.client returns a short body without error when the connection drops.
             if expected is not None and received != expected:
-                raise WeightsError(f"{url}: the download stopped after {received} of {expected} bytes (connection dropped?); try again.")
+                raise WeightsError(
+                    f"{url}: the download stopped after {received} of {expected} bytes (connection dropped?); try again."
+                )
             check_complete(tmp, target.suffix, url)
             verify_against_lock(url, tmp, shown=url)
     except (OSError, http.client.HTTPException) as e:  # HTTPException: IncompleteRead of a chunked body

@@ -240,7 +240,12 @@ def _trace_pos_embed(graph: _Graph) -> tuple[str, str]:
     node, _ = graph.only_consumer(cls_key, "initializer")
     while node.op_type in ("Expand", "Cast", "Identity"):
         node, _ = graph.only_consumer(node.output[0], "output of " + _describe(node))
-    if node.op_type != "Concat" or _attr(node, "axis", None) != 1 or not graph.producer.get(node.input[0]) or len(node.input) != 2:
+    if (
+        node.op_type != "Concat"
+        or _attr(node, "axis", None) != 1
+        or not graph.producer.get(node.input[0])
+        or len(node.input) != 2
+    ):
         graph.fail(f"the class token reaches {_describe(node)}, expected the token Concat (axis 1, class token first)")
     embed_add, _ = graph.only_consumer(node.output[0], "output of " + _describe(node))
     if embed_add.op_type != "Add":
@@ -285,8 +290,13 @@ def _trace_patch_positions(graph: _Graph, current: str) -> str:
             "exclude_outside": _attr(resize, "exclude_outside", 0),
             "antialias": _attr(resize, "antialias", 0),
         }
-        wanted = {"mode": "cubic", "coordinate_transformation_mode": "half_pixel", "cubic_coeff_a": -0.75,
-                  "exclude_outside": 0, "antialias": 0}
+        wanted = {
+            "mode": "cubic",
+            "coordinate_transformation_mode": "half_pixel",
+            "cubic_coeff_a": -0.75,
+            "exclude_outside": 0,
+            "antialias": 0,
+        }
         if found != wanted:
             graph.fail(f"{_describe(resize)} resizes the position grid with {found}; only {wanted} is reproduced")
     return current
@@ -314,18 +324,30 @@ def _assemble(graph: _Graph, state: _State, qkv_bias: dict, linear: dict, positi
             problems.append(f"block {b}: no {', '.join(missing)}")
             continue
         w = {r: arrays[linear[b, r]] for r in ("q", "k", "v", "proj", "fc1", "fc2")}
-        shapes = {"q": (dim, dim), "k": (dim, dim), "v": (dim, dim), "proj": (dim, dim),
-                  "fc1": (dim, w["fc1"].shape[-1]), "fc2": (w["fc1"].shape[-1], dim)}
+        shapes = {
+            "q": (dim, dim),
+            "k": (dim, dim),
+            "v": (dim, dim),
+            "proj": (dim, dim),
+            "fc1": (dim, w["fc1"].shape[-1]),
+            "fc2": (w["fc1"].shape[-1], dim),
+        }
         bad = [f"{linear[b, r]!r} ({r}) has shape {w[r].shape}, expected {shapes[r]}" for r in shapes if w[r].shape != shapes[r]]
         if bad:
             problems.append(f"block {b}: " + "; ".join(bad))
             continue
         t = f"blocks.{b}."
         # ONNX MatMul weights are (in, out); timm's Linear layout is (out, in).
-        state.put(t + "attn.qkv.weight", np.concatenate([w[r].T for r in ("q", "k", "v")]),
-                  " + ".join(linear[b, r] for r in ("q", "k", "v")))
-        state.put(t + "attn.qkv.bias", np.concatenate([arrays[qkv_bias[b, r]] for r in ("q", "k", "v")]),
-                  " + ".join(qkv_bias[b, r] for r in ("q", "k", "v")))
+        state.put(
+            t + "attn.qkv.weight",
+            np.concatenate([w[r].T for r in ("q", "k", "v")]),
+            " + ".join(linear[b, r] for r in ("q", "k", "v")),
+        )
+        state.put(
+            t + "attn.qkv.bias",
+            np.concatenate([arrays[qkv_bias[b, r]] for r in ("q", "k", "v")]),
+            " + ".join(qkv_bias[b, r] for r in ("q", "k", "v")),
+        )
         state.put(t + "attn.proj.weight", w["proj"].T, linear[b, "proj"])
         state.put(t + "mlp.fc1.weight", w["fc1"].T, linear[b, "fc1"])
         state.put(t + "mlp.fc2.weight", w["fc2"].T, linear[b, "fc2"])

@@ -34,7 +34,9 @@ def parse_weights(text: str) -> WeightsSource:
     if text.startswith("hf-hub:"):
         repo = text.removeprefix("hf-hub:")
         if not _HUB_ID.match(repo):
-            raise WeightsError(f"{text}: malformed Hugging Face id; expected hf-hub:<owner>/<repo>, e.g. hf-hub:timm/deit_base_patch16_224.fb_in1k")
+            raise WeightsError(
+                f"{text}: malformed Hugging Face id; expected hf-hub:<owner>/<repo>, e.g. hf-hub:timm/deit_base_patch16_224.fb_in1k"
+            )
         return WeightsSource("hf-hub", repo)
     if text.startswith("package:"):
         module, _, rel = text.removeprefix("package:").partition("/")

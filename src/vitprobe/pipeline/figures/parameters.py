@@ -12,9 +12,7 @@ def patch_filters(parameters: str, label: str, out_filters: str, out_components:
     kernel = np.load(parameters, allow_pickle=False)["patch_kernel"]
     count = min(count, kernel.shape[-1])
     components = min(components, kernel.shape[-1], int(np.prod(kernel.shape[:3])))
-    plot_patch_filters(
-        patch_embedding_filters(kernel, count), label, out_filters, f"Patch-embedding filters (first {count})"
-    )
+    plot_patch_filters(patch_embedding_filters(kernel, count), label, out_filters, f"Patch-embedding filters (first {count})")
     plot_patch_filters(
         patch_embedding_components(kernel, components),
         label,
