@@ -75,14 +75,14 @@ per_image, maps = str(work / "distance.parquet"), str(work / "maps.npz")
 common = dict(batch_size=args["batch"], progress=progress)
 reduce_seconds = 0.0
 if keep:
-    extract_attention(entry, model, args["crops"], rows, [], str(work / "predictions.parquet"), str(work / "attention.npy"),
-                      dtype="float32", **common)
+    extract_attention(entry, model, args["crops"], rows, [], str(work / "predictions.parquet"), str(work / "attention.npz"),
+                      str(work / "representations.npz"), dtype="float32", **common)
     start = time.perf_counter()
-    reduce(str(work / "attention.npy"), per_image, maps)
+    reduce(str(work / "attention.npz"), per_image, maps)
     reduce_seconds = time.perf_counter() - start
 else:
     extract_reduced(entry, model, args["crops"], rows, [], str(work / "predictions.parquet"), per_image, maps,
-                    analysis={}, **common)
+                    str(work / "representations.npz"), analysis={}, **common)
 written = sum(p.stat().st_size for p in work.iterdir())
 table = pd.read_parquet(per_image).sort_values(["image_id", "block", "head"])
 np.save(work / "distance.npy", table["distance_px"].to_numpy().reshape(len(rows), -1))

@@ -35,6 +35,8 @@ import pandas as pd
 import yaml
 from record import cpu_info, describe_cpu, record
 
+from vitprobe.pipeline.config import model_entry
+
 REPO = Path(__file__).resolve().parents[1]
 
 FORWARD_SIDE = r"""
@@ -138,7 +140,8 @@ def main() -> None:
         config = dict(
             paper, experiment="bench", images={"source": "folder", "path": str(work / "photos"), "count": args.images, "seed": 0}
         )
-        config["models"] = {key: {"arch": m["arch"], "weights": "random", **spec} for key, m in paper["models"].items()}
+        archs = {key: model_entry(key, m).arch for key, m in paper["models"].items()}  # presets resolved
+        config["models"] = {key: {"arch": arch, "weights": "random", **spec} for key, arch in archs.items()}
         (work / "bench.yaml").write_text(yaml.safe_dump(config))
         extract = config["extract"]
         # The yardstick: each model alone on every core, as fast as one forward pass can go here.

@@ -34,7 +34,11 @@ def shards(tmp_path_factory):
 
 def test_kept_shard_equals_the_forward_pass(shards, tmp_path):
     folder, ids, attention = shards
-    outputs = {"predictions": str(tmp_path / "predictions.parquet"), "attention": str(tmp_path / "shard_1.npz")}
+    outputs = {
+        "predictions": str(tmp_path / "predictions.parquet"),
+        "attention": str(tmp_path / "shard_1.npz"),
+        "representations": str(tmp_path / "representations_1.npz"),
+    }
     run_extract(
         KEY,
         SETTINGS,

@@ -241,6 +241,8 @@ def check_cka(config: dict, count: int | None) -> None:
     shard sizes must be multiples of the group size (a run of fewer images than one group skips
     CKA: see `cka_runs`)."""
     group = config["cka"]["group_size"]
+    if count is not None and count < group:
+        return
     for key in ("batch_size", "shard_size"):
         value = config["extract"][key]
         if value % group:

@@ -16,9 +16,10 @@ from .checks import require_finite
 
 
 class ShardRepresentations:
-    """One shard's `RepresentationReducer` outputs, batch by batch."""
+    """One shard's `RepresentationReducer` outputs, batch by batch. Without a ``group_size`` (a run
+    smaller than one CKA group computes none), only the image ids are written."""
 
-    def __init__(self, model: str, group_size: int):
+    def __init__(self, model: str, group_size: int | None):
         self.model, self.group_size = model, group_size
         self.image_ids: list[str] = []
         self.group_image_ids: list[list[str]] = []
@@ -28,6 +29,9 @@ class ShardRepresentations:
     def add(self, image_ids: list[str], representations: dict[str, np.ndarray]) -> None:
         """``image_ids``: the batch's real images (the batch may end in padding); the outputs are
         the whole batch's. Keeps the groups made only of real images."""
+        self.image_ids.extend(image_ids)
+        if self.group_size is None:
+            return
         n, size = len(image_ids), self.group_size
         complete = n // size
         for features in FEATURES:
@@ -37,13 +41,15 @@ class ShardRepresentations:
         norms = representations["token_norms"][:n]
         require_finite(self.model, "token norms", norms, image_ids)
         self.norms.append(norms.astype(np.float32))
-        self.image_ids.extend(image_ids)
         self.group_image_ids.extend(image_ids[g * size : (g + 1) * size] for g in range(complete))
 
     def write(self, path: str) -> None:
         """``image_ids`` (images,), ``group_image_ids`` (groups, n), ``gram_<features>`` (groups,
         blocks, n, n) float64 and ``token_norms`` (images, blocks, tokens) float32."""
         size = self.group_size
+        if size is None:
+            write_npz(path, image_ids=np.array(self.image_ids, dtype=str))
+            return
         write_npz(
             path,
             image_ids=np.array(self.image_ids, dtype=str),
