@@ -225,7 +225,7 @@ def main() -> None:
     reference = runs[REFERENCE][0]["distance"] if REFERENCE in runs else None
     cpu = cpu_info()
     rows = []
-    for name, _, _ in sides:
+    for name, _, settings in sides:
         row = {
             "side": name,
             "model": args.arch,

@@ -142,6 +142,8 @@ def main() -> None:
         )
         archs = {key: model_entry(key, m).arch for key, m in paper["models"].items()}  # presets resolved
         config["models"] = {key: {"arch": arch, "weights": "random", **spec} for key, arch in archs.items()}
+        if args.depth:  # the config's explorer blocks may not exist at this depth: show them all
+            config["explorer"] = dict(config.get("explorer") or {}, blocks=None)
         (work / "bench.yaml").write_text(yaml.safe_dump(config))
         extract = config["extract"]
         # The yardstick: each model alone on every core, as fast as one forward pass can go here.
