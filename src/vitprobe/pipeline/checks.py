@@ -13,6 +13,8 @@ def require_finite(model: str, tensor: str, values: np.ndarray, image_ids: list[
     """Raise `NonFiniteError` naming the model, the tensor and the images whose ``values``
     (one leading row per image) hold NaN or Inf."""
     values = np.asarray(values)
+    if values.size == 0:  # e.g. no complete CKA group in this batch
+        return
     bad = ~np.isfinite(values.reshape(len(values), -1)).all(axis=1)
     if bad.any():
         images = [image_ids[i] for i in np.flatnonzero(bad)]
