@@ -68,11 +68,12 @@ def assert_console_guides(console: str, images: int, shard_size: int) -> None:
     lines = console.strip().splitlines()
     done_at = max(i for i, line in enumerate(lines) if line.startswith("Done. Figures: "))
     assert lines[done_at].startswith("Done. Figures: results/demo/figures/")
-    report = lines[done_at + 1]
+    assert lines[done_at + 1].startswith("Explorer: open results/demo/explorer.html")
+    report = lines[done_at + 2]
     assert report.startswith("Report: snakemake --report results/demo/report.html --configfile ") and report.endswith(
         "config/demo.yaml"
     )
-    assert all(line.startswith(("Complete log", "Elapsed time")) for line in lines[done_at + 2 :]), lines[done_at:]
+    assert all(line.startswith(("Complete log", "Elapsed time")) for line in lines[done_at + 3 :]), lines[done_at:]
 
 
 def uniform_distance(grid: int, patch: int) -> float:
