@@ -9,9 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-jax = pytest.importorskip("jax")  # installed by the test extra: a missing jax fails the run below
-
-from vitprobe.kernels.fused_attention import attention_with_statistics  # noqa: E402
+from vitprobe.kernels.fused_attention import attention_with_statistics  # jax: the test extra installs it
 
 
 def reference(q, k, v, num_prefix, grid_w, patch):

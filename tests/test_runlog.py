@@ -1,12 +1,10 @@
 """A job's start: jax's compilation cache goes under the vitprobe cache, one folder per CPU kind and
 jax version (compiled CPU code must not cross machines), and a folder the user chose is kept."""
 
-import pytest
+import jax  # the test extra installs it: a missing jax fails, never skips
 
 from vitprobe.hardware import machine_key
 from vitprobe.pipeline.runlog import persistent_compile_cache
-
-jax = pytest.importorskip("jax")
 
 
 def test_jax_compilation_cache_per_cpu_and_version(tmp_path, monkeypatch):
