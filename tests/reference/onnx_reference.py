@@ -47,6 +47,20 @@ def graph_outputs(onnx_path: str | os.PathLike, nchw_batch: np.ndarray, names: l
     return _run(onnx.load(os.fspath(onnx_path)), nchw_batch, list(names))
 
 
+def block_outputs(onnx_path: str | os.PathLike, nchw_batch: np.ndarray) -> list[np.ndarray]:
+    """Every backbone block's output tokens, each (B, N, dim), for a float32 NCHW batch: the
+    output of the block's last residual ``Add`` (after the MLP branch), found by its
+    ``/backbone/encoder/layer.{i}/`` scope and ordered by block."""
+    import onnx
+
+    model = onnx.load(os.fspath(onnx_path))
+    last_add = re.compile(r"^/backbone/encoder/layer\.(\d+)/Add_1$")
+    found = {int(m.group(1)): n.output[0] for n in model.graph.node if (m := last_add.match(n.name))}
+    if not found or sorted(found) != list(range(len(found))):
+        raise ValueError(f"{onnx_path}: no complete set of /backbone/encoder/layer.<i>/Add_1 nodes (found {sorted(found)})")
+    return _run(model, nchw_batch, [found[i] for i in range(len(found))])
+
+
 def softmax_outputs(onnx_path: str | os.PathLike, nchw_batch: np.ndarray) -> list[np.ndarray]:
     """Attention probabilities of every backbone block, each (B, heads, N, N), for a float32 NCHW batch."""
     import onnx
