@@ -3,7 +3,8 @@ alternative a user would write (timm in PyTorch with attention hooks, mean atten
 distance in numpy), on the same images, batch size and machine, in alternating runs.
 
 Sides: vitprobe with the reductions inside the compiled forward pass (the default), in
-float32 and bfloat16; vitprobe with ``keep_attention`` (raw attention written to disk, then
+float32 and bfloat16, and in float32 with the representation statistics the pipeline also computes
+(Gram matrices for CKA, token norms: their cost is the ratio of those two rows); vitprobe with ``keep_attention`` (raw attention written to disk, then
 reduced from it); timm in float32 (the reference a user writes) and under bfloat16 autocast
 (for a like-for-like bfloat16 comparison). Each run of each side is its own process (timm and
 tensorflow never share one), so peak RSS is per side. Throughput is the steady rate after the
@@ -82,7 +83,7 @@ if keep:
     reduce_seconds = time.perf_counter() - start
 else:
     extract_reduced(entry, model, args["crops"], rows, [], str(work / "predictions.parquet"), per_image, maps,
-                    str(work / "representations.npz"), analysis={}, **common)
+                    str(work / "representations.npz"), analysis={}, group_size=args["group_size"], **common)
 written = sum(p.stat().st_size for p in work.iterdir())
 table = pd.read_parquet(per_image).sort_values(["image_id", "block", "head"])
 np.save(work / "distance.npy", table["distance_px"].to_numpy().reshape(len(rows), -1))
@@ -132,9 +133,12 @@ print(json.dumps({"steady_images": len(crops) - len(distances[0]), "steady_secon
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "device": device}))
 """
 
-# (name, code, settings): the vitprobe sides first, then the timm ones.
+# (name, code, settings): the vitprobe sides first, then the timm ones. "+ representations" adds what the
+# pipeline's extract jobs compute besides the attention reductions (Gram matrices of groups of 8 images
+# for CKA, token norms), so its ratio to "vitprobe float32" is the cost of those statistics.
 SIDES = [
     ("vitprobe float32", VITPROBE_SIDE, {"precision": "float32", "keep_attention": False}),
+    ("vitprobe float32 + representations", VITPROBE_SIDE, {"precision": "float32", "keep_attention": False, "group_size": 8}),
     ("vitprobe bfloat16", VITPROBE_SIDE, {"precision": "bfloat16", "keep_attention": False}),
     ("vitprobe float32 keep_attention", VITPROBE_SIDE, {"precision": "float32", "keep_attention": True}),
     ("timm float32", TIMM_SIDE, {"precision": "float32"}),
@@ -210,7 +214,7 @@ def main() -> None:
                     "mean": preprocess.mean,
                     "std": preprocess.std,
                 }
-                result = run_side(code, {**common, **settings})
+                result = run_side(code, {"group_size": None, **common, **settings})
                 result["distance"] = np.load(work / "distance.npy")
                 # Steady seconds per image of the extraction, plus (keep_attention) the reduce stage's per image.
                 per_image = result["steady_seconds"] / result["steady_images"] + result["reduce_seconds"] / args.images
@@ -268,6 +272,11 @@ def main() -> None:
         "jobs' logs report it; start-up is model loading plus the first batch (tracing and compiling). "
         "keep_attention's img/s adds the reduce stage's seconds per image."
     )
+    statistics_cost = ""
+    if {"vitprobe float32", "vitprobe float32 + representations"} <= rate.keys():
+        cost = 1 - rate["vitprobe float32 + representations"] / rate["vitprobe float32"]
+        statistics_cost = f" The representation statistics (CKA Gram matrices, token norms) cost {100 * cost:.1f}% of the float32 rate."
+    header += statistics_cost
     stem = f"{datetime.date.today()}-{socket.gethostname()}-{platform.machine()}"
     data = {"backend": backend, **cpu, "rate": "steady, after the first batch", "rows": rows}
     record(args.out, stem, f"{header}\n\n" + "\n".join(lines) + "\n", data)
