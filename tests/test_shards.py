@@ -59,9 +59,9 @@ def test_archive_is_a_valid_stored_zip(tmp_path):
         assert {m.compress_type for m in archive.infolist()} == {zipfile.ZIP_STORED}
 
 
-def test_images_larger_than_a_checksum_piece(tmp_path):
-    """An image of a 14 x 14 grid (470 KiB per block) is checksummed in pieces: zipfile's CRC (zlib's)
-    agrees, and the data reads back exact."""
+def test_images_of_a_real_grid(tmp_path):
+    """Images of a 14 x 14 grid (470 KiB per block), written into reserved space: zipfile's CRC
+    (zlib's) agrees, the file ends where the archive does, and the data reads back exact."""
     info = ShardInfo("vit", "vit_base_patch16_224", ["i0", "i1", "i2"], ("cls", "distillation"), 14, 16)
     data = write_shard(tmp_path / "s.npz", blocks=1, info=info)
     with zipfile.ZipFile(tmp_path / "s.npz") as archive:

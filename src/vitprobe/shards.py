@@ -12,10 +12,11 @@ The zip is written here rather than through `zipfile`: the attention member's si
 before its first byte, so its header is written once (only its CRC is patched in at the end), and
 its disk space is reserved up front. Its CRC-32 (which `np.load` checks) is the one cost the plain
 ``.npy`` did not have; `zipfile` computes it with zlib, slower than the write itself. Here ISA-L
-computes it (5x zlib's speed here) on each 256 KiB piece just after that piece is written, while
-the piece is still in the CPU's cache, in the writing thread: a second pass, or a thread of its
-own, reads the data from memory a second time and costs more on a machine whose cores are busy
-(measured in ``benchmarks/shard_write.py``).
+computes it (5x zlib's speed here) over each (image, block) slice right after writing it, in the
+writing thread, while the slice is still in the CPU's cache: a thread of its own (tried) reads
+the data from memory a second time and costs more on a machine whose cores are busy, and
+smaller writes (tried, to keep pieces in the L2 cache) cost the page cache more than they save
+(measured with ``benchmarks/shard_write.py``).
 The dates in the archive are fixed, so a rerun writes identical bytes. A shard is written under
 a temporary name and renamed only when complete; a truncated or inconsistent one is reported.
 """
@@ -41,7 +42,6 @@ ATTENTION_MEMBER = "attention.npy"
 _MAX32 = 0xFFFFFFFF
 _DOS_DATE = (1 << 5) | 1  # 1980-01-01 00:00, the zip epoch
 _LOCAL_CRC_AT = 14  # byte offset of the CRC-32 in a local file header
-_CRC_PIECE = 256 * 1024  # written, then checksummed while in the L2 cache (512 KiB or more per core)
 
 
 class ShardError(ValueError):
@@ -235,11 +235,9 @@ class ShardWriter:
         crc = self._crc
         for i in range(len(blocks[0])):
             for block in blocks:
-                data = memoryview(np.ascontiguousarray(block[i], dtype=self.dtype)).cast("B")
-                for start in range(0, len(data), _CRC_PIECE):
-                    piece = data[start : start + _CRC_PIECE]
-                    self._file.write(piece)
-                    crc = crc32(piece, crc)
+                data = np.ascontiguousarray(block[i], dtype=self.dtype).data
+                self._file.write(data)
+                crc = crc32(data, crc)
         self._crc = crc
         self._filled += len(blocks[0])
 
