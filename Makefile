@@ -33,8 +33,10 @@ demo: $(VENV)/.runtime
 test: $(VENV)/.test
 	$(BIN)/python -m pytest -ra
 
+# Side by side with timm, then the kept-attention shard write (.npz against the .npy it replaced).
 bench: $(VENV)/.test
 	$(BIN)/python benchmarks/bench.py
+	$(BIN)/python benchmarks/shard_write.py
 
 # Every compiled path (tf graph, XLA, jax, torch) of the extract program on this machine, with the
 # matmul ceiling and timm; also stores the machine's calibration that extract.compile: auto reads.

@@ -109,3 +109,21 @@ def test_backend_agreement_tiny(tmp_path):
     for backend in ("jax", "torch"):
         for value in data[backend].values():
             assert math.isfinite(value) and 0 <= value < 1e-3
+
+
+def test_shard_write_benchmark_tiny(tmp_path):
+    """Both formats written in alternating pairs, every measure positive, the ratios those of the
+    medians, and the CPU and load named."""
+    out = tmp_path / "new" / "shard_write.json"
+    command = [sys.executable, str(REPO / "benchmarks" / "shard_write.py"), "--images", "2", "--runs", "2"]
+    result = subprocess.run([*command, "--dir", str(tmp_path), "--out", str(out)], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    data = json.loads(out.read_text())
+    assert data["cpu"]["model"] and data["cpu"]["cores"] > 0 and len(data["load_average_1_5_15min_before_after"]) == 2
+    for side in ("npy_plus_json_sidecar", "npz"):
+        assert len(data[side]["runs_written_on_disk_cpu_s"]) == 2
+        assert 0 < data[side]["median_written_s"] <= data[side]["median_on_disk_s"] and data[side]["written_GBps"] > 0
+    ratio = data["npz"]["median_on_disk_s"] / data["npy_plus_json_sidecar"]["median_on_disk_s"]
+    assert data["npz_over_npy_ratio_of_medians"]["on_disk"] == pytest.approx(ratio, abs=0.05)  # of the rounded medians
+    assert set(data["npz_over_npy_median_of_paired_ratios"]) == {"written", "on_disk", "cpu"}
+    assert list(tmp_path.iterdir()) == [tmp_path / "new"]  # the shards written were removed

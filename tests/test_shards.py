@@ -59,6 +59,18 @@ def test_archive_is_a_valid_stored_zip(tmp_path):
         assert {m.compress_type for m in archive.infolist()} == {zipfile.ZIP_STORED}
 
 
+def test_images_of_a_real_grid(tmp_path):
+    """Images of a 14 x 14 grid (470 KiB per block), written into reserved space: zipfile's CRC
+    (zlib's) agrees, the file ends where the archive does, and the data reads back exact."""
+    info = ShardInfo("vit", "vit_base_patch16_224", ["i0", "i1", "i2"], ("cls", "distillation"), 14, 16)
+    data = write_shard(tmp_path / "s.npz", blocks=1, info=info)
+    with zipfile.ZipFile(tmp_path / "s.npz") as archive:
+        assert archive.getinfo("attention.npy").file_size > 3 * 470_000
+        assert archive.testzip() is None
+    assert (tmp_path / "s.npz").read_bytes()[-22:-18] == b"PK\x05\x06"  # ends with the end record: no space reserved beyond
+    np.testing.assert_array_equal(open_attention(tmp_path / "s.npz").attention, data)
+
+
 def test_rewriting_gives_identical_bytes(tmp_path):
     write_shard(tmp_path / "a.npz")
     write_shard(tmp_path / "b.npz")

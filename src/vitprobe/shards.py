@@ -9,20 +9,25 @@ so ``allow_pickle=False`` reads them) with everything a reader needs: image ids,
 checkpoint, the prefix tokens' kinds, grid and patch size, block and head counts, dtype.
 
 The zip is written here rather than through `zipfile`: the attention member's size is known
-before its first byte, so its header is written once, and its CRC-32 (which `np.load` checks) is
-computed with ISA-L (about 4x zlib's speed here) in a background thread while the data is written;
-`zipfile` computes it with zlib in the writing thread, slower than the write itself.
+before its first byte, so its header is written once (only its CRC is patched in at the end), and
+its disk space is reserved up front. Its CRC-32 (which `np.load` checks) is the one cost the plain
+``.npy`` did not have; `zipfile` computes it with zlib, slower than the write itself. Here ISA-L
+computes it (5x zlib's speed here) over each (image, block) slice right after writing it, in the
+writing thread, while the slice is still in the CPU's cache: a thread of its own (tried) reads
+the data from memory a second time and costs more on a machine whose cores are busy, and
+smaller writes (tried, to keep pieces in the L2 cache) cost the page cache more than they save
+(measured with ``benchmarks/shard_write.py``).
 The dates in the archive are fixed, so a rerun writes identical bytes. A shard is written under
 a temporary name and renamed only when complete; a truncated or inconsistent one is reported.
 """
 
 from __future__ import annotations
 
+import ctypes
 import io
 import os
 import struct
 import zipfile
-from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -166,16 +171,28 @@ def _end_records(entries: int, directory_at: int, directory_size: int) -> bytes:
     )
 
 
-def _crc_of(chunks: list[np.ndarray], crc: int) -> int:
-    for chunk in chunks:
-        crc = crc32(chunk.data, crc)
-    return crc
+def _reserve(fd: int, offset: int, length: int) -> None:
+    """Allocate a file's blocks before they are written: filling reserved blocks costs the
+    kernel less than allocating them write by write (about 8% of the write's CPU time here).
+
+    fallocate(2) itself, not `os.posix_fallocate`: where a file system cannot reserve space
+    (older NFS), glibc emulates it by writing every block, which would cost a second write.
+    Reserving is only an optimisation: where it fails (a file system or system without it), the
+    writes allocate as they go, and a full disk fails them with its own error.
+    """
+    try:
+        fallocate = ctypes.CDLL(None).fallocate
+    except (OSError, AttributeError):  # not Linux
+        return
+    fallocate.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64)
+    fallocate(fd, 0, offset, length)
 
 
 class ShardWriter:
     """Write a shard (an .npz, see the module) image by image, with sequential writes (no memory
-    map: page faults cost more than the copy). Used as a context manager: the shard is renamed
-    into place when every image is written, and deleted if the block raises."""
+    map: page faults cost more than the copy) into space reserved when it opens. Used as a
+    context manager: the shard is renamed into place when every image is written, and deleted
+    if the block raises."""
 
     def __init__(self, path: str | os.PathLike, info: ShardInfo, shape_per_image: tuple, dtype: str):
         self.path, self.info = Path(path), info
@@ -188,7 +205,6 @@ class ShardWriter:
         with ExitStack() as stack:
             tmp = stack.enter_context(atomic_path(self.path))
             self._file = stack.enter_context(open(tmp, "wb"))
-            self._checksums = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="shard-crc"))
             for name, value in _metadata(self.info, self.shape, self.dtype).items():
                 self._write_member(f"{name}.npy".encode(), _npy_bytes(value))
             header = io.BytesIO()
@@ -198,9 +214,12 @@ class ShardWriter:
             size = len(header.getvalue()) + int(np.prod(self.shape)) * self.dtype.itemsize
             self._attention_at = self._file.tell()
             self._entries.append((ATTENTION_MEMBER.encode(), 0, size, self._attention_at, True))
-            self._file.write(_local_header(ATTENTION_MEMBER.encode(), 0, size, zip64=True))
-            self._file.write(header.getvalue())
-            self._crc: Future = self._checksums.submit(crc32, header.getvalue())
+            local_header = _local_header(ATTENTION_MEMBER.encode(), 0, size, zip64=True)
+            # Exactly the member: the central directory is appended after it, so the file ends
+            # where the zip format needs it to.
+            _reserve(self._file.fileno(), self._attention_at, len(local_header) + size)
+            self._file.write(local_header + header.getvalue())
+            self._crc = crc32(header.getvalue())
             self._stack = stack.pop_all()
         return self
 
@@ -213,28 +232,27 @@ class ShardWriter:
         """One batch given as the model returns it: per block, (batch, heads, N, N)."""
         if self._filled + len(blocks[0]) > self.shape[0]:
             raise ShardError(f"{self.path}: more than its {self.shape[0]} images written")
-        chunks = [np.ascontiguousarray(block[i], dtype=self.dtype) for i in range(len(blocks[0])) for block in blocks]
-        # The checksum of this batch runs while it is written; waiting for the previous one
-        # first keeps at most one batch in memory.
-        self._crc = self._checksums.submit(_crc_of, chunks, self._crc.result())
-        for chunk in chunks:
-            self._file.write(chunk.data)
+        crc = self._crc
+        for i in range(len(blocks[0])):
+            for block in blocks:
+                data = np.ascontiguousarray(block[i], dtype=self.dtype).data
+                self._file.write(data)
+                crc = crc32(data, crc)
+        self._crc = crc
         self._filled += len(blocks[0])
 
     def _finish(self) -> None:
         """The attention member's CRC into its header, then the central directory."""
         end = self._file.tell()
         name, _, size, offset, zip64 = self._entries[-1]
-        self._entries[-1] = (name, crc := self._crc.result(), size, offset, zip64)
-        self._file.seek(self._attention_at + _LOCAL_CRC_AT)
-        self._file.write(struct.pack("<L", crc))
-        self._file.seek(end)
+        self._entries[-1] = (name, self._crc, size, offset, zip64)
+        self._file.flush()
+        os.pwrite(self._file.fileno(), struct.pack("<L", self._crc), self._attention_at + _LOCAL_CRC_AT)
         directory = b"".join(_central_header(*entry) for entry in self._entries)
         self._file.write(directory + _end_records(len(self._entries), end, len(directory)))
 
     def __exit__(self, kind, error, traceback) -> None:
-        # The checksum thread ends and the file closes first, then the shard is renamed (or,
-        # on error, deleted).
+        # The file closes first, then the shard is renamed (or, on error, deleted).
         failed = None
         if kind is None:
             try:
