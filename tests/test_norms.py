@@ -9,7 +9,8 @@ import pytest
 import vitprobe
 from helpers import PARITY_CASES
 from vitprobe.metrics.norms import MAD_TO_SIGMA, high_norm_threshold, token_kinds
-from vitprobe.pipeline.norms import token_norm_table
+from vitprobe.pipeline.norms import load_token_norms, token_norm_table
+from vitprobe.pipeline.representations import ShardRepresentations
 from vitprobe.tables import TOKEN_NORM_COLUMNS
 
 # CLS + DIST, CLS + 4 registers, CLS only.
@@ -128,3 +129,16 @@ def test_token_kinds_follow_the_prefix():
     assert kinds["patch"].tolist() == [3, 4, 5, 6] and kinds["register"].tolist() == [1, 2]
     with pytest.raises(ValueError, match="no patches"):
         token_kinds(("cls",), 1)
+
+
+def test_a_run_smaller_than_a_cka_group_still_writes_token_norms(tmp_path):
+    """Without a CKA group the shard holds the image ids and every image's token norms (batch padding
+    dropped), and no Gram matrices."""
+    shard = ShardRepresentations("m", group_size=None)
+    norms = np.arange(4 * 2 * 5, dtype=np.float32).reshape(4, 2, 5) + 1
+    shard.add(["a", "b", "c"], {"token_norms": norms})  # a batch of 4 whose last row is padding
+    shard.write(tmp_path / "representations_0.npz")
+    image_ids, stored = load_token_norms([tmp_path / "representations_0.npz"])
+    assert image_ids.tolist() == ["a", "b", "c"]
+    np.testing.assert_array_equal(stored, norms[:3])
+    assert set(np.load(tmp_path / "representations_0.npz")) == {"image_ids", "token_norms"}

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
+from matplotlib.ticker import FixedLocator, FormatStrFormatter, NullFormatter
 
 from .style import OVERLAY_CMAP, _bare, _check_crops, _overlay, _save, _styled, _title
 
@@ -47,6 +48,10 @@ def plot_norm_histograms(
             ax.hist(v, bins=edges, histtype="step", color=KIND_COLOURS.get(kind, "black"), label=kind, linewidth=1.1)
         ax.set_xscale("log")
         ax.set_yscale("log")
+        # Three labelled norms per panel: a block's norms often span less than a decade.
+        ax.xaxis.set_major_locator(FixedLocator(edges[[0, bins // 2, -1]] if len(edges) > 2 else edges))
+        ax.xaxis.set_major_formatter(FormatStrFormatter("%.3g"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
         if np.isnan(thresholds[b]):
             ax.set_title(f"block {b}: no upper mode", fontsize=8)
         else:
@@ -116,10 +121,11 @@ def plot_high_norm_maps(
             ax = axes[r, c]
             if name == "patch norm":
                 ax.imshow(m[r], cmap="viridis", interpolation="nearest", extent=(-0.5, w - 0.5, h - 0.5, -0.5))
-                ratio = m[r].max() / np.median(m[r])
-                note = f"{int(high.sum())} high-norm; max/median {ratio:.2g}"
+                median = np.median(m[r])
+                at_peak = m[r].ravel()[np.argmax(maps["rollout"][r])] / median
+                note = f"{int(high.sum())} high-norm; max/median {m[r].max() / median:.3g}\nat rollout peak {at_peak:.3g}"
                 if register_norms is not None and len(register_norms[r]):
-                    note += f"\nregisters max {np.max(register_norms[r]):.3g}"
+                    note += f"\nregisters max/median {np.max(register_norms[r]) / median:.3g}"
                 ax.set_xlabel(note, fontsize=6.5)
             else:
                 _overlay(ax, crops[r], m[r], alpha, cmap)
