@@ -82,7 +82,7 @@ class ProbeModel:
         self.keras_model = VisionTransformer(spec, precision, name=arch.replace(".", "_"))
         compile_for_backend(self.keras_model, compile_mode)
         self._reducing: dict[tuple, ReducingProgram] = {}
-        self._forward: dict[int | None, ForwardProgram] = {}
+        self._forward: dict[tuple[bool, int | None], ForwardProgram] = {}
 
     @property
     def patch_size(self) -> int:
