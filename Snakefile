@@ -54,6 +54,7 @@ include: "workflow/rules/sample.smk"
 include: "workflow/rules/extract.smk"
 include: "workflow/rules/analyze.smk"
 include: "workflow/rules/cka.smk"
+include: "workflow/rules/norms.smk"
 include: "workflow/rules/figures.smk"
 include: "workflow/rules/explorer.smk"
 include: "workflow/rules/outputs.smk"
@@ -68,6 +69,7 @@ rule all:
         result("mean_attention_distance.parquet"),
         result("attention_distance_per_image.parquet"),
         [result("cka.parquet")] if CKA else [],
+        result("token_norms.parquet"),
         get_all_figures,
         get_explorer,
         get_kept_attention,

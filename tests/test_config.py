@@ -82,6 +82,8 @@ def test_a_small_run_lowers_the_default_map_images_and_skips_cka(tmp_path):
             ["extract.shard_size", "20 is not a multiple of cka.group_size 8", "set extract.shard_size to 16"],
         ),
         ("cka", {"features": ["cls", "mean"]}, ["'mean' is not one of"]),
+        ("token_norms", {"min_gap": 0}, ["0 is less than or equal to the minimum of 0", "min_gap"]),
+        ("token_norms", {"bins": 10}, ["Additional properties are not allowed", "bins"]),
         ("export", {"attention_parquet": 1000}, ["attention_parquet", "1000"]),  # a few images, never a run
         ("export", {"attention_parquet": []}, ["attention_parquet"]),
     ],

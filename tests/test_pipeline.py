@@ -109,6 +109,8 @@ def test_outputs_follow_the_contract(run):
             "position_embedding_cosine",
             "position_embedding_dot",
             "top1_gallery",
+            "token_norms",
+            "high_norm",
         ):
             assert f"{stem}_{key}.png" in figures
         assert f"cls_attention_heads_{key}_image0.png" in figures
@@ -130,9 +132,42 @@ def test_outputs_follow_the_contract(run):
     diagonal = within[within["block_a"] == within["block_b"]]
     np.testing.assert_allclose(diagonal["cka"], 1, rtol=0, atol=1e-6)
     assert cka["cka"].between(-1e-6, 1 + 1e-6).all()
+    assert_token_norms_follow_the_shards(out)
     page = (out / "explorer.html").read_text()
     assert "<script src" not in page and "<link" not in page and "https://" not in page  # self-contained
     assert '"key":"vit_t"' in page and '"key":"deit_t_dist"' in page
+
+
+def assert_token_norms_follow_the_shards(out: Path) -> None:
+    """token_norms.parquet has the contract's columns, one row per (model, image, block, token kind),
+    and its statistics are numpy's over the norms in the representation shards (CLS at 0, the
+    distillation token at 1, then the patches)."""
+    table = pd.read_parquet(out / "token_norms.parquet")
+    assert list(table.columns) == [
+        "model",
+        "image_id",
+        "block",
+        "tokens",
+        "n_tokens",
+        "norm_mean",
+        "norm_max",
+        "n_high_norm",
+        "threshold",
+    ]
+    layouts = {"vit_t": {"cls": [0]}, "deit_t_dist": {"cls": [0], "distillation": [1]}}
+    assert len(table) == sum(IMAGES * 2 * (len(kinds) + 1) for kinds in layouts.values())  # images x blocks x kinds
+    for key, kinds in layouts.items():
+        shards = sorted((out / "shards" / key).glob("representations_*.npz"), key=lambda p: int(p.stem.split("_")[1]))
+        image_ids = np.concatenate([np.load(p)["image_ids"] for p in shards]).tolist()
+        norms = np.concatenate([np.load(p)["token_norms"] for p in shards]).astype(np.float64)
+        assert norms.shape == (IMAGES, 2, 197 + len(kinds) - 1)
+        kinds = {**kinds, "patch": list(range(len(kinds), norms.shape[2]))}
+        rows = table[table["model"] == key]
+        assert set(rows["tokens"]) == set(kinds)
+        for (image_id, block, kind), row in rows.set_index(["image_id", "block", "tokens"]).iterrows():
+            values = norms[image_ids.index(image_id), block, kinds[kind]]
+            assert row["n_tokens"] == len(values)
+            np.testing.assert_allclose([row["norm_mean"], row["norm_max"]], [values.mean(), values.max()], rtol=1e-6)
 
 
 def test_kept_shards_and_export_agree(run):
@@ -224,6 +259,22 @@ def test_published_accuracy_reruns_only_the_predictions_figure(run):
     assert planned_jobs(workdir, other) == {"figure_predictions": 1, "outputs": 1, "all": 1}
 
 
+def test_token_norm_option_reruns_only_the_token_norm_rules(run):
+    workdir, config, _ = run
+    changed = yaml.safe_load(config.read_text())
+    changed["token_norms"] = {"min_gap": 3.5}
+    other = workdir / "changed_token_norms.yaml"
+    other.write_text(yaml.safe_dump(changed))
+    assert planned_jobs(workdir, other) == {
+        "token_norms": 2,
+        "token_norms_combine": 1,
+        "figure_token_norms": 2,
+        "figure_high_norm": 2,
+        "outputs": 1,
+        "all": 1,
+    }
+
+
 def test_explorer_option_and_page_code_rerun_only_the_explorer(run):
     workdir, config, _ = run
     changed = yaml.safe_load(config.read_text())
@@ -299,6 +350,9 @@ def test_fused_reductions_equal_the_stored_shard_reductions(run, fused_run):
     tables = [original_models(out / "attention_distance_per_image.parquet") for out in (kept, fused)]
     pd.testing.assert_frame_equal(tables[0], tables[1], check_exact=False, rtol=0, atol=1e-5)
     pd.testing.assert_frame_equal(*(original_models(out / "predictions.parquet") for out in (kept, fused)))
+    # The token norms of the plain forward pass (kept attention) and of the reducing program agree.
+    norms = [original_models(out / "token_norms.parquet") for out in (kept, fused)]
+    pd.testing.assert_frame_equal(norms[0], norms[1], check_exact=False, rtol=1e-5, atol=0)
     for key in MODELS:
         maps = [np.load(out / "maps" / f"{key}.npz") for out in (kept, fused)]
         assert list(maps[0]["image_ids"]) == list(maps[1]["image_ids"]) and len(maps[0]["image_ids"]) == 2

@@ -23,6 +23,7 @@ from vitprobe.metrics.parameters import (
 from vitprobe.pipeline.aggregate import accuracy_table
 from vitprobe.plots import distance, parameters, predictions, style, video
 from vitprobe.plots import maps as map_plots
+from vitprobe.plots import norms as norm_plots
 
 LABELS = {
     "vit_b16_i21k": "vit_b16_i21k (vit_base_patch16_224.augreg_in21k)",
@@ -155,6 +156,38 @@ def test_rollout_overlays_each_model_on_its_own_crops(tmp_path, crops):
 def test_cls_heads(tmp_path, crops):
     maps = np.random.default_rng(2).random((6, 8, 8))
     check_png(map_plots.plot_cls_heads(crops[0], maps, LABELS["dino_b16"], tmp_path / "heads.png"))
+
+
+def test_norm_histograms_with_registers(tmp_path):
+    """Patches, CLS and registers per block; one block with a threshold, one without (and a constant one)."""
+    rng = np.random.default_rng(3)
+    patches = np.exp(rng.normal(0, 0.2, (4, 3, 16)))
+    patches[0, 1, :2] = 20.0  # block 1: two high-norm patches
+    patches[:, 2] = 1.0
+    norms = {"patch": patches, "cls": np.full((4, 3, 1), 2.0), "register": np.exp(rng.normal(1, 0.5, (4, 3, 4)))}
+    path = norm_plots.plot_norm_histograms(norms, np.array([np.nan, 5.0, np.nan]), LABELS["dino_b16"], tmp_path / "h.png")
+    check_png(path)
+
+
+def test_high_norm_maps_box_the_patches_above_the_threshold(tmp_path, crops):
+    rng = np.random.default_rng(4)
+    rollout, cls = rng.random((3, 4, 4)), rng.random((3, 6, 4, 4))
+    norms = 1 + 0.1 * rng.random((3, 4, 4))
+    norms[1, 2, 3] = 12.0
+    args = (crops, rollout, cls, norms)
+    kwargs = dict(image_ids=["a", "b", "c"], register_norms=rng.random((3, 4)) * 10)
+    boxed = norm_plots.plot_high_norm_maps(*args, 5.0, LABELS["dino_b16"], tmp_path / "boxed.png", **kwargs)
+    above_all = norm_plots.plot_high_norm_maps(*args, 13.0, LABELS["dino_b16"], tmp_path / "none.png", **kwargs)
+    check_png(boxed)
+    check_png(norm_plots.plot_high_norm_maps(*args, np.nan, LABELS["dino_b16"], tmp_path / "nan.png", **kwargs))
+    # Only image b has a patch above 5 (and none is above 13): below the title, the two figures
+    # differ in b's row (its boxes) and not in c's, the last row.
+    first, second = (np.asarray(Image.open(p).convert("RGB")) for p in (boxed, above_all))
+    differs = (first != second).any(-1)
+    height = len(differs)
+    assert differs[height // 4 : int(0.68 * height)].any() and not differs[int(0.72 * height) :].any()
+    with pytest.raises(ValueError, match="patch norm must be"):
+        norm_plots.plot_high_norm_maps(crops, rollout, cls, norms[:2], 5.0, LABELS["dino_b16"], tmp_path / "x.png")
 
 
 @pytest.mark.parametrize("kind", ["filters", "components"])

@@ -82,7 +82,7 @@ class ProbeModel:
         self.keras_model = VisionTransformer(spec, precision, name=arch.replace(".", "_"))
         compile_for_backend(self.keras_model, compile_mode)
         self._reducing: dict[tuple, ReducingProgram] = {}
-        self._forward: dict[int | None, ForwardProgram] = {}
+        self._forward: dict[tuple[bool, int | None], ForwardProgram] = {}
 
     @property
     def patch_size(self) -> int:
@@ -144,9 +144,13 @@ class ProbeModel:
             attention_kernel = "unfused" if attention_kernel == "auto" else attention_kernel
         return attention_kernel_is_fused(attention_kernel, reducer)
 
-    def representation_reducer(self, group_size: int) -> RepresentationReducer:
-        """A `RepresentationReducer` for this model's tokens: Gram matrices per group of ``group_size``
-        images, token norms, the last block's patch tokens."""
+    def representation_reducer(self, group_size: int | None = None) -> RepresentationReducer:
+        """A `RepresentationReducer` for this model's tokens: every block's token norms and, with a
+        ``group_size``, the Gram matrices per group of that many images.
+
+        Args:
+            group_size: images per CKA group; None computes the token norms only.
+        """
         return RepresentationReducer(self.num_prefix_tokens, group_size)
 
     def forward_reduced(
@@ -161,7 +165,8 @@ class ProbeModel:
                 (the Pallas kernel that never materialises them: jax backend, mean head fusion, no
                 discarding; in Pallas' interpreter on a CPU, for tests) or ``"auto"`` (fused where it
                 applies and a GPU runs it, else unfused).
-            group_size: also run `representation_reducer(group_size)` in the same program.
+            group_size: the `representation_reducer(group_size)` that runs in the same program (its
+                token norms always; with a group size, the Gram matrices of its groups too).
             **settings: the `AttentionReducer` settings; each distinct set is compiled once.
         """
         reducer = self.reducer(**settings)
@@ -169,11 +174,10 @@ class ProbeModel:
         key = (fused, group_size, *sorted(settings.items()))
         if key not in self._reducing:
             interpret = fused and not accelerator()
-            representations = self.representation_reducer(group_size) if group_size else None
             self._reducing[key] = ReducingProgram(
                 reducer,
                 self.keras_model,
-                representations,
+                self.representation_reducer(group_size),
                 fused=fused,
                 interpret=interpret,
                 compile_mode=self.compile_mode,
@@ -185,20 +189,26 @@ class ProbeModel:
             reductions, np.asarray(out["logits"]) if "logits" in out else None, _numpy_dict(out.get("representations"))
         )
 
-    def forward(self, x: np.ndarray, block_outputs: bool = False, group_size: int | None = None) -> ForwardOutput:
+    def forward(
+        self, x: np.ndarray, block_outputs: bool = False, representations: bool = False, group_size: int | None = None
+    ) -> ForwardOutput:
         """Run the compiled model on a preprocessed batch; returns every block's attention and the logits.
 
         Args:
             x: a preprocessed float32 batch (B, S, S, 3), as `preprocess` returns.
             block_outputs: also return every block's output tokens.
-            group_size: also return `representation_reducer(group_size)`'s statistics (both run a
-                second compiled program; the default pass leaves the block outputs on the device).
+            representations: also return `representation_reducer(group_size)`'s statistics (token
+                norms; with a ``group_size`` the Gram matrices too). These and ``block_outputs`` run a
+                second compiled program: the default pass leaves the block outputs on the device.
+            group_size: images per CKA group; implies ``representations``.
         """
-        if block_outputs or group_size:
-            if group_size not in self._forward:
-                representations = self.representation_reducer(group_size) if group_size else None
-                self._forward[group_size] = ForwardProgram(self.keras_model, representations, name="forward")
-            out = self._forward[group_size].predict_on_batch(self._checked(x))
+        representations = representations or group_size is not None
+        if block_outputs or representations:
+            key = (representations, group_size)
+            if key not in self._forward:
+                reducer = self.representation_reducer(group_size) if representations else None
+                self._forward[key] = ForwardProgram(self.keras_model, reducer, name="forward")
+            out = self._forward[key].predict_on_batch(self._checked(x))
         else:
             out = self.keras_model.predict_on_batch(self._checked(x))
         attentions = [np.asarray(a) for a in out["attentions"]]

@@ -6,3 +6,4 @@ PER_IMAGE_COLUMNS = ("model", "image_id", "block", "head", "distance_px", "prefi
 DISTANCE_COLUMNS = ("model", "block", "head", "distance_px", "std_px", "n_images")
 ACCURACY_COLUMNS = ("model", "n", "correct", "accuracy", "low", "high")
 CKA_COLUMNS = ("model_a", "block_a", "model_b", "block_b", "features", "cka", "n_images", "n_groups")
+TOKEN_NORM_COLUMNS = ("model", "image_id", "block", "tokens", "n_tokens", "norm_mean", "norm_max", "n_high_norm", "threshold")

@@ -14,6 +14,7 @@ ANALYSIS_SETTINGS = config["analysis"]
 FIGURE_SETTINGS = config["figures"]
 EXPLORER_SETTINGS = config["explorer"]
 CKA_SETTINGS = config["cka"]
+NORM_SETTINGS = config["token_norms"]
 SHARD_SIZE = EXTRACT_SETTINGS["shard_size"]
 KEEP_ATTENTION = EXTRACT_SETTINGS["keep_attention"]
 # The AttentionReducer's settings (map_images only selects which maps the figures show).
@@ -127,6 +128,7 @@ def get_all_figures(wildcards=None):
     figures += [f"distance_comparison_{name}.png" for name in COMPARISONS]
     if CKA:
         figures += [f"cka_within_{m}.png" for m in MODELS] + [f"cka_between_{name}.png" for name in COMPARISONS]
+    figures += [f"token_norms_{m}.png" for m in MODELS]
     for m in MODELS:
         figures += [
             f"patch_embedding_filters_{m}.png",
@@ -138,6 +140,7 @@ def get_all_figures(wildcards=None):
         figures.append("attention_rollout.png")
         figures += [f"cls_attention_heads_{m}_image{i}.png" for m in MODELS for i in range(MAP_COUNT)]
         figures += [f"top1_gallery_{m}.png" for m in HEADED]
+        figures += [f"high_norm_{m}.png" for m in MODELS]
     if HEADED:
         figures.append("top1_predictions.png")
     if config.get("video"):
@@ -153,6 +156,7 @@ def get_explorer(wildcards=None):
 def get_planned_outputs(wildcards=None):
     """The config's outputs whose names are known before the sample checkpoint has run."""
     planned = get_all_figures() + get_explorer() + get_attention_exports() + [result(f"parameters/{m}.npz") for m in MODELS]
+    planned += [result("token_norms.parquet")] + [result(f"token_norms/{m}.parquet") for m in MODELS]
     if CKA:
         planned += [result("cka.parquet")] + [result(f"cka/{a}/{b}.parquet") for a, b in CKA_PAIRS]
     if MAP_COUNT:

@@ -59,23 +59,26 @@ def token_norms(x):
 class RepresentationReducer:
     """Per-batch statistics of the block outputs, for the compiled forward pass.
 
-    Returns a dict of tensors: ``gram_<features>`` (B / n, blocks, n, n) for each of `FEATURES` and
-    ``token_norms`` (B, blocks, N). The batch must be a whole number of groups of ``group_size`` images."""
+    Returns a dict of tensors: ``token_norms`` (B, blocks, N) and, with a ``group_size``,
+    ``gram_<features>`` (B / n, blocks, n, n) for each of `FEATURES` (the batch must then be a whole
+    number of groups of ``group_size`` images). Without one (a run smaller than one CKA group) only
+    the token norms: they need no group."""
 
-    def __init__(self, num_prefix: int, group_size: int):
-        if group_size < 4:
+    def __init__(self, num_prefix: int, group_size: int | None = None):
+        if group_size is not None and group_size < 4:
             raise ValueError(f"the unbiased HSIC needs groups of at least 4 images, got group_size {group_size}")
         self.num_prefix, self.group_size = num_prefix, group_size
 
     def __call__(self, block_outputs: Sequence) -> dict:
+        out = {"token_norms": ops.stack([token_norms(x) for x in block_outputs], axis=1)}
+        if self.group_size is None:
+            return out
         batch = block_outputs[0].shape[0]
         if batch is not None and batch % self.group_size:
             raise ValueError(f"batch of {batch} images is not a whole number of groups of {self.group_size}")
-        out = {}
         for features in FEATURES:
             grams = [group_grams(block_features(x, self.num_prefix, features), self.group_size) for x in block_outputs]
             out[f"gram_{features}"] = ops.stack(grams, axis=1)
-        out["token_norms"] = ops.stack([token_norms(x) for x in block_outputs], axis=1)
         return out
 
 

@@ -220,7 +220,7 @@ def extract_attention(
     logits, representations = [], ShardRepresentations(entry.key, group_size)
     with ShardWriter(attention_path, info, (spec.depth, spec.num_heads, spec.num_tokens, spec.num_tokens), dtype) as writer:
         for start, n, batch in batches(crops, model, batch_size):
-            out = model.forward(batch, group_size=group_size)
+            out = model.forward(batch, representations=True, group_size=group_size)
             representations.add(image_ids[start : start + n], out.representations)
             for block, attention in enumerate(out.attentions):
                 require_finite(entry.key, f"block {block} attention", attention[:n], image_ids[start : start + n])

@@ -17,7 +17,7 @@ from .checks import require_finite
 
 class ShardRepresentations:
     """One shard's `RepresentationReducer` outputs, batch by batch. Without a ``group_size`` (a run
-    smaller than one CKA group computes none), only the image ids are written."""
+    smaller than one CKA group computes no Gram matrices), the image ids and token norms only."""
 
     def __init__(self, model: str, group_size: int | None):
         self.model, self.group_size = model, group_size
@@ -30,30 +30,32 @@ class ShardRepresentations:
         """``image_ids``: the batch's real images (the batch may end in padding); the outputs are
         the whole batch's. Keeps the groups made only of real images."""
         self.image_ids.extend(image_ids)
+        n = len(image_ids)
+        norms = representations["token_norms"][:n]
+        require_finite(self.model, "token norms", norms, image_ids)
+        self.norms.append(norms.astype(np.float32))
         if self.group_size is None:
             return
-        n, size = len(image_ids), self.group_size
+        size = self.group_size
         complete = n // size
         for features in FEATURES:
             grams = representations[f"gram_{features}"][:complete]
             require_finite(self.model, f"{features} Gram matrices", grams, image_ids[: complete * size])
             self.grams[features].append(grams.astype(np.float64))
-        norms = representations["token_norms"][:n]
-        require_finite(self.model, "token norms", norms, image_ids)
-        self.norms.append(norms.astype(np.float32))
         self.group_image_ids.extend(image_ids[g * size : (g + 1) * size] for g in range(complete))
 
     def write(self, path: str) -> None:
-        """``image_ids`` (images,), ``group_image_ids`` (groups, n), ``gram_<features>`` (groups,
-        blocks, n, n) float64 and ``token_norms`` (images, blocks, tokens) float32."""
+        """``image_ids`` (images,) and ``token_norms`` (images, blocks, tokens) float32; with a
+        group size also ``group_image_ids`` (groups, n) and ``gram_<features>`` (groups, blocks, n, n)
+        float64."""
+        common = dict(image_ids=np.array(self.image_ids, dtype=str), token_norms=np.concatenate(self.norms))
         size = self.group_size
         if size is None:
-            write_npz(path, image_ids=np.array(self.image_ids, dtype=str))
+            write_npz(path, **common)
             return
         write_npz(
             path,
-            image_ids=np.array(self.image_ids, dtype=str),
+            **common,
             group_image_ids=np.array(self.group_image_ids, dtype=str).reshape(-1, size),
-            token_norms=np.concatenate(self.norms),
             **{f"gram_{f}": np.concatenate(self.grams[f]) for f in FEATURES},
         )

@@ -1,0 +1,77 @@
+# Token norms from the norms each extract job stored: one table per model (a token_norms option
+# reruns only these rules and their figures; no model runs), then every model in token_norms.parquet.
+
+
+rule token_norms:
+    input:
+        lambda w: get_representation_shards(w.model),
+    output:
+        result("token_norms/{model}.parquet"),
+    log:
+        result("logs/token_norms/{model}.log"),
+    conda:
+        "../../envs/vitprobe.yaml"
+    resources:
+        mem_mb=2000,
+    params:
+        prefix_kinds=lambda w: list(MODELS[w.model].spec.prefix_tokens),
+        min_gap=NORM_SETTINGS["min_gap"],
+        code=code("token_norms.py"),
+    script:
+        "../scripts/token_norms.py"
+
+
+rule token_norms_combine:
+    input:
+        [result(f"token_norms/{m}.parquet") for m in MODELS],
+    output:
+        report(result("token_norms.parquet"), caption="../report/token_norms_table.rst", category="Tables"),
+    log:
+        result("logs/token_norms/combine.log"),
+    conda:
+        "../../envs/vitprobe.yaml"
+    params:
+        code=code("token_norms_combine.py"),
+    script:
+        "../scripts/token_norms_combine.py"
+
+
+rule figure_token_norms:
+    input:
+        shards=lambda w: get_representation_shards(w.model),
+        table=result("token_norms/{model}.parquet"),
+    output:
+        report(
+            result("figures/token_norms_{model}.png"),
+            caption="../report/token_norms.rst",
+            category="Representations",
+        ),
+    log:
+        result("logs/figures/token_norms_{model}.log"),
+    conda:
+        "../../envs/vitprobe.yaml"
+    params:
+        prefix_kinds=lambda w: list(MODELS[w.model].spec.prefix_tokens),
+        label=lambda w: LABELS[w.model],
+        code=code("figure_token_norms.py"),
+    script:
+        "../scripts/figure_token_norms.py"
+
+
+rule figure_high_norm:
+    input:
+        maps=result("maps/{model}.npz"),
+        shards=lambda w: [result(f"shards/{w.model}/representations_{s}.npz") for s in get_map_shards()],
+        table=result("token_norms/{model}.parquet"),
+    output:
+        report(result("figures/high_norm_{model}.png"), caption="../report/high_norm.rst", category="Attention maps"),
+    log:
+        result("logs/figures/high_norm_{model}.log"),
+    conda:
+        "../../envs/vitprobe.yaml"
+    params:
+        prefix_kinds=lambda w: list(MODELS[w.model].spec.prefix_tokens),
+        label=lambda w: LABELS[w.model],
+        code=code("figure_high_norm.py"),
+    script:
+        "../scripts/figure_high_norm.py"
