@@ -87,8 +87,10 @@ def jobs_after_editing(workdir: Path, config: Path, relative: str) -> dict[str, 
 
 # Parity cases: timm model + kwargs on the reference side, the vitprobe arch + spec
 # overrides on ours. Depth is cut where the full depth adds run time but no coverage
-# (one full-depth ViT-B/16 stays).
-PARITY_CASES = [
+# (one full-depth ViT-B/16 stays). These are written by hand for what they test (sizes,
+# resampling, a timm name other than the preset's); `PARITY_CASES` adds one for every other
+# architecture of the presets table.
+_WRITTEN_CASES = [
     dict(id="vit_b16", model="vit_base_patch16_224", kwargs={}, arch="vit_base_patch16_224", overrides={}),
     dict(id="vit_t16", model="vit_tiny_patch16_224", kwargs=dict(depth=2), arch="vit_tiny_patch16_224", overrides=dict(depth=2)),
     dict(
@@ -214,6 +216,40 @@ PARITY_CASES = [
     ),
 ]
 
+
+# Preset architectures whose weights timm does not build, each with the test that judges it instead.
+PARITY_EQUIVALENTS = {
+    # An ONNX graph shipped in a package: onnxruntime runs that very graph as the reference.
+    "dinov2_s14_imgfocus": "test_onnx_imgfocus.py",
+}
+
+
+def _preset_cases() -> list[dict]:
+    """One depth-1 case for every preset architecture that no written case covers, built in timm
+    under the preset's own name (so timm's pretrained cfg sets what the name implies, such as no
+    head), at the preset's image size up to 384 px (DINOv2's 518 px runs at 224, as the written DINOv2
+    cases do: 1369 tokens would take a minute a case and test no other code). Generated from the
+    presets table, so a new preset gets its parity case without a line here."""
+    from vitprobe.models.presets import PRESETS
+    from vitprobe.models.spec import SPECS
+
+    covered = {case["arch"] for case in _WRITTEN_CASES} | set(PARITY_EQUIVALENTS)
+    cases = {}
+    for preset in PRESETS.values():
+        if preset.arch not in covered and preset.arch not in cases:
+            assert preset.weights == f"hf-hub:timm/{preset.name}", f"{preset.name}: no timm name to build its reference from"
+            size = {} if SPECS[preset.arch].image_size <= 384 else dict(img_size=224)
+            cases[preset.arch] = dict(
+                id=f"preset_{preset.name}".replace(".", "_"),
+                model=preset.name,
+                kwargs=dict(depth=1, **size),
+                arch=preset.arch,
+                overrides=dict(depth=1, **{"image_size": size["img_size"]} if size else {}),
+            )
+    return list(cases.values())
+
+
+PARITY_CASES = _WRITTEN_CASES + _preset_cases()
 
 ATTN_ATOL = 1e-5
 LOGITS_RTOL = 1e-4

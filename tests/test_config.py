@@ -10,6 +10,8 @@ from PIL import Image
 from snakemake.utils import validate
 
 from helpers import REPO
+from vitprobe.data.preprocess import Preprocess
+from vitprobe.models.presets import PRESETS
 from vitprobe.pipeline.config import model_entries
 
 BASE = {
@@ -325,18 +327,19 @@ def _families_config(tmp_path) -> dict:
 
 
 def test_families_config_checks(tmp_path, monkeypatch):
-    """Everything but the network: the five base-size families, their preprocessing and weights sources."""
+    """Everything but the network: the base-size families, their preprocessing and weights sources."""
     from vitprobe.pipeline.config import check_config
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     entries = check_config(_families_config(tmp_path))
-    assert list(entries) == ["clip_b16_openai", "siglip_b16", "mae_b16", "dinov2_b14", "deit3_b16"]
+    assert list(entries) == ["clip_b16_openai", "siglip_b16", "siglip2_b16", "mae_b16", "dinov2_b14", "deit3_b16"]
     assert all(
         e.weights.startswith("hf-hub:timm/") and e.spec.embed_dim == 768 and e.spec.image_size == 224 for e in entries.values()
     )
     assert [key for key, e in entries.items() if e.has_head] == ["deit3_b16"]  # CLIP's head is a projection
     assert entries["clip_b16_openai"].preprocess.mean == (0.48145466, 0.4578275, 0.40821073)
-    assert entries["siglip_b16"].spec.num_prefix_tokens == 0
+    assert entries["siglip_b16"].spec.num_prefix_tokens == entries["siglip2_b16"].spec.num_prefix_tokens == 0
+    assert entries["siglip2_b16"].preprocess == Preprocess(**PRESETS["vit_base_patch16_siglip_224.v2_webli"].preprocess)
 
 
 def test_families_config_offline_is_refused_before_any_job(tmp_path):

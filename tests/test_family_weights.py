@@ -1,4 +1,4 @@
-"""The later families' presets and hub weight layouts (CLIP, SigLIP, MAE, DeiT III, BEiT v2, EVA-02).
+"""The later families' presets and hub weight layouts (CLIP, SigLIP and SigLIP 2, MAE, DeiT III, BEiT v2, EVA-02).
 
 No hub here, so the real files cannot be loaded; but a timm hub file holds exactly timm's
 ``state_dict()`` for its model name, so its key names and shapes are read from timm
@@ -20,6 +20,7 @@ from safetensors.numpy import save_file
 
 import vitprobe
 from conftest import PARITY_CASES, run_reference
+from helpers import PARITY_EQUIVALENTS, TESTS
 from vitprobe.data.preprocess import Preprocess
 from vitprobe.models.presets import LATER_FAMILIES
 from vitprobe.models.presets import PRESETS as ALL_PRESETS
@@ -34,6 +35,7 @@ FAMILY_KEY = {
     "vit_base_patch16_clip_224.openai": "norm_pre.weight",
     "vit_base_patch16_clip_224.laion2b": "head.bias",
     "vit_base_patch16_siglip_224.webli": "attn_pool.latent",
+    "vit_base_patch16_siglip_224.v2_webli": "attn_pool.kv.bias",
     "vit_base_patch16_224.mae": "norm.bias",
     "deit3_base_patch16_224.fb_in1k": "blocks.0.ls2.gamma",
     "beitv2_base_patch16_224.in1k_ft_in22k_in1k": "blocks.0.attn.relative_position_bias_table",
@@ -57,17 +59,30 @@ def hub_layouts(tmp_path_factory):
     }
 
 
-def test_every_preset_is_complete_and_has_a_parity_case():
-    """A preset needs a known arch, a hub source, valid preprocessing and a timm parity case of its arch."""
+def test_every_preset_has_a_parity_case():
+    """Every preset of the whole table: a known arch, valid preprocessing, and a timm parity case of its
+    arch (`PARITY_CASES` generates the missing ones from the table), or a named test that judges it
+    against another independent reference."""
     covered = {case["arch"] for case in PARITY_CASES}
+    assert not covered & set(PARITY_EQUIVALENTS)
+    for name, preset in ALL_PRESETS.items():
+        assert preset.arch in SPECS, name
+        Preprocess(**preset.preprocess)
+        if preset.arch in PARITY_EQUIVALENTS:
+            assert (TESTS / PARITY_EQUIVALENTS[preset.arch]).is_file(), name
+        else:
+            assert preset.arch in covered, f"{name}: no parity case for {preset.arch}"
+
+
+def test_later_family_presets_are_complete():
+    """A later family's preset names its checkpoint and what is special, comes from timm's hub repo of
+    the same name, and states a published top-1 exactly when it has a classifier."""
     assert set(FAMILY_KEY) == set(LATER_FAMILIES)
     for name in LATER_FAMILIES:
         preset = ALL_PRESETS[name]
         assert preset.checkpoint and preset.notes, name
-        assert preset.arch in SPECS and preset.arch in covered, f"{name}: no parity case for {preset.arch}"
         source = parse_weights(preset.weights)
         assert source.kind == "hf-hub" and source.value == f"timm/{name}", name
-        Preprocess(**preset.preprocess)
         assert (preset.published_top1 is not None) == SPECS[preset.arch].has_classifier, name
 
 

@@ -115,13 +115,14 @@ PIXEL_CASES = [
     dict(id="dinov2_518", timm="vit_small_patch14_dinov2.lvd142m", arch="vit_small_patch14_dinov2"),
     dict(id="augreg_384", timm="vit_base_patch16_384.augreg_in21k_ft_in1k", arch="vit_base_patch16_384"),
     # The later families, with each preset's own preprocessing (CLIP statistics at crop 0.9 and
-    # 1.0, SigLIP's [-1, 1], MAE's ImageNet statistics, EVA-02 at patch 14).
+    # 1.0, SigLIP's and SigLIP 2's [-1, 1], MAE's ImageNet statistics, EVA-02 at patch 14).
     *[
         dict(id=name, timm=name, arch=PRESETS[name].arch, preprocess=dict(PRESETS[name].preprocess))
         for name in (
             "vit_base_patch16_clip_224.openai",
             "vit_base_patch16_clip_224.laion2b",
             "vit_base_patch16_siglip_224.webli",
+            "vit_base_patch16_siglip_224.v2_webli",
             "vit_base_patch16_224.mae",
             "eva02_base_patch14_224.mim_in22k",
         )

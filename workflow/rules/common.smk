@@ -23,6 +23,7 @@ REDUCER_SETTINGS = {k: ANALYSIS_SETTINGS[k] for k in ("renormalize", "head_fusio
 GEOMETRIES = {entry.geometry: entry for entry in MODELS.values()}
 HEADED = [m for m, e in MODELS.items() if e.has_head]
 LABELS = {m: e.label for m, e in MODELS.items()}
+MAP_QUERIES = {m: e.map_query for m, e in MODELS.items()}  # whose attention the CLS maps and rollout rows are
 MAP_COUNT = ANALYSIS_SETTINGS["map_images"]
 # The explorer page's template, style and script (package data, not imported: hashed here).
 EXPLORER_PAGE = files_version(SRC / "vitprobe" / "pipeline" / "explorer_page", SRC)

@@ -56,6 +56,7 @@ rule figure_rollout:
         code=code("figure_rollout.py"),
         models=list(MODELS),
         labels=LABELS,
+        queries=MAP_QUERIES,
     script:
         "../scripts/figure_rollout.py"
 
@@ -80,6 +81,7 @@ rule figure_cls_heads:
     params:
         code=code("figure_cls_heads.py"),
         label=lambda w: LABELS[w.model],
+        query=lambda w: MAP_QUERIES[w.model],
     script:
         "../scripts/figure_cls_heads.py"
 

@@ -4,4 +4,4 @@ start(snakemake.log, snakemake.threads)
 from vitprobe.pipeline.figures.maps import cls_heads  # noqa: E402  (after the thread limit)
 
 i, o, p, w = snakemake.input, snakemake.output, snakemake.params, snakemake.wildcards
-cls_heads(i.maps, p.label, list(o))
+cls_heads(i.maps, p.label, list(o), p.query)

@@ -4,4 +4,4 @@ start(snakemake.log, snakemake.threads)
 from vitprobe.pipeline.figures.maps import rollout  # noqa: E402  (after the thread limit)
 
 i, o, p, w = snakemake.input, snakemake.output, snakemake.params, snakemake.wildcards
-rollout(dict(zip(p.models, i.maps)), p.labels, o[0])
+rollout(dict(zip(p.models, i.maps)), p.labels, o[0], p.queries)

@@ -57,6 +57,12 @@ class ModelEntry:
         return f"{self.key} ({self.checkpoint})"
 
     @property
+    def map_query(self) -> str:
+        """Whose attention the per-head maps and the rollout's final row are: the class token's, or
+        (SigLIP: no class token) the attention-pooling head's probe query's."""
+        return "MAP-head probe" if self.spec.has_pool_query else "CLS"
+
+    @property
     def has_head(self) -> bool:
         """A classifier head (CLIP's projection head gives no predictions)."""
         return self.spec.has_classifier
@@ -173,11 +179,6 @@ def check_config(config: dict, root: str | os.PathLike = ".") -> dict[str, Model
                 f"extract.keep_attention: models.{key} ({entry.arch}) has an attention-pooling head whose (heads, 1, N) "
                 "attention does not fit the (blocks, heads, N, N) attention shards; set keep_attention: false "
                 "(its reductions are computed inside the forward pass)"
-            )
-        if not entry.spec.abs_pos_embed:
-            raise ConfigError(
-                f"models.{key}.arch: {entry.arch} has no absolute position embedding (BEiT: relative position bias), "
-                "which the pipeline's position-embedding figures need; probe it through vitprobe.load_model for now"
             )
         if config["extract"].get("attention_kernel") == "fused" and not entry.spec.supports_fused_attention:
             raise ConfigError(

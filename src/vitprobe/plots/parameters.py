@@ -1,4 +1,5 @@
-"""Figures of a model's parameters: patch-embedding filters and position-embedding similarity (figures 5-6)."""
+"""Figures of a model's parameters: patch-embedding filters and position-embedding similarity (figures 5-6),
+or a relative position bias where a model has no position embedding."""
 
 from __future__ import annotations
 
@@ -35,9 +36,12 @@ def plot_patch_filters(filters: np.ndarray, label: str, path: str | Path, title:
 
 
 @_styled
-def plot_position_cosine_grid(cosine: np.ndarray, label: str, path: str | Path) -> Path:
+def plot_position_cosine_grid(
+    cosine: np.ndarray, label: str, path: str | Path, *, title: str = "Position embedding similarity"
+) -> Path:
     """ViT paper Fig. 7 centre: a grid_h x grid_w grid of small heatmaps, tile (i, j) being the cosine
-    similarity of patch (i, j)'s position embedding with every patch; one colour scale -1..1."""
+    similarity of patch (i, j)'s position embedding (or other per-patch vector) with every patch; one
+    colour scale -1..1."""
     cosine = np.asarray(cosine, dtype=np.float64)
     if cosine.ndim != 4 or cosine.shape[:2] != cosine.shape[2:]:
         raise ValueError(f"cosine must be (grid_h, grid_w, grid_h, grid_w), got {cosine.shape}")
@@ -57,7 +61,7 @@ def plot_position_cosine_grid(cosine: np.ndarray, label: str, path: str | Path) 
     ax.set_xlabel("input patch column")
     ax.set_ylabel("input patch row")
     fig.colorbar(image, ax=ax, shrink=0.8, label="cosine similarity")
-    _title(fig, "Position embedding similarity", label)
+    _title(fig, title, label)
     return _save(fig, path)
 
 
@@ -74,6 +78,47 @@ def plot_position_dot(dot: np.ndarray, label: str, path: str | Path) -> Path:
     ax.set_ylabel("patch index (row-major)")
     fig.colorbar(image, ax=ax, shrink=0.85, label="dot product")
     _title(fig, "Position embedding dot products", label)
+    return _save(fig, path)
+
+
+@_styled
+def plot_relative_bias_maps(maps: np.ndarray, blocks: list[int], label: str, path: str | Path) -> Path:
+    """Each head's relative position bias over the patch offset, one row per block shown.
+
+    Args:
+        maps: (len(blocks), heads, 2g-1, 2g-1); entry (a, b) is the bias for a query patch a - g + 1 rows
+            below and b - g + 1 columns right of its key (`vitprobe.metrics.parameters.relative_position_bias_maps`).
+        blocks: the block of each row, 0-based as in the tables.
+        label: the model's label for the title.
+        path: the figure file.
+    """
+    maps = np.asarray(maps, dtype=np.float64)
+    if maps.ndim != 4 or maps.shape[0] != len(blocks) or maps.shape[-1] != maps.shape[-2]:
+        raise ValueError(f"maps must be (blocks={len(blocks)}, heads, 2g-1, 2g-1), got {maps.shape}")
+    rows, heads, span = maps.shape[0], maps.shape[1], maps.shape[-1]
+    ncols = min(heads, 6)
+    per_block = math.ceil(heads / ncols)
+    cell = 1.0
+    fig = Figure(figsize=(cell * ncols + 1.0, cell * rows * per_block + 1.2), layout="constrained")
+    axes = fig.subplots(rows * per_block, ncols, squeeze=False)
+    limit = max(float(np.abs(maps).max()), 1e-12)  # one symmetric scale: zero bias is the middle colour
+    reach = (span - 1) // 2
+    extent = (-reach - 0.5, reach + 0.5, reach + 0.5, -reach - 0.5)
+    for r, block in enumerate(blocks):
+        for h in range(per_block * ncols):
+            ax = axes[r * per_block + h // ncols, h % ncols]
+            if h >= heads:
+                ax.set_axis_off()
+                continue
+            image = ax.imshow(maps[r, h], cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest", extent=extent)
+            ax.set_title(f"block {block}, head {h}", fontsize=7)
+            ax.set_xticks([-reach, 0, reach])
+            ax.set_yticks([-reach, 0, reach])
+            ax.tick_params(labelsize=6, length=2)
+    fig.supxlabel("column offset (query - key), patches", fontsize=8)
+    fig.supylabel("row offset (query - key), patches", fontsize=8)
+    fig.colorbar(image, ax=axes, shrink=0.6, label="bias added to the attention logit")
+    _title(fig, "Relative position bias per head over the patch offset (no absolute position embedding)", label)
     return _save(fig, path)
 
 
