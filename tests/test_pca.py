@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import vitprobe
+from helpers import assert_pca_matches
 from vitprobe.metrics.pca import border_patches, pca_feature_maps, principal_components, to_rgb
 
 # A final norm and registers; no final norm (BEiT: fc_norm after pooling); two prefix tokens.
@@ -12,20 +13,6 @@ CASES = {
     "beitv2_b16": ("beitv2_base_patch16_224", dict(depth=2)),
     "deit_t_dist": ("deit_tiny_distilled_patch16_224", dict(depth=2)),
 }
-
-
-def numpy_pca(rows: np.ndarray, count: int = 3) -> tuple[np.ndarray, np.ndarray]:
-    """Independent reference: eigenvectors of the covariance matrix (the library uses the SVD of
-    the centred rows); projections (n, count) and explained variance ratios (count,)."""
-    centred = rows - rows.mean(axis=0)
-    values, vectors = np.linalg.eigh(centred.T @ centred)
-    order = np.argsort(values)[::-1][:count]
-    return centred @ vectors[:, order], values[order] / values.sum()
-
-
-def aligned(ours: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    """``reference`` with each column's sign flipped to agree with ``ours`` (a component's sign is a convention)."""
-    return reference * np.where((ours * reference).sum(axis=0) < 0, -1.0, 1.0)
 
 
 def test_recovers_a_known_principal_axis():
@@ -111,7 +98,7 @@ def test_bad_shapes_are_named():
 def test_matches_numpy_on_timm_features(case, timm_reference):
     """The model's patch features equal timm's ``forward_features`` patch tokens (after the final
     norm where the model has one), and the library's PCA views of them equal an eigendecomposition
-    of the covariance of timm's tokens in float64, up to each component's sign."""
+    of the covariance of timm's tokens in float64 (`helpers.assert_pca_matches`)."""
     arch, overrides = CASES[case]
     model = vitprobe.load_model(arch, weights=str(timm_reference / f"{case}.safetensors"), **overrides)
     ref = dict(np.load(timm_reference / f"{case}.npz"))
@@ -120,25 +107,4 @@ def test_matches_numpy_on_timm_features(case, timm_reference):
     assert model.has_final_norm == (case != "beitv2_b16")
     np.testing.assert_allclose(ours, timm_patches, rtol=0, atol=1e-4 * np.abs(timm_patches).max())
 
-    maps = pca_feature_maps(ours)
-    images, patches, dim = timm_patches.shape
-    rows = timm_patches.reshape(-1, dim)
-    expected, ratios = numpy_pca(rows)
-    # Random weights on noise pixels give nearly isotropic features (eigenvalue gaps of 0.6-8% of the
-    # top one), which amplify the float32 differences from timm (1e-6 relative) to about 5e-6 of the
-    # projections' range here: the tolerances leave a factor of 100 for other CPUs.
-    np.testing.assert_allclose(maps.explained, ratios, rtol=1e-5)
-    got = maps.projections.reshape(-1, 3)
-    scale = np.abs(expected).max()
-    np.testing.assert_allclose(got, aligned(got, expected), rtol=0, atol=5e-4 * scale)
-
-    # The mask: the reference's own first component, signed by the border rule, above its mean.
-    first = expected[:, 0] * (-1 if expected[np.tile(border_patches(int(np.sqrt(patches))), images), 0].mean() > 0 else 1)
-    z = first / first.std()
-    assert np.abs(z).min() > 1e-3  # no patch so near the threshold that rounding could move it
-    np.testing.assert_array_equal(maps.mask.ravel(), z > 0)
-
-    inside, inside_ratios = numpy_pca(rows[z > 0])
-    np.testing.assert_allclose(maps.foreground_explained, inside_ratios, rtol=1e-5)
-    got = maps.foreground.reshape(-1, 3)[z > 0]
-    np.testing.assert_allclose(got, aligned(got, inside), rtol=0, atol=5e-4 * np.abs(inside).max())
+    assert_pca_matches(pca_feature_maps(ours), timm_patches)
