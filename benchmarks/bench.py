@@ -275,7 +275,9 @@ def main() -> None:
     statistics_cost = ""
     if {"vitprobe float32", "vitprobe float32 + representations"} <= rate.keys():
         cost = 1 - rate["vitprobe float32 + representations"] / rate["vitprobe float32"]
-        statistics_cost = f" The representation statistics (CKA Gram matrices, token norms) cost {100 * cost:.1f}% of the float32 rate."
+        statistics_cost = (
+            f" The representation statistics (CKA Gram matrices, token norms) cost {100 * cost:.1f}% of the float32 rate."
+        )
     header += statistics_cost
     stem = f"{datetime.date.today()}-{socket.gethostname()}-{platform.machine()}"
     data = {"backend": backend, **cpu, "rate": "steady, after the first batch", "rows": rows}

@@ -1,6 +1,6 @@
 """Helpers shared by the test modules (a test module never imports another one): the repository's
-paths, snakemake runs in a copy of the workflow, the reference scripts in their own processes, and the
-timm parity cases with their comparison."""
+paths, snakemake runs in a copy of the workflow, the reference scripts in their own processes, the
+timm parity cases with their comparison, and the PCA feature maps' float64 reference."""
 
 import importlib.util
 import os
@@ -339,3 +339,52 @@ def compare(model, ref) -> None:
         np.testing.assert_allclose(reduced.logits, ref["logits"], rtol=0, atol=LOGITS_RTOL * scale)
     else:
         assert out.logits is None and reduced.logits is None
+
+
+def numpy_pca(rows: np.ndarray, count: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """Independent PCA reference: eigenvectors of the covariance matrix in float64 (the library
+    uses the SVD of the centred rows); projections (n, count) and explained variance ratios (count,)."""
+    centred = np.asarray(rows, np.float64) - np.mean(rows, axis=0)
+    values, vectors = np.linalg.eigh(centred.T @ centred)
+    order = np.argsort(values)[::-1][:count]
+    return centred @ vectors[:, order], values[order] / values.sum()
+
+
+def _sign_aligned(ours: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """``reference`` with each column's sign flipped to agree with ``ours``."""
+    return reference * np.where((ours * reference).sum(axis=0) < 0, -1.0, 1.0)
+
+
+def assert_pca_matches(maps, patch_features: np.ndarray, threshold: float = 0.0) -> None:
+    """``maps`` (a `PCAMaps`, or the PCA stage's .npz with the same names) against `numpy_pca`
+    of ``patch_features`` (images, patches, dim), e.g. timm's tokens of the same pixels.
+
+    Projections agree up to each component's sign (a convention the library's own tests check);
+    the mask is recomputed from the reference's first component with the documented border rule,
+    so it must agree exactly (after checking that no patch lies so near the threshold that
+    float32 rounding could move it); the foreground PCA is fitted on the reference's mask.
+    Random weights give nearly isotropic features (eigenvalue gaps of a few percent of the top
+    one), which amplify float32 differences of 1e-6 to about 5e-6 of the projections' range: the
+    tolerances leave a factor of 100 for other CPUs."""
+    images, patches, dim = patch_features.shape
+    rows = np.asarray(patch_features, np.float64).reshape(-1, dim)
+    expected, ratios = numpy_pca(rows)
+    get = (lambda name: getattr(maps, name)) if hasattr(maps, "explained") else (lambda name: maps[name])
+    np.testing.assert_allclose(get("explained"), ratios, rtol=1e-5)
+    got = np.asarray(get("projections"), np.float64).reshape(-1, 3)
+    np.testing.assert_allclose(got, _sign_aligned(got, expected), rtol=0, atol=5e-4 * np.abs(expected).max())
+
+    grid = int(round(np.sqrt(patches)))
+    ring = np.ones((grid, grid), dtype=bool)
+    ring[1:-1, 1:-1] = False
+    first = expected[:, 0] * (-1 if expected[np.tile(ring.ravel(), images), 0].mean() > 0 else 1)
+    z = first / first.std()
+    assert np.abs(z - threshold).min() > 1e-3, "a patch lies at the threshold: the mask check would depend on rounding"
+    np.testing.assert_array_equal(np.asarray(get("mask")).ravel(), z > threshold)
+
+    inside, inside_ratios = numpy_pca(rows[z > threshold])
+    np.testing.assert_allclose(get("foreground_explained"), inside_ratios, rtol=1e-5)
+    got = np.asarray(get("foreground"), np.float64).reshape(-1, 3)
+    assert not got[z <= threshold].any()
+    got = got[z > threshold]
+    np.testing.assert_allclose(got, _sign_aligned(got, inside), rtol=0, atol=5e-4 * np.abs(inside).max())

@@ -45,6 +45,7 @@ def test_good_config_plans_jobs(tmp_path):
     result = dry_run(tmp_path, BASE)
     assert result.returncode == 0, result.output
     assert "sample" in result.output and "cka.parquet" in result.output
+    assert "pca/m.npz" in result.output and "figures/pca_m.png" in result.output  # on by default
 
 
 def test_a_small_run_lowers_the_default_map_images_and_skips_cka(tmp_path):
@@ -259,6 +260,9 @@ def test_preset_config_plans_jobs(tmp_path):
     "path,value,words",
     [
         ("analysis", {"map_images": 9}, ["analysis.map_images", "9 map images but the run samples 8 images"]),
+        ("analysis", {"pca": {"threshold": float("nan")}}, ["analysis.pca.threshold", "nan is not a finite number"]),
+        ("analysis", {"pca": {"threshold": 5}}, ["5 is greater than the maximum of 3"]),
+        ("analysis", {"pca": {"components": 4}}, ["Additional properties are not allowed", "components"]),
         ("models.m.weights", "ftp://example.org/w.npz", ["models.m.weights", "not ftp://"]),
         ("models.m.weights", "file:///etc/w.safetensors", ["models.m.weights", "not file://"]),
         ("models.m.weights", "hf-hub:timm", ["models.m.weights", "malformed Hugging Face id"]),

@@ -12,7 +12,16 @@ import pytest
 import yaml
 
 import vitprobe
-from helpers import REPO, SNAKEMAKE, copy_workflow, jobs_after_editing, planned_jobs, run_reference, snakemake
+from helpers import (
+    REPO,
+    SNAKEMAKE,
+    assert_pca_matches,
+    copy_workflow,
+    jobs_after_editing,
+    planned_jobs,
+    run_reference,
+    snakemake,
+)
 from vitprobe.data.preprocess import default_preprocess
 from vitprobe.pipeline.code_deps import module_closure
 
@@ -111,6 +120,7 @@ def test_outputs_follow_the_contract(run):
             "top1_gallery",
             "token_norms",
             "high_norm",
+            "pca",
         ):
             assert f"{stem}_{key}.png" in figures
         assert f"cls_attention_heads_{key}_image0.png" in figures
@@ -206,13 +216,15 @@ def test_report_holds_every_figure(run):
         assert table in names
 
 
-def test_distance_matches_timm_on_the_same_pixels(run, tmp_path):
+def test_distance_and_pca_match_timm_on_the_same_pixels(run, tmp_path):
     workdir, _, out = run
     manifest = pd.read_parquet(out / "manifest.parquet")
     crops = sorted((out / "crops").glob("*/shard_*.npy"), key=lambda p: int(p.stem.split("_")[1]))
     assert len({p.parent for p in crops}) == 1  # both models share one crop geometry
+    map_images = 2
     job = {
         "image_ids": manifest["image_id"].tolist(),
+        "tokens_images": map_images,
         "models": [
             dict(
                 key=key,
@@ -228,12 +240,20 @@ def test_distance_matches_timm_on_the_same_pixels(run, tmp_path):
         ],
     }
     (tmp_path / "job.json").write_text(json.dumps(job))
-    run_reference("timm_distance.py", tmp_path / "job.json", tmp_path / "ref.parquet")
+    run_reference("timm_distance.py", tmp_path / "job.json", tmp_path / "ref.parquet", tmp_path / "tokens.npz")
     ref = pd.read_parquet(tmp_path / "ref.parquet")
     ours = pd.read_parquet(out / "attention_distance_per_image.parquet")
     merged = ours.merge(ref, on=["model", "image_id", "block", "head"], suffixes=("", "_timm"), validate="1:1")
     assert len(merged) == len(ours) == len(ref)
     assert np.abs(merged["distance_px"] - merged["distance_px_timm"]).max() <= 1e-3
+
+    # The PCA feature maps: the map images' final-normed last-block patch tokens, as timm computes them.
+    tokens = np.load(tmp_path / "tokens.npz")
+    for key, m in MODELS.items():
+        pca = np.load(out / "pca" / f"{key}.npz", allow_pickle=False)
+        assert pca["image_ids"].tolist() == manifest["image_id"].tolist()[:map_images]
+        assert pca["grid"] == 14 and bool(pca["final_norm"])
+        assert_pca_matches(pca, tokens[key][:, m["prefix"] :])
 
 
 def test_nothing_reruns_when_nothing_changed(run):
@@ -248,6 +268,18 @@ def test_figure_option_reruns_only_that_figure(run, tmp_path):
     other = workdir / "changed_figure.yaml"
     other.write_text(yaml.safe_dump(changed))
     assert planned_jobs(workdir, other) == {"figure_patch_filters": 2, "outputs": 1, "all": 1}
+
+
+def test_pca_options_rerun_only_the_pca_rules(run):
+    workdir, config, _ = run
+    changed = yaml.safe_load(config.read_text())
+    changed["analysis"]["pca"] = {"threshold": 0.5}
+    other = workdir / "changed_pca.yaml"
+    other.write_text(yaml.safe_dump(changed))
+    assert planned_jobs(workdir, other) == {"pca_features": 2, "figure_pca": 2, "outputs": 1, "all": 1}
+    changed["analysis"]["pca"] = {"enabled": False}  # the files leave (quarantined at the next real run)
+    other.write_text(yaml.safe_dump(changed))
+    assert planned_jobs(workdir, other) == {"outputs": 1, "all": 1}
 
 
 def test_published_accuracy_reruns_only_the_predictions_figure(run):

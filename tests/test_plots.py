@@ -20,10 +20,12 @@ from vitprobe.metrics.parameters import (
     patch_embedding_filters,
     position_embedding_similarity,
 )
+from vitprobe.metrics.pca import pca_feature_maps
 from vitprobe.pipeline.aggregate import accuracy_table
 from vitprobe.plots import distance, parameters, predictions, style, video
 from vitprobe.plots import maps as map_plots
 from vitprobe.plots import norms as norm_plots
+from vitprobe.plots import pca as pca_plots
 
 LABELS = {
     "vit_b16_i21k": "vit_b16_i21k (vit_base_patch16_224.augreg_in21k)",
@@ -188,6 +190,29 @@ def test_high_norm_maps_box_the_patches_above_the_threshold(tmp_path, crops):
     assert differs[height // 4 : int(0.68 * height)].any() and not differs[int(0.72 * height) :].any()
     with pytest.raises(ValueError, match="patch norm must be"):
         norm_plots.plot_high_norm_maps(crops, rollout, cls, norms[:2], 5.0, LABELS["dino_b16"], tmp_path / "x.png")
+
+
+def test_pca_maps(tmp_path, crops):
+    """The figure draws what `pca_feature_maps` returns: four panels per image, mask white on black."""
+    features = np.random.default_rng(3).normal(size=(3, 64, 16))
+    features[:, 27:29] += 5.0  # an "object" in the middle of the 8x8 grid
+    maps = pca_feature_maps(features)
+    path = pca_plots.plot_pca_maps(
+        crops,
+        maps.projections,
+        maps.mask,
+        maps.foreground,
+        LABELS["dino_b16"],
+        tmp_path / "pca.png",
+        image_ids=["a", "b", "c"],
+        explained=maps.explained,
+        foreground_explained=maps.foreground_explained,
+    )
+    check_png(path)
+    with pytest.raises(ValueError, match="square grid"):
+        pca_plots.plot_pca_maps(
+            crops, maps.projections[:, :63], maps.mask[:, :63], maps.foreground[:, :63], "x", tmp_path / "x.png"
+        )
 
 
 @pytest.mark.parametrize("kind", ["filters", "components"])

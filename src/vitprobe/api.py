@@ -220,6 +220,25 @@ class ProbeModel:
             attentions, optional["logits"], head_logits, blocks, representations, optional["features"], optional["embedding"]
         )
 
+    def patch_features(self, x: np.ndarray) -> np.ndarray:
+        """(B, patches, dim) the last block's patch tokens after the model's final LayerNorm, where
+        it has one (what timm's ``forward_features`` returns, less the prefix tokens; BEiT and
+        EVA-02 have none and return the last block's output): the features the DINOv2 PCA
+        visualisation reads.
+
+        Args:
+            x: a preprocessed float32 batch (B, S, S, 3), as `preprocess` returns.
+        """
+        tokens = self.forward(x, block_outputs=True).block_outputs[-1]
+        if self.has_final_norm:
+            tokens = keras.ops.convert_to_numpy(self.keras_model.norm(tokens))
+        return np.asarray(tokens[:, self.num_prefix_tokens :])
+
+    @property
+    def has_final_norm(self) -> bool:
+        """Whether `patch_features` are normed by a final LayerNorm (timm's ``norm``)."""
+        return self.keras_model.norm is not None
+
     def state(self, name: str) -> np.ndarray:
         """A weight by its timm name, in Keras layout.
 

@@ -5,7 +5,8 @@ timm themselves.) For each case in a JSON list it writes, under the output folde
 ``<id>.safetensors`` (the timm state dict, with query/key weights sharpened so attention is
 peaked rather than near-uniform), ``<id>.npz`` with the input (NHWC), every block's
 attention (``attn_<i>``) and output tokens (``block_<i>``, the residual stream after block i, hooked
-on the block module), the pooled features (timm's pre-logits), and with a head the logits and each
+on the block module), ``tokens`` (``forward_features``: the last block's tokens after the final norm,
+where the model has one), the pooled features (timm's pre-logits), and with a head the logits and each
 head's logits. An attention-pooling model (SigLIP) also gets ``attn_<depth>``: its pooling
 query's attention, recomputed from the query and key/value projections timm's ``attn_pool``
 ran (the module computes it inline, with nothing to hook); the pooled features check it.
@@ -127,6 +128,7 @@ def run_case(case: dict, out: Path) -> None:
     save_file(state, str(out / f"{case['id']}.safetensors"))
     result = {"input": x.permute(0, 2, 3, 1).numpy(), **{f"attn_{i}": a for i, a in enumerate(attentions)}}
     result.update({f"block_{i}": b for i, b in enumerate(outputs)})
+    result["tokens"] = features.numpy()  # forward_features: the last block's tokens after the final norm (if any)
     distilled = hasattr(model, "head_dist")
     if not distilled:  # timm's distilled pre-logits average two tokens; vitprobe's features are the CLS token
         result["features"] = pre_logits.numpy()

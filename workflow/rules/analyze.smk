@@ -40,3 +40,28 @@ rule maps:
         code=code("maps.py"),
     script:
         "../scripts/maps.py"
+
+
+rule pca_features:
+    # Its own forward pass over the few map images (the extract program keeps no patch features).
+    input:
+        crops=get_map_crops,
+        manifest=result("manifest.parquet"),
+        weights=get_local_weights,
+    output:
+        result("pca/{model}.npz"),
+    log:
+        result("logs/pca/{model}.log"),
+    benchmark:
+        result("benchmarks/pca/{model}.tsv")
+    conda:
+        "../../envs/vitprobe.yaml"
+    resources:
+        mem_mb=EXTRACT_SETTINGS["mem_mb"],
+    params:
+        model=get_model_settings,
+        map_images=MAP_COUNT,
+        threshold=PCA_SETTINGS["threshold"],
+        code=code("pca_features.py"),
+    script:
+        "../scripts/pca_features.py"

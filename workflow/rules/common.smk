@@ -25,6 +25,9 @@ HEADED = [m for m, e in MODELS.items() if e.has_head]
 LABELS = {m: e.label for m, e in MODELS.items()}
 MAP_QUERIES = {m: e.map_query for m, e in MODELS.items()}  # whose attention the CLS maps and rollout rows are
 MAP_COUNT = ANALYSIS_SETTINGS["map_images"]
+PCA_SETTINGS = ANALYSIS_SETTINGS["pca"]
+# The PCA feature maps are drawn on the map images: none, no PCA.
+PCA_MODELS = list(MODELS) if MAP_COUNT and PCA_SETTINGS["enabled"] else []
 # The explorer page's template, style and script (package data, not imported: hashed here).
 EXPLORER_PAGE = files_version(SRC / "vitprobe" / "pipeline" / "explorer_page", SRC)
 EXPORT_IMAGES = config["export"]["attention_parquet"]  # a count or a list of image ids; 0: no export
@@ -142,6 +145,7 @@ def get_all_figures(wildcards=None):
         figures += [f"cls_attention_heads_{m}_image{i}.png" for m in MODELS for i in range(MAP_COUNT)]
         figures += [f"top1_gallery_{m}.png" for m in HEADED]
         figures += [f"high_norm_{m}.png" for m in MODELS]
+    figures += [f"pca_{m}.png" for m in PCA_MODELS]
     if HEADED:
         figures.append("top1_predictions.png")
     if config.get("video"):
@@ -162,6 +166,7 @@ def get_planned_outputs(wildcards=None):
         planned += [result("cka.parquet")] + [result(f"cka/{a}/{b}.parquet") for a, b in CKA_PAIRS]
     if MAP_COUNT:
         planned += [result(f"maps/{m}.npz") for m in MODELS]
+    planned += [result(f"pca/{m}.npz") for m in PCA_MODELS]
     return [path.removeprefix(f"{OUT}/") for path in planned]
 
 

@@ -86,6 +86,22 @@ rule figure_cls_heads:
         "../scripts/figure_cls_heads.py"
 
 
+rule figure_pca:
+    input:
+        pca=result("pca/{model}.npz"),
+    output:
+        report(result("figures/pca_{model}.png"), caption="../report/pca.rst", category="Representations"),
+    log:
+        result("logs/figures/pca_{model}.log"),
+    conda:
+        "../../envs/vitprobe.yaml"
+    params:
+        code=code("figure_pca.py"),
+        label=lambda w: LABELS[w.model],
+    script:
+        "../scripts/figure_pca.py"
+
+
 rule figure_patch_filters:
     input:
         parameters=result("parameters/{model}.npz"),

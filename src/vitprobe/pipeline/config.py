@@ -208,7 +208,15 @@ def check_config(config: dict, root: str | os.PathLike = ".") -> dict[str, Model
     if video and video["model"] not in entries:
         raise ConfigError(f"video.model: {video['model']!r} is not a key under models")
     check_explorer(config, entries)
+    check_pca(config)
     return entries
+
+
+def check_pca(config: dict) -> None:
+    """``analysis.pca.threshold`` is a number of standard deviations; NaN passes the schema's range."""
+    threshold = ((config.get("analysis") or {}).get("pca") or {}).get("threshold", 0.0)
+    if not math.isfinite(threshold):
+        raise ConfigError(f"analysis.pca.threshold: {threshold} is not a finite number; give standard deviations, e.g. 0")
 
 
 def check_explorer(config: dict, entries: dict[str, ModelEntry]) -> None:

@@ -22,7 +22,7 @@ log = logging.getLogger("vitprobe")
 
 # The folders whose files belong to one config; logs, benchmarks and the tables are not
 # managed (the tables are produced by every config).
-MANAGED = ("figures", "shards", "maps", "parameters", "attention", "crops", "token_norms")
+MANAGED = ("figures", "shards", "maps", "pca", "parameters", "attention", "crops", "token_norms")
 STALE = "stale"
 
 
