@@ -83,7 +83,8 @@ if keep:
     reduce_seconds = time.perf_counter() - start
 else:
     extract_reduced(entry, model, args["crops"], rows, [], str(work / "predictions.parquet"), per_image, maps,
-                    str(work / "representations.npz"), analysis={}, group_size=args["group_size"], **common)
+                    str(work / "representations.npz") if args["group_size"] else None, analysis={},
+                    group_size=args["group_size"], **common)
 written = sum(p.stat().st_size for p in work.iterdir())
 table = pd.read_parquet(per_image).sort_values(["image_id", "block", "head"])
 np.save(work / "distance.npy", table["distance_px"].to_numpy().reshape(len(rows), -1))
@@ -133,9 +134,9 @@ print(json.dumps({"steady_images": len(crops) - len(distances[0]), "steady_secon
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "device": device}))
 """
 
-# (name, code, settings): the vitprobe sides first, then the timm ones. "+ representations" adds what the
-# pipeline's extract jobs compute besides the attention reductions (Gram matrices of groups of 8 images
-# for CKA, token norms), so its ratio to "vitprobe float32" is the cost of those statistics.
+# (name, code, settings): the vitprobe sides first, then the timm ones. "vitprobe float32" computes the
+# attention reductions alone; "+ representations" adds what the pipeline's extract jobs also compute
+# (token norms, Gram matrices of groups of 8 images for CKA), so their ratio is those statistics' cost.
 SIDES = [
     ("vitprobe float32", VITPROBE_SIDE, {"precision": "float32", "keep_attention": False}),
     ("vitprobe float32 + representations", VITPROBE_SIDE, {"precision": "float32", "keep_attention": False, "group_size": 8}),

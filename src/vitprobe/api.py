@@ -154,7 +154,12 @@ class ProbeModel:
         return RepresentationReducer(self.num_prefix_tokens, group_size)
 
     def forward_reduced(
-        self, x: np.ndarray, attention_kernel: str = "auto", group_size: int | None = None, **settings
+        self,
+        x: np.ndarray,
+        attention_kernel: str = "auto",
+        representations: bool = True,
+        group_size: int | None = None,
+        **settings,
     ) -> ReducedOutput:
         """Run the model and `reducer(**settings)` as one compiled program on a preprocessed
         batch: per-image distances, entropies, rollout and CLS maps, not the attention.
@@ -165,19 +170,20 @@ class ProbeModel:
                 (the Pallas kernel that never materialises them: jax backend, mean head fusion, no
                 discarding; in Pallas' interpreter on a CPU, for tests) or ``"auto"`` (fused where it
                 applies and a GPU runs it, else unfused).
-            group_size: the `representation_reducer(group_size)` that runs in the same program (its
-                token norms always; with a group size, the Gram matrices of its groups too).
+            representations: run `representation_reducer(group_size)` in the same program (its
+                token norms; with a group size, the Gram matrices of its groups too).
+            group_size: images per CKA group (with ``representations``).
             **settings: the `AttentionReducer` settings; each distinct set is compiled once.
         """
         reducer = self.reducer(**settings)
         fused = self.uses_fused_kernel(attention_kernel, reducer)
-        key = (fused, group_size, *sorted(settings.items()))
+        key = (fused, representations, group_size, *sorted(settings.items()))
         if key not in self._reducing:
             interpret = fused and not accelerator()
             self._reducing[key] = ReducingProgram(
                 reducer,
                 self.keras_model,
-                self.representation_reducer(group_size),
+                self.representation_reducer(group_size) if representations else None,
                 fused=fused,
                 interpret=interpret,
                 compile_mode=self.compile_mode,

@@ -161,7 +161,7 @@ def extract_reduced(
     predictions_path: str,
     per_image_path: str,
     maps_path: str,
-    representations_path: str,
+    representations_path: str | None,
     *,
     analysis: dict,
     group_size: int | None = None,
@@ -170,9 +170,10 @@ def extract_reduced(
     attention_kernel: str = "auto",
 ) -> None:
     """The model, the `AttentionReducer` (``analysis``: its settings) and the `RepresentationReducer`
-    (Gram matrices of groups of ``group_size`` images) as one program per batch: neither the
-    attention nor the block outputs leave the device. ``attention_kernel``: see
-    `ProbeModel.forward_reduced`."""
+    (token norms; Gram matrices of groups of ``group_size`` images) as one program per batch:
+    neither the attention nor the block outputs leave the device. ``attention_kernel``: see
+    `ProbeModel.forward_reduced`. Without a ``representations_path`` the program computes no
+    representation statistics (what `benchmarks/bench.py` measures their cost against)."""
     image_ids = rows["image_id"].tolist()
     crops = _open_shard_crops(crops_path, image_ids)
     fused = model.uses_fused_kernel(attention_kernel, model.reducer(**analysis))
@@ -182,17 +183,20 @@ def extract_reduced(
         "in the fused kernel (no probabilities in memory)" if fused else "as softmax probabilities, then reduced",
     )
     reductions, logits = ShardReductions(entry.key), []
+    statistics = representations_path is not None
     representations = ShardRepresentations(entry.key, group_size)
     for start, n, batch in batches(crops, model, batch_size):
-        out = model.forward_reduced(batch, attention_kernel, group_size=group_size, **analysis)
+        out = model.forward_reduced(batch, attention_kernel, statistics, group_size, **analysis)
         reductions.add(image_ids[start : start + n], {name: v[:n] for name, v in out.reductions.items()})
-        representations.add(image_ids[start : start + n], out.representations)
+        if statistics:
+            representations.add(image_ids[start : start + n], out.representations)
         if out.logits is not None:
             logits.append(out.logits[:n])
         progress.update(n)
     progress.close()
     reductions.write(per_image_path, maps_path)
-    representations.write(representations_path)
+    if statistics:
+        representations.write(representations_path)
     _predictions(entry, rows, logits, class_names, predictions_path)
 
 
