@@ -26,7 +26,8 @@ def plot_norm_histograms(
     with the block's high-norm threshold dashed (or "no upper mode").
 
     Args:
-        norms: token kind -> (images, blocks, tokens of that kind) norms; ``patch`` first.
+        norms: token kind -> (images, blocks, tokens of that kind) norms; ``patch`` first. Panels
+            number the blocks from 1 (the first), as the other figures do; the tables are 0-based.
         thresholds: (blocks,) each block's patch threshold, NaN where none.
         label: the exact checkpoint, the title's second line.
         path: the output file.
@@ -53,11 +54,11 @@ def plot_norm_histograms(
         ax.xaxis.set_major_formatter(FormatStrFormatter("%.3g"))
         ax.xaxis.set_minor_formatter(NullFormatter())
         if np.isnan(thresholds[b]):
-            ax.set_title(f"block {b}: no upper mode", fontsize=8)
+            ax.set_title(f"block {b + 1}: no upper mode", fontsize=8)
         else:
             ax.axvline(thresholds[b], color="black", linestyle="--", linewidth=0.9)
             above = int((values["patch"] > thresholds[b]).sum())
-            ax.set_title(f"block {b}: {above} patches > {thresholds[b]:.3g}", fontsize=8)
+            ax.set_title(f"block {b + 1}: {above} patches > {thresholds[b]:.3g}", fontsize=8)
         ax.tick_params(labelsize=7)
     for ax in axes[blocks:]:
         ax.set_axis_off()
