@@ -109,7 +109,7 @@ def job_seconds_by_rule(log: str) -> dict[str, float]:
     for line in log.splitlines():
         if m := re.fullmatch(r"\[(\w{3} \w{3} +\d+ [\d:]+ \d{4})\]", line.strip()):
             stamp = datetime.datetime.strptime(m.group(1), "%a %b %d %H:%M:%S %Y")
-        elif m := re.fullmatch(r"(?:local)?rule (\w+):", line.strip()):
+        elif m := re.fullmatch(r"(?:local)?(?:rule|checkpoint) (\w+):", line.strip()):  # sample is a checkpoint
             rule = m.group(1)
         elif m := re.fullmatch(r"jobid: (\d+)", line.strip()):
             started[m.group(1)], rules[m.group(1)] = stamp, rule

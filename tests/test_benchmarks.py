@@ -127,3 +127,22 @@ def test_shard_write_benchmark_tiny(tmp_path):
     assert data["npz_over_npy_ratio_of_medians"]["on_disk"] == pytest.approx(ratio, abs=0.05)  # of the rounded medians
     assert set(data["npz_over_npy_median_of_paired_ratios"]) == {"written", "on_disk", "cpu"}
     assert list(tmp_path.iterdir()) == [tmp_path / "new"]  # the shards written were removed
+
+
+def test_job_seconds_count_the_sample_checkpoint():
+    """Snakemake logs the sample job as a checkpoint, and it may be the first job in the log."""
+    from pipeline import job_seconds_by_rule
+
+    log = """
+[Thu Nov 26 03:00:00 2026]
+localcheckpoint sample:
+    jobid: 3
+[Thu Nov 26 03:00:01 2026]
+localrule model_parameters:
+    jobid: 5
+[Thu Nov 26 03:00:04 2026]
+Finished jobid: 3 (Rule: sample)
+[Thu Nov 26 03:00:11 2026]
+Finished jobid: 5 (Rule: model_parameters)
+"""
+    assert job_seconds_by_rule(log) == {"sample": 4.0, "model_parameters": 10.0}
