@@ -116,8 +116,14 @@ class ProbeModel:
         """
         return normalize(self.crop(images), self.preprocessing)
 
-    def _checked(self, x: np.ndarray) -> np.ndarray:
-        x = np.asarray(x, dtype=np.float32)
+    def _checked(self, x: np.ndarray, program_normalizes: bool = False) -> np.ndarray:
+        """A batch for a compiled program, its shape checked: float32 images as given; uint8 crops
+        normalised here, or left to the program (``program_normalizes``)."""
+        x = np.asarray(x)
+        if x.dtype == np.uint8 and not program_normalizes:
+            x = normalize(x, self.preprocessing)
+        elif x.dtype != np.uint8:
+            x = x.astype(np.float32, copy=False)
         expected = (self.image_size, self.image_size, 3)
         if x.ndim != 4 or x.shape[1:] != expected:
             raise ValueError(f"{self.arch}: expected input (B, {', '.join(map(str, expected))}), got {x.shape}")
@@ -165,7 +171,9 @@ class ProbeModel:
         batch: per-image distances, entropies, rollout and CLS maps, not the attention.
 
         Args:
-            x: a preprocessed float32 batch (B, S, S, 3), as `preprocess` returns.
+            x: a preprocessed float32 batch (B, S, S, 3), as `preprocess` returns, or uint8 crops
+                (B, S, S, 3), as `crop` returns, which the compiled program normalises itself
+                (the same values as `preprocess`; a quarter of the bytes to the device).
             attention_kernel: ``"unfused"`` (softmax probabilities, then the reducer), ``"fused"``
                 (the Pallas kernel that never materialises them: jax backend, mean head fusion, no
                 discarding; in Pallas' interpreter on a CPU, for tests) or ``"auto"`` (fused where it
@@ -177,7 +185,9 @@ class ProbeModel:
         """
         reducer = self.reducer(**settings)
         fused = self.uses_fused_kernel(attention_kernel, reducer)
-        key = (fused, representations, group_size, *sorted(settings.items()))
+        x = self._checked(x, program_normalizes=True)
+        pixels = x.dtype == np.uint8
+        key = (fused, representations, group_size, pixels, *sorted(settings.items()))
         if key not in self._reducing:
             interpret = fused and not accelerator()
             self._reducing[key] = ReducingProgram(
@@ -186,10 +196,11 @@ class ProbeModel:
                 self.representation_reducer(group_size) if representations else None,
                 fused=fused,
                 interpret=interpret,
+                pixels=(self.preprocessing.mean, self.preprocessing.std) if pixels else None,
                 compile_mode=self.compile_mode,
                 name="reducing",
             )
-        out = self._reducing[key].predict_on_batch(self._checked(x))
+        out = self._reducing[key].predict_on_batch(x)
         reductions = {name: np.asarray(value) for name, value in out["reductions"].items()}
         return ReducedOutput(
             reductions, np.asarray(out["logits"]) if "logits" in out else None, _numpy_dict(out.get("representations"))
@@ -201,7 +212,8 @@ class ProbeModel:
         """Run the compiled model on a preprocessed batch; returns every block's attention and the logits.
 
         Args:
-            x: a preprocessed float32 batch (B, S, S, 3), as `preprocess` returns.
+            x: a preprocessed float32 batch (B, S, S, 3), as `preprocess` returns, or uint8 crops
+                (B, S, S, 3), as `crop` returns (normalised on the host).
             block_outputs: also return every block's output tokens.
             representations: also return `representation_reducer(group_size)`'s statistics (token
                 norms; with a ``group_size`` the Gram matrices too). These and ``block_outputs`` run a
@@ -233,7 +245,7 @@ class ProbeModel:
         visualisation reads.
 
         Args:
-            x: a preprocessed float32 batch (B, S, S, 3), as `preprocess` returns.
+            x: a preprocessed float32 batch (B, S, S, 3), as `preprocess` returns, or uint8 crops.
         """
         tokens = self.forward(x, block_outputs=True).block_outputs[-1]
         if self.has_final_norm:

@@ -45,6 +45,14 @@ def attention_kernel_is_fused(choice: str, reducer: AttentionReducer) -> bool:
     return choice == "fused" or (choice == "auto" and fused_attention_applies(reducer) and accelerator())
 
 
+def normalize_pixels(pixels, mean, std):
+    """uint8 (B, H, W, 3) crops -> float32 model input inside a compiled program: the float32
+    operations of `vitprobe.data.preprocess.normalize`, so the same values. The host then sends
+    a quarter of the bytes and does no per-pixel work (on a GPU it could not keep up)."""
+    x = keras.ops.cast(pixels, "float32") / 255.0
+    return (x - keras.ops.convert_to_tensor(mean, "float32")) / keras.ops.convert_to_tensor(std, "float32")
+
+
 class ReducingProgram(keras.Model):
     """``reducer`` over the attention of ``backbone(images)`` (with the backbone's logits), or,
     without a backbone, over a stored (B, blocks, heads, N, N) attention array; with
@@ -55,7 +63,9 @@ class ReducingProgram(keras.Model):
     ``fused`` (jax only, see `fused_attention_applies`): the backbone's attention runs as the
     fused Pallas kernel of `vitprobe.kernels.fused_attention`, which returns the reductions'
     row statistics instead of the probabilities; ``interpret`` runs that kernel in Pallas'
-    interpreter (the CPU tests). ``compile_mode``: see `compile_for_backend`."""
+    interpreter (the CPU tests). ``pixels``: the (mean, std) with which the program normalises
+    uint8 crops itself (`normalize_pixels`); None: it takes normalised float32 images.
+    ``compile_mode``: see `compile_for_backend`."""
 
     def __init__(
         self,
@@ -65,6 +75,7 @@ class ReducingProgram(keras.Model):
         *,
         fused: bool = False,
         interpret: bool = False,
+        pixels: tuple | None = None,
         compile_mode: str | None = None,
         **kwargs,
     ):
@@ -74,10 +85,12 @@ class ReducingProgram(keras.Model):
         if fused and not (backbone is not None and fused_attention_applies(reducer)):
             raise ValueError("the fused attention kernel needs the jax backend, a backbone, mean head fusion and no discarding")
         self.reducer, self.backbone, self.representations = reducer, backbone, representations
-        self.fused, self.interpret = fused, interpret
+        self.fused, self.interpret, self.pixels = fused, interpret, pixels
         compile_for_backend(self, compile_mode)
 
     def call(self, inputs):
+        if self.pixels is not None:
+            inputs = normalize_pixels(inputs, *self.pixels)
         if self.backbone is None:
             attention = keras.ops.cast(inputs, "float32")
             return {"reductions": self.reducer([attention[:, block] for block in range(attention.shape[1])])}

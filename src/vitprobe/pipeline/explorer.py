@@ -29,7 +29,6 @@ import pandas as pd
 from PIL import Image
 
 from ..atomic import write_text
-from ..data.preprocess import normalize
 from .config import explorer_blocks, model_entry
 from .model import build_model
 
@@ -102,7 +101,7 @@ def model_export(
         pixels = maps["crops"][:images]
         rollout = maps["rollout"][:images]
     model = build_model(entry)
-    attentions = model.forward(normalize(pixels, model.preprocessing)).attentions
+    attentions = model.forward(pixels).attentions
     exported = explorer_blocks(blocks, spec.depth, key)
     crop_keys = []
     for crop in pixels:

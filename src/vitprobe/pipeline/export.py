@@ -70,7 +70,7 @@ def export_attention(
     selected = [image_ids[row] for row in rows]
     model = build_model(model_entry(key, model_settings), precision)
     with atomic_path(out) as tmp, pq.ParquetWriter(tmp, EXPORT_SCHEMA, compression="zstd") as writer:
-        for start, n, batch in batches(crops, model, batch_size):
+        for start, n, batch in batches(crops, batch_size):
             attention = np.stack(model.forward(batch).attentions, axis=1)[:n]  # (n, blocks, heads, N, N)
             require_finite(key, "attention", attention, selected[start : start + n])
             for image_id, image in zip(selected[start : start + n], attention):

@@ -16,7 +16,6 @@ import pandas as pd
 
 from ..api import ProbeModel
 from ..atomic import write_parquet
-from ..data.preprocess import normalize
 from ..data.sources import source_class_names
 from ..shards import ShardInfo, ShardWriter, open_crops
 from ..tables import PREDICTION_COLUMNS, PREDICTION_DTYPES
@@ -128,10 +127,11 @@ class Progress:
         log.info("%s", self.summary())
 
 
-def batches(crops: np.ndarray, model: ProbeModel, batch_size: int) -> Iterator[tuple[int, int, np.ndarray]]:
-    """(start, images, normalised batch), the last padded with zeros: one compiled shape."""
+def batches(crops: np.ndarray, batch_size: int) -> Iterator[tuple[int, int, np.ndarray]]:
+    """(start, images, uint8 batch), the last padded with zeros: one compiled shape. The model
+    normalises them (`ProbeModel.forward_reduced`: inside its compiled program)."""
     for start in range(0, len(crops), batch_size):
-        batch = normalize(crops[start : start + batch_size], model.preprocessing)
+        batch = np.asarray(crops[start : start + batch_size])
         n = len(batch)
         if n < batch_size:
             batch = np.concatenate([batch, np.zeros((batch_size - n, *batch.shape[1:]), batch.dtype)])
@@ -185,7 +185,7 @@ def extract_reduced(
     reductions, logits = ShardReductions(entry.key), []
     statistics = representations_path is not None
     representations = ShardRepresentations(entry.key, group_size)
-    for start, n, batch in batches(crops, model, batch_size):
+    for start, n, batch in batches(crops, batch_size):
         out = model.forward_reduced(batch, attention_kernel, statistics, group_size, **analysis)
         reductions.add(image_ids[start : start + n], {name: v[:n] for name, v in out.reductions.items()})
         if statistics:
@@ -223,7 +223,7 @@ def extract_attention(
     info = ShardInfo(entry.key, entry.checkpoint, image_ids, spec.prefix_tokens, spec.grid_size, spec.patch_size)
     logits, representations = [], ShardRepresentations(entry.key, group_size)
     with ShardWriter(attention_path, info, (spec.depth, spec.num_heads, spec.num_tokens, spec.num_tokens), dtype) as writer:
-        for start, n, batch in batches(crops, model, batch_size):
+        for start, n, batch in batches(crops, batch_size):
             out = model.forward(batch, representations=True, group_size=group_size)
             representations.add(image_ids[start : start + n], out.representations)
             for block, attention in enumerate(out.attentions):

@@ -8,7 +8,6 @@ import numpy as np
 import pandas as pd
 
 from ..atomic import write_npz
-from ..data.preprocess import normalize
 from ..metrics.pca import pca_feature_maps
 from ..shards import open_crops
 from .checks import require_finite
@@ -47,7 +46,7 @@ def run_pca_features(
         raise ValueError(f"analysis.map_images: {count} map images but the manifest has {len(image_ids)}; lower it")
     model = build_model(entry)
     features = np.concatenate(
-        [model.patch_features(normalize(crops[start : start + BATCH], model.preprocessing)) for start in range(0, count, BATCH)]
+        [model.patch_features(crops[start : start + BATCH]) for start in range(0, count, BATCH)]
     )
     require_finite(key, "patch features", features, image_ids)
     what = "the last block's patch tokens after the final LayerNorm" if model.has_final_norm else "the last block's patch tokens"

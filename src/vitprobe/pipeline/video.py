@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..data.preprocess import normalize
 from ..plots.video import attention_video_frames, write_video
 from .config import model_entry
 from .model import build_model
@@ -42,6 +41,6 @@ def attention_video(
     crops = model.crop(frames)
     maps = []
     for start in range(0, len(crops), batch_size):
-        out_batch = model.forward_reduced(normalize(crops[start : start + batch_size], model.preprocessing))
+        out_batch = model.forward_reduced(crops[start : start + batch_size])
         maps.append(out_batch.reductions["cls"].mean(axis=1))
     write_video(attention_video_frames(crops, np.concatenate(maps)), out, fps=fps)
