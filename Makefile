@@ -40,9 +40,12 @@ bench: $(VENV)/.test
 
 # Every compiled path (tf graph, XLA, jax, torch) of the extract program on this machine, with the
 # matmul ceiling and timm; also stores the machine's calibration that extract.compile: auto reads.
+# Then where one batch's time goes (projections, attention, norms, reductions) at 1 and 2 threads.
 ARCH ?= vit_base_patch16_224
 bench-paths: $(VENV)/.test
 	$(BIN)/python benchmarks/paths.py --arch $(ARCH)
+	$(BIN)/python benchmarks/breakdown.py --arch $(ARCH) --threads 1
+	$(BIN)/python benchmarks/breakdown.py --arch $(ARCH) --threads 2
 
 # The paper's five architectures on 1,000 photos through snakemake (about 25 minutes on 2 cores).
 bench-pipeline: $(VENV)/.runtime

@@ -111,6 +111,20 @@ def test_backend_agreement_tiny(tmp_path):
             assert math.isfinite(value) and 0 <= value < 1e-3
 
 
+def test_breakdown_tiny(tmp_path):
+    stdout, markdown, data = run_benchmark(
+        "breakdown.py", tmp_path / "new" / "breakdown", "--depth", "1", "--batch", "2", "--threads", "1", "--repeats", "1"
+    )
+    assert markdown.strip() in stdout
+    assert_names_cpu(data, markdown)
+    ms = data["ms_per_batch"]
+    assert len(ms) == 5 and all(v > 0 for v in ms.values()) and data["matmul_gflop_s"] > 0
+    # The floor replaces the measured projections by their time at the ceiling, nothing else.
+    parts = sum(v for k, v in ms.items() if not k.startswith(("whole", "projections")))
+    assert data["floor_ms"] == pytest.approx(data["projections_at_ceiling_ms"] + parts)
+    assert data["floor_ratio_to_ceiling"] == pytest.approx(data["ceiling_ms"] / data["floor_ms"])
+
+
 def test_shard_write_benchmark_tiny(tmp_path):
     """Both formats written in alternating pairs, every measure positive, the ratios those of the
     medians, and the CPU and load named."""

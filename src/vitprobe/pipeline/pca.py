@@ -45,9 +45,7 @@ def run_pca_features(
     if len(image_ids) < count or len(crops) < count:  # a manifest made before map_images was raised
         raise ValueError(f"analysis.map_images: {count} map images but the manifest has {len(image_ids)}; lower it")
     model = build_model(entry)
-    features = np.concatenate(
-        [model.patch_features(crops[start : start + BATCH]) for start in range(0, count, BATCH)]
-    )
+    features = np.concatenate([model.patch_features(crops[start : start + BATCH]) for start in range(0, count, BATCH)])
     require_finite(key, "patch features", features, image_ids)
     what = "the last block's patch tokens after the final LayerNorm" if model.has_final_norm else "the last block's patch tokens"
     log.info("%s: PCA of %s, %d images x %d patches x %d dims", entry.label, what, *features.shape)
