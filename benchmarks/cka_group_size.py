@@ -14,7 +14,8 @@ from PIL import Image
 from skimage import data
 
 import vitprobe
-from vitprobe.metrics.representations import block_features, cka_matrix
+from vitprobe.metrics.cka import cka_matrix
+from vitprobe.metrics.representations import block_features
 
 
 def main() -> None:

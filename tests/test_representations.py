@@ -9,7 +9,8 @@ from PIL import Image
 from skimage import data
 
 import vitprobe
-from vitprobe.metrics.representations import FEATURES, RepresentationReducer, cka_matrix, group_grams, hsic_matrix
+from vitprobe.metrics.cka import FEATURES, cka_matrix, hsic_matrix
+from vitprobe.metrics.representations import RepresentationReducer, group_grams
 
 
 def reference_hsic(k: np.ndarray, l: np.ndarray) -> float:

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from ..atomic import write_parquet
-from ..metrics.representations import FEATURES, cka_matrix
+from ..metrics.cka import FEATURES, cka_matrix
 from ..tables import CKA_COLUMNS
 
 

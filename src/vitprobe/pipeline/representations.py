@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..atomic import write_npz
-from ..metrics.representations import FEATURES
+from ..metrics.cka import FEATURES
 from .checks import require_finite
 
 
