@@ -3,18 +3,21 @@
 Times, in this process (its Keras backend, each part compiled as the extract program is), on
 one batch of seeded random inputs at the model's shapes:
 
-- the whole extract program (`ProbeModel.forward_reduced`: the model and every reduction);
+- the whole extract program (`ProbeModel.forward_reduced` on uint8 crops: the model, every
+  attention reduction and the token norms);
+- the model alone (normalisation and forward pass to the pooled features: the attention is
+  computed, since the blocks need it, but not reduced); the reductions' cost in the program is
+  the difference;
 - the projections as the blocks run them (qkv with its reshapes, proj, and the MLP with its
   bias and activation: the model's own layers), every block;
 - the attention core: q k^T, softmax, attention x v, every block;
 - the LayerNorms: two per block and the final one (the model's own);
-- the reductions: `AttentionReducer` over every block's attention;
 - the matmul ceiling: the GFLOP/s of fc1- and fc2-sized float32 matmuls, applied to the
   projections' FLOPs and to all of the model's (as `make bench-paths` does).
 
-The floor it reports is what the program would take if its projections ran at the ceiling and
-everything else as measured: the best ratio to the ceiling any implementation of these parts
-could reach here. Writes benchmarks/<date>-<cpu model>-<flags hash>-<arch>-b<batch>-t<threads>-breakdown.{json,md}.
+The floor it reports is the whole program with its projections at the ceiling and everything
+else as measured: the best ratio to the ceiling that speeding up the matmuls alone could reach.
+Writes benchmarks/<date>-<cpu model>-<flags hash>-<arch>-b<batch>-t<threads>-breakdown.{json,md}.
 
 Usage: python benchmarks/breakdown.py [--arch vit_base_patch16_224] [--batch 8] [--threads 2] [--repeats 7]
 """
@@ -32,6 +35,8 @@ from vitprobe.pipeline.threads import limit_threads
 
 HERE = Path(__file__).resolve().parent
 WHOLE = "whole extract program (forward_reduced)"
+MODEL = "model alone (to the pooled features; attention computed, not reduced)"
+PROJECTIONS = "projections (qkv, proj, MLP with its bias and activation)"
 MATMUL_PAIRS = 4
 
 
@@ -64,7 +69,7 @@ def main() -> None:
     from record import cpu_info, describe_cpu, record
 
     from vitprobe.api import load_model
-    from vitprobe.compiled import compile_for_backend
+    from vitprobe.compiled import compile_for_backend, normalize_pixels
     from vitprobe.hardware import machine_key
 
     model = load_model(args.arch, **({"depth": args.depth} if args.depth else {}))
@@ -74,8 +79,6 @@ def main() -> None:
     crops = rng.integers(0, 256, size=(b, model.image_size, model.image_size, 3), dtype=np.uint8)  # as extract sends them
     tokens = rng.normal(size=(b, n, d)).astype(np.float32)
     heads = rng.normal(size=(b, h, n, spec.head_dim)).astype(np.float32)
-    attention = keras.ops.convert_to_numpy(ops.softmax(ops.convert_to_tensor(rng.normal(size=(b, h, n, n)) * 3), axis=-1))
-    reducer = model.reducer()
 
     class Part(keras.Model):
         def __init__(self, fn):
@@ -103,14 +106,16 @@ def main() -> None:
             x = norm(x)
         return x
 
-    def reductions(a):
-        return reducer([a * (1 + 1e-6 * i) for i in range(spec.depth)])  # distinct tensors, as each block's
+    mean, std = model.preprocessing.mean, model.preprocessing.std
+
+    def model_alone(x):
+        return vit(normalize_pixels(x, mean, std))["features"]
 
     parts = {
-        "projections (qkv, proj, MLP with its bias and activation)": (projections, tokens),
+        MODEL: (model_alone, crops),
+        PROJECTIONS: (projections, tokens),
         "attention core (q k^T, softmax, attention x v)": (attention_core, heads),
         "LayerNorms": (norms, tokens),
-        "reductions (AttentionReducer)": (reductions, attention),
     }
     ms = {WHOLE: 1e3 * seconds(lambda: model.forward_reduced(crops), args.repeats)}
     for name, (fn, x) in parts.items():
@@ -133,12 +138,17 @@ def main() -> None:
     projections_ms = 1e3 * projection_flop / (gflop_s * 1e9)
     ceiling_ms = 1e3 * 2 * b * macs_per_image(spec) / (gflop_s * 1e9)  # as make bench-paths counts it
     whole = ms[WHOLE]
-    floor_ms = projections_ms + sum(v for key, v in ms.items() if key != WHOLE and not key.startswith("projections"))
+    derived = {
+        "reductions and token norms in the program (whole - model alone)": whole - ms[MODEL],
+        "the rest of the model (embedding, residual adds, reshapes, head)": ms[MODEL]
+        - sum(v for k, v in ms.items() if k not in (WHOLE, MODEL)),
+    }
+    floor_ms = whole - ms[PROJECTIONS] + projections_ms
 
     cpu = cpu_info()
-    rows = [(name, value, value / whole) for name, value in ms.items()]
+    rows = [(name, value, value / whole) for name, value in {**ms, **derived}.items()]
     rows.append((f"projections at the matmul ceiling ({gflop_s:.0f} GFLOP/s)", projections_ms, projections_ms / whole))
-    rows.append(("floor: projections at the ceiling + the other parts as measured", floor_ms, floor_ms / whole))
+    rows.append(("floor: the whole program with its projections at the ceiling", floor_ms, floor_ms / whole))
     rows.append(("matmul ceiling: every multiply-accumulate of the model at that rate", ceiling_ms, ceiling_ms / whole))
     lines = [
         f"{args.arch}, batch {b}, {args.threads} thread(s), {keras.backend.backend()} backend; CPU: {describe_cpu(cpu)}; "
@@ -159,6 +169,7 @@ def main() -> None:
         "backend": keras.backend.backend(),
         "load_average_1min": os.getloadavg()[0],
         "ms_per_batch": ms,
+        "derived_ms_per_batch": derived,
         "matmul_gflop_s": gflop_s,
         "projections_at_ceiling_ms": projections_ms,
         "ceiling_ms": ceiling_ms,
