@@ -3,11 +3,10 @@
 Times, in this process (its Keras backend, each part compiled as the extract program is), on
 one batch of seeded random inputs at the model's shapes:
 
-- the whole extract program (`ProbeModel.forward_reduced` on uint8 crops: the model, every
+- the whole extract program (`ProbeModel.forward_reduced` on normalised images: the model, every
   attention reduction and the token norms);
-- the model alone (normalisation and forward pass to the pooled features: the attention is
-  computed, since the blocks need it, but not reduced); the reductions' cost in the program is
-  the difference;
+- the model alone (the forward pass to the pooled features: the attention is computed, since the
+  blocks need it, but not reduced); the reductions' cost in the program is the difference;
 - the projections as the blocks run them (qkv with its reshapes, proj, and the MLP with its
   bias and activation: the model's own layers), every block;
 - the attention core: q k^T, softmax, attention x v, every block;
@@ -69,14 +68,16 @@ def main() -> None:
     from record import cpu_info, describe_cpu, record
 
     from vitprobe.api import load_model
-    from vitprobe.compiled import compile_for_backend, normalize_pixels
+    from vitprobe.compiled import compile_for_backend
+    from vitprobe.data.preprocess import normalize
     from vitprobe.hardware import machine_key
 
     model = load_model(args.arch, **({"depth": args.depth} if args.depth else {}))
     vit, spec = model.keras_model, model.spec
     b, n, d, h = args.batch, spec.num_tokens, spec.embed_dim, spec.num_heads
     rng = np.random.default_rng(0)
-    crops = rng.integers(0, 256, size=(b, model.image_size, model.image_size, 3), dtype=np.uint8)  # as extract sends them
+    crops = rng.integers(0, 256, size=(b, model.image_size, model.image_size, 3), dtype=np.uint8)
+    images = normalize(crops, model.preprocessing)  # normalised once, outside the timings
     tokens = rng.normal(size=(b, n, d)).astype(np.float32)
     heads = rng.normal(size=(b, h, n, spec.head_dim)).astype(np.float32)
 
@@ -106,18 +107,16 @@ def main() -> None:
             x = norm(x)
         return x
 
-    mean, std = model.preprocessing.mean, model.preprocessing.std
-
     def model_alone(x):
-        return vit(normalize_pixels(x, mean, std))["features"]
+        return vit(x)["features"]
 
     parts = {
-        MODEL: (model_alone, crops),
+        MODEL: (model_alone, images),
         PROJECTIONS: (projections, tokens),
         "attention core (q k^T, softmax, attention x v)": (attention_core, heads),
         "LayerNorms": (norms, tokens),
     }
-    ms = {WHOLE: 1e3 * seconds(lambda: model.forward_reduced(crops), args.repeats)}
+    ms = {WHOLE: 1e3 * seconds(lambda: model.forward_reduced(images), args.repeats)}
     for name, (fn, x) in parts.items():
         program = Part(fn)
         ms[name] = 1e3 * seconds(lambda p=program, x=x: p.predict_on_batch(x), args.repeats)

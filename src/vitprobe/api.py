@@ -172,8 +172,10 @@ class ProbeModel:
 
         Args:
             x: a preprocessed float32 batch (B, S, S, 3), as `preprocess` returns, or uint8 crops
-                (B, S, S, 3), as `crop` returns, which the compiled program normalises itself
-                (the same values as `preprocess`; a quarter of the bytes to the device).
+                (B, S, S, 3), as `crop` returns: where a GPU runs the program it normalises them
+                itself (`vitprobe.compiled.normalize_pixels`: a quarter of the bytes to the device,
+                no work on the host), on a CPU the host does (numpy is faster there than the
+                program's table lookup); the same values either way.
             attention_kernel: ``"unfused"`` (softmax probabilities, then the reducer), ``"fused"``
                 (the Pallas kernel that never materialises them: jax backend, mean head fusion, no
                 discarding; in Pallas' interpreter on a CPU, for tests) or ``"auto"`` (fused where it
@@ -185,7 +187,7 @@ class ProbeModel:
         """
         reducer = self.reducer(**settings)
         fused = self.uses_fused_kernel(attention_kernel, reducer)
-        x = self._checked(x, program_normalizes=True)
+        x = self._checked(x, program_normalizes=accelerator())
         pixels = x.dtype == np.uint8
         key = (fused, representations, group_size, pixels, *sorted(settings.items()))
         if key not in self._reducing:

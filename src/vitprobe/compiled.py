@@ -6,8 +6,10 @@ returns what the reducers would read. Imports Keras but not the model stack."""
 from __future__ import annotations
 
 import keras
+import numpy as np
 
 from .backends import compile_modes
+from .data.preprocess import Preprocess, normalize
 from .hardware import accelerator
 from .metrics.attention import AttentionReducer
 from .metrics.representations import RepresentationReducer
@@ -46,11 +48,16 @@ def attention_kernel_is_fused(choice: str, reducer: AttentionReducer) -> bool:
 
 
 def normalize_pixels(pixels, mean, std):
-    """uint8 (B, H, W, 3) crops -> float32 model input inside a compiled program: the float32
-    operations of `vitprobe.data.preprocess.normalize`, so the same values. The host then sends
-    a quarter of the bytes and does no per-pixel work (on a GPU it could not keep up)."""
-    x = keras.ops.cast(pixels, "float32") / 255.0
-    return (x - keras.ops.convert_to_tensor(mean, "float32")) / keras.ops.convert_to_tensor(std, "float32")
+    """uint8 (B, H, W, 3) crops -> float32 model input inside a compiled program, looked up in a
+    table of `vitprobe.data.preprocess.normalize`'s own values (256 per channel): bit-identical to
+    the host's normalisation on every backend and compile mode, where the same arithmetic in the
+    program is rewritten by the graph optimizers (1-2 ulp apart in TensorFlow's graph and XLA).
+    The host then sends a quarter of the bytes and does no per-pixel work (on a GPU it could not
+    keep up)."""
+    levels = np.repeat(np.arange(256, dtype=np.uint8)[:, None], 3, axis=1)[None, None]  # (1, 1, 256, 3)
+    table = normalize(levels, Preprocess(mean=mean, std=std)).reshape(-1)  # index: value * 3 + channel
+    index = keras.ops.cast(pixels, "int32") * 3 + keras.ops.arange(3, dtype="int32")
+    return keras.ops.take(keras.ops.convert_to_tensor(table), index)
 
 
 class ReducingProgram(keras.Model):
