@@ -129,7 +129,7 @@ class Progress:
 
 def batches(crops: np.ndarray, batch_size: int) -> Iterator[tuple[int, int, np.ndarray]]:
     """(start, images, uint8 batch), the last padded with zeros: one compiled shape. The model
-    normalises them (`ProbeModel.forward_reduced`: inside its compiled program)."""
+    normalises them (`ProbeModel.forward_reduced`: inside its compiled program on a GPU)."""
     for start in range(0, len(crops), batch_size):
         batch = np.asarray(crops[start : start + batch_size])
         n = len(batch)
