@@ -43,11 +43,13 @@ def test_normalize_pixels_is_bit_identical_to_numpy(compile_mode):
 
 
 def assert_same_outputs(a: dict, b: dict) -> None:
-    """Two `ReducingProgram` outputs: inputs bit-identical, so agreement to float32 noise at most."""
+    """Two `ReducingProgram` outputs: inputs bit-identical, so agreement to float32 noise at most.
+    The two programs may still sum in another order where a compiler fuses the input's lookup into
+    the patch embedding (XLA picks kernels per CPU), so float32 rounding, not zero, is the bound."""
     for group in ("reductions", "representations"):
         for name in a[group]:
-            np.testing.assert_allclose(a[group][name], b[group][name], rtol=1e-6, atol=1e-7, err_msg=name)
-    np.testing.assert_allclose(a["logits"], b["logits"], rtol=1e-6, atol=1e-7)
+            np.testing.assert_allclose(a[group][name], b[group][name], rtol=1e-5, atol=1e-6, err_msg=name)
+    np.testing.assert_allclose(a["logits"], b["logits"], rtol=1e-5, atol=1e-6)
 
 
 def programs(model, compile_mode=None):
