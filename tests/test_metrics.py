@@ -240,7 +240,7 @@ def test_discard_keeps_cls_entries() -> None:
     np.testing.assert_allclose(out[1], np.eye(3)[0], atol=1e-12)
     np.testing.assert_allclose(rollout_row([fused[None, None]], discard_ratio=0.0)[0], [0.55, 0.1, 0.35])
     # The discarded entries themselves: the rows other than CLS see them.
-    kept = ops.convert_to_numpy(am._discard_lowest(fused[None], 0.5, 1))[0]
+    kept = ops.convert_to_numpy(am.discard_lowest(fused[None], 0.5, 1))[0]
     np.testing.assert_array_equal(kept, [[0.1, 0.2, 0.7], [0.05, 0.9, 0.0], [0.01, 0.0, 0.9]])
 
 

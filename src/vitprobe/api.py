@@ -9,10 +9,17 @@ from typing import Sequence
 import keras
 import numpy as np
 
-from .compiled import ForwardProgram, ReducingProgram, attention_kernel_is_fused, compile_for_backend
+from .compiled import (
+    AttributionProgram,
+    ForwardProgram,
+    ReducingProgram,
+    ScoringProgram,
+    attention_kernel_is_fused,
+    compile_for_backend,
+)
 from .data.preprocess import Preprocess, crop, default_preprocess, normalize
 from .hardware import accelerator, warn_if_slow_bfloat16
-from .metrics.attention import AttentionReducer
+from .metrics.attention import AttentionReducer, check_rollout_settings
 from .metrics.representations import RepresentationReducer
 from .models.spec import ViTSpec, get_spec
 from .models.vit import VisionTransformer, init_random
@@ -39,6 +46,22 @@ class ReducedOutput:
     reductions: dict[str, np.ndarray]  # `AttentionReducer`'s outputs, one row per image
     logits: np.ndarray | None
     representations: dict[str, np.ndarray] | None = None  # `RepresentationReducer`'s outputs, when asked
+
+
+@dataclass
+class Attribution:
+    maps: dict[str, np.ndarray]  # method -> (B, grid, grid), `vitprobe.metrics.attribution.METHODS`
+    score: np.ndarray  # (B,) the target's score (a logit, or the embedding target's similarity)
+    target: np.ndarray  # (B,) the class explained; -1 for an embedding target
+
+
+@dataclass
+class TargetScores:
+    score: np.ndarray  # (B,) as `Attribution.score`
+    probability: np.ndarray  # (B,) the target class's softmax probability; NaN for an embedding target
+    top1: np.ndarray  # (B,) the predicted class; -1 without a classifier head
+    target: np.ndarray  # (B,) as `Attribution.target`
+    embedding: np.ndarray  # (B, E) the pooled vector an embedding target compares
 
 
 class ProbeModel:
@@ -83,6 +106,8 @@ class ProbeModel:
         compile_for_backend(self.keras_model, compile_mode)
         self._reducing: dict[tuple, ReducingProgram] = {}
         self._forward: dict[tuple[bool, int | None], ForwardProgram] = {}
+        self._attribution: dict[tuple, AttributionProgram] = {}
+        self._scoring: dict[bool, ScoringProgram] = {}
 
     @property
     def patch_size(self) -> int:
@@ -239,6 +264,79 @@ class ProbeModel:
         return ForwardOutput(
             attentions, optional["logits"], head_logits, blocks, representations, optional["features"], optional["embedding"]
         )
+
+    def _target_inputs(self, x: np.ndarray, targets, concepts) -> dict:
+        batch = len(x)
+        targets = np.full(batch, -1, np.int32) if targets is None else np.asarray(targets, np.int32).reshape(batch)
+        if self.spec.has_classifier:
+            concepts = np.zeros((batch, 1), np.float32)
+        elif concepts is None:
+            concepts = np.zeros((batch, self.embedding_dim), np.float32)
+        return {"images": x, "targets": targets, "concepts": np.asarray(concepts, np.float32)}
+
+    @property
+    def embedding_dim(self) -> int:
+        """Length of the pooled vector an embedding target compares (CLIP: its projection's)."""
+        return self.spec.num_classes if self.spec.head_is_projection else self.spec.embed_dim
+
+    def attribute(
+        self,
+        x: np.ndarray,
+        targets=None,
+        concepts=None,
+        methods: Sequence[str] = ("grad_rollout", "gae", "gradcam", "rollout", "cls"),
+        discard_ratio: float = 0.9,
+        head_fusion: str = "mean",
+        rollout_discard_ratio: float = 0.0,
+    ) -> Attribution:
+        """Class-specific attribution maps (`vitprobe.metrics.attribution`) of a batch, in one
+        compiled forward and backward pass.
+
+        Args:
+            x: a preprocessed float32 batch (B, S, S, 3) or uint8 crops, as `forward_reduced` takes.
+            targets: (B,) class indices to explain; negative or None: the predicted class. Ignored
+                without a classifier head.
+            concepts: without a classifier head, (B, `embedding_dim`) concept vectors the score
+                compares the embedding with (a zero row or None: the image's own embedding; see
+                `vitprobe.metrics.attribution.target_scores`).
+            methods: which maps, of `vitprobe.metrics.attribution.METHODS` less ``random``.
+            discard_ratio: the gradient rollout's discarded fraction, in [0, 1).
+            head_fusion, rollout_discard_ratio: the plain rollout baseline's settings.
+        """
+        check_rollout_settings(head_fusion, rollout_discard_ratio)
+        check_rollout_settings("mean", discard_ratio)
+        x = self._checked(x, program_normalizes=accelerator())
+        pixels = x.dtype == np.uint8
+        key = (tuple(methods), discard_ratio, head_fusion, rollout_discard_ratio, pixels)
+        if key not in self._attribution:
+            self._attribution[key] = AttributionProgram(
+                self.keras_model,
+                tuple(methods),
+                discard_ratio,
+                (head_fusion, rollout_discard_ratio),
+                pixels=(self.preprocessing.mean, self.preprocessing.std) if pixels else None,
+                compile_mode=self.compile_mode,
+                name="attribution",
+            )
+        out = self._attribution[key].predict_on_batch(self._target_inputs(x, targets, concepts))
+        maps = {name: np.asarray(value) for name, value in out["maps"].items()}
+        return Attribution(maps, np.asarray(out["score"]), np.asarray(out["target"]))
+
+    def target_scores(self, x: np.ndarray, targets=None, concepts=None) -> TargetScores:
+        """The target scores of a batch, forward only (see `attribute` for the arguments)."""
+        x = self._checked(x, program_normalizes=accelerator())
+        pixels = x.dtype == np.uint8
+        if pixels not in self._scoring:
+            self._scoring[pixels] = ScoringProgram(
+                self.keras_model,
+                pixels=(self.preprocessing.mean, self.preprocessing.std) if pixels else None,
+                compile_mode=self.compile_mode,
+                name="scoring",
+            )
+        out = {
+            k: np.asarray(v) for k, v in self._scoring[pixels].predict_on_batch(self._target_inputs(x, targets, concepts)).items()
+        }
+        return TargetScores(out["score"], out["probability"], out["top1"], out["target"], out["embedding"])
 
     def patch_features(self, x: np.ndarray) -> np.ndarray:
         """(B, patches, dim) the last block's patch tokens after the model's final LayerNorm, where

@@ -10,8 +10,18 @@ import numpy as np
 
 from .backends import compile_modes
 from .data.preprocess import Preprocess, normalize
+from .gradients import value_and_offset_gradients
 from .hardware import accelerator
-from .metrics.attention import AttentionReducer
+from .metrics.attention import AttentionReducer, rollout_cls_row
+from .metrics.attribution import (
+    METHODS,
+    cls_attention_row,
+    gae_row,
+    grad_rollout_row,
+    gradcam_map,
+    patch_map,
+    target_scores,
+)
 from .metrics.representations import RepresentationReducer
 
 
@@ -134,3 +144,119 @@ class ForwardProgram(keras.Model):
         if self.representations is not None:
             out["representations"] = self.representations(out["block_outputs"])
         return out
+
+
+class AttributionProgram(keras.Model):
+    """Class-specific attribution maps (`vitprobe.metrics.attribution`) of ``backbone`` for a batch,
+    in one forward and one backward pass: the gradient of each image's target score (summed over
+    the batch: an image's score depends on its own input only) with respect to every block's
+    softmax attention and, for ``gradcam``, the last block's input tokens. Inputs: ``{"images",
+    "targets", "concepts"}`` (see `vitprobe.metrics.attribution.target_scores`); returns the
+    ``methods``' (B, gh, gw) maps (``random`` excepted: the host draws it), ``"score"`` and
+    ``"target"``. No attention leaves the program.
+
+    ``rollout``: the plain rollout's (head_fusion, discard_ratio); ``discard_ratio``: the gradient
+    rollout's. ``pixels``, ``compile_mode``: as `ReducingProgram`'s."""
+
+    def __init__(
+        self,
+        backbone: keras.Model,
+        methods: tuple[str, ...],
+        discard_ratio: float,
+        rollout: tuple[str, float] = ("mean", 0.0),
+        *,
+        pixels: tuple | None = None,
+        compile_mode: str | None = None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        unknown = sorted(set(methods) - set(METHODS))
+        if unknown:
+            raise ValueError(f"unknown attribution methods {', '.join(unknown)}; known: {', '.join(METHODS)}")
+        self.backbone, self.methods, self.discard_ratio, self.rollout = backbone, tuple(methods), discard_ratio, rollout
+        self.pixels = pixels
+        compile_for_backend(self, compile_mode)
+
+    def _offset_shapes(self, batch) -> list[tuple]:
+        """Zeros added to each block's attention, the pooling query's, then the last block's input tokens."""
+        s = self.backbone.spec
+        n = s.num_tokens
+        shapes = [(batch, s.num_heads, n, n)] * s.depth
+        if s.has_pool_query:
+            shapes.append((batch, s.num_heads, 1, n))
+        return shapes + [(batch, n, s.embed_dim)]
+
+    def _gradients(self, images, targets, concepts):
+        spec = self.backbone.spec
+        depth = spec.depth
+        offsets = [keras.ops.zeros(shape) for shape in self._offset_shapes(keras.ops.shape(images)[0])]
+
+        def forward(offsets):
+            seen = {}
+
+            def probe(kind, block, tensor):
+                if kind == "attention":
+                    index = depth if block == "pool" else block
+                elif block == depth - 1:  # the last block's input tokens (Grad-CAM's activations)
+                    index = len(offsets) - 1
+                else:
+                    return tensor
+                seen[index] = tensor
+                return tensor + offsets[index]
+
+            out = self.backbone(images, probe=probe)
+            score, target = target_scores(out, targets, concepts, spec.has_classifier)
+            return keras.ops.sum(score), {"seen": [seen[i] for i in range(len(offsets))], "score": score, "target": target}
+
+        aux, gradients = value_and_offset_gradients(forward, offsets)
+        return aux["seen"], gradients, aux["score"], aux["target"]
+
+    def call(self, inputs):
+        images = inputs["images"]
+        if self.pixels is not None:
+            images = normalize_pixels(images, *self.pixels)
+        spec = self.backbone.spec
+        p, grid = spec.num_prefix_tokens, (spec.grid_size, spec.grid_size)
+        seen, gradients, score, target = self._gradients(images, inputs["targets"], inputs["concepts"])
+        attentions, attention_gradients = seen[:-1], gradients[:-1]
+        rows = {
+            "grad_rollout": lambda: grad_rollout_row(attentions, attention_gradients, self.discard_ratio, p),
+            "gae": lambda: gae_row(attentions, attention_gradients),
+            "rollout": lambda: rollout_cls_row(attentions, *self.rollout, num_prefix=p),
+            "cls": lambda: cls_attention_row(attentions),
+        }
+        maps = {name: patch_map(rows[name](), p, grid) for name in self.methods if name in rows}
+        if "gradcam" in self.methods:
+            maps["gradcam"] = gradcam_map(seen[-1], gradients[-1], p, grid)
+        return {"maps": maps, "score": score, "target": target}
+
+
+class ScoringProgram(keras.Model):
+    """The target scores of a batch without gradients (the faithfulness curves' forward passes):
+    ``"score"`` and ``"target"`` as `AttributionProgram`'s, ``"probability"`` (the target's
+    softmax probability; NaN for an embedding target) and ``"top1"`` (-1 without a classifier),
+    and ``"embedding"``, the pooled vector the embedding targets compare."""
+
+    def __init__(self, backbone: keras.Model, *, pixels: tuple | None = None, compile_mode: str | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.backbone, self.pixels = backbone, pixels
+        compile_for_backend(self, compile_mode)
+
+    def call(self, inputs):
+        images = inputs["images"]
+        if self.pixels is not None:
+            images = normalize_pixels(images, *self.pixels)
+        spec = self.backbone.spec
+        out = self.backbone(images)
+        targets = inputs["targets"]
+        score, target = target_scores(out, targets, inputs["concepts"], spec.has_classifier)
+        result = {"score": score, "target": target}
+        if spec.has_classifier:
+            probabilities = keras.ops.softmax(out["logits"], axis=-1)
+            result["probability"] = keras.ops.sum(probabilities * keras.ops.one_hot(target, probabilities.shape[-1]), axis=-1)
+            result["top1"] = keras.ops.cast(keras.ops.argmax(out["logits"], axis=-1), target.dtype)
+        else:
+            result["probability"] = keras.ops.full_like(score, float("nan"))
+            result["top1"] = keras.ops.full_like(target, -1)
+        result["embedding"] = out["embedding"] if "embedding" in out else out["features"]
+        return result

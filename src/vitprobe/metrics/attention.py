@@ -81,7 +81,7 @@ def row_sum_error(attn):
     return ops.max(ops.where(ops.isfinite(error), error, np.inf), axis=(1, 2))
 
 
-def _discard_lowest(fused, discard_ratio: float, num_prefix: int):
+def discard_lowest(fused, discard_ratio: float, num_prefix: int):
     """Zero the lowest ``discard_ratio`` fraction of the patch-to-patch entries of each (N, N)
     map (ties: the first in row-major order); prefix rows and columns are never discarded."""
     n = fused.shape[-1]
@@ -136,7 +136,7 @@ def rollout_cls_row(attentions: Sequence, head_fusion: str = "mean", discard_rat
         row = fuse(pool, axis=1)[:, 0, :]
         row = row / ops.sum(row, axis=-1, keepdims=True)
     for attn in reversed(attentions):
-        joint = _discard_lowest(fuse(attn, axis=1), discard_ratio, num_prefix) + eye
+        joint = discard_lowest(fuse(attn, axis=1), discard_ratio, num_prefix) + eye
         joint = joint / ops.sum(joint, axis=-1, keepdims=True)
         row = joint[:, 0, :] if row is None else ops.squeeze(ops.matmul(ops.expand_dims(row, 1), joint), 1)
     return row

@@ -118,6 +118,7 @@ class TransformerBlock(keras.layers.Layer):
 
     def __init__(self, spec: ViTSpec, index: int, registry: dict, precision: str = "float32", **kwargs):
         super().__init__(name=f"block_{index}", **kwargs)
+        self.index = index
         p, d = f"blocks.{index}", spec.embed_dim
         self.num_heads, self.head_dim, self.num_prefix = spec.num_heads, spec.head_dim, spec.num_prefix_tokens
         self.scale = spec.head_dim**-0.5
@@ -168,11 +169,17 @@ class TransformerBlock(keras.layers.Layer):
         rotated = ops.reshape(ops.stack([-pairs[..., 1], pairs[..., 0]], axis=-1), ops.shape(patches))
         return ops.concatenate([prefix, patches * cos + rotated * sin], axis=2)
 
-    def call(self, x, attend=None):
+    def call(self, x, attend=None, probe=None):
         """``(x, attention)``; ``attend(q, k, v) -> (heads, attention)`` replaces the softmax
-        attention (a fused kernel that returns statistics instead of the probabilities)."""
+        attention (a fused kernel that returns statistics instead of the probabilities).
+        ``probe(kind, block, tensor) -> tensor`` sees (and may replace) the attention's input
+        tokens (``"tokens"``, after norm1) and the softmax attention (``"attention"``): gradient
+        methods add zeros there and differentiate with respect to them (`vitprobe.gradients`)."""
         n = ops.shape(x)[1]
-        q, k, v = self._project_qkv(self.norm1(x), n)
+        tokens = self.norm1(x)
+        if probe is not None:
+            tokens = probe("tokens", self.index, tokens)
+        q, k, v = self._project_qkv(tokens, n)
         if self.rope is not None:
             q, k = self._rotate(q), self._rotate(k)
         q = q * self.scale
@@ -182,6 +189,8 @@ class TransformerBlock(keras.layers.Layer):
                 bias = ops.take(self.rel_pos_table, self.rel_pos_index, axis=0)  # (N*N, heads)
                 logits = logits + ops.reshape(ops.transpose(bias), (1, self.num_heads, n, n))
             attn = ops.softmax(logits, axis=-1)
+            if probe is not None:
+                attn = probe("attention", self.index, attn)
             heads = ops.matmul(attn, v)
         elif self.rel_pos_table is not None:
             raise ValueError(
@@ -212,11 +221,13 @@ class _AttentionPool:
         self.norm = _LayerNorm(layer, registry, "attn_pool.norm", d, spec.norm_eps)
         self.mlp = _Mlp(layer, registry, "attn_pool.mlp", spec.replace(mlp="gelu"), "float32")
 
-    def __call__(self, x):
+    def __call__(self, x, probe=None):
         n = ops.shape(x)[1]
         q = ops.reshape(self.q(self.latent), (1, self.num_heads, 1, self.head_dim)) * self.head_dim**-0.5
         kv = ops.transpose(ops.reshape(self.kv(x), (-1, n, 2, self.num_heads, self.head_dim)), (2, 0, 3, 1, 4))
         attn = ops.softmax(ops.matmul(q, ops.transpose(kv[0], (0, 1, 3, 2))), axis=-1)  # (B, heads, 1, N)
+        if probe is not None:
+            attn = probe("attention", "pool", attn)
         pooled = self.proj(
             ops.reshape(ops.transpose(ops.matmul(attn, kv[1]), (0, 2, 1, 3)), (-1, self.num_heads * self.head_dim))
         )
@@ -300,13 +311,13 @@ class VisionTransformer(keras.Model):
         x = self._add_prefix_and_positions(self._embed_patches(images))
         return self.norm_pre(x) if self.norm_pre is not None else x
 
-    def _pool_and_heads(self, x, out: dict) -> None:
+    def _pool_and_heads(self, x, out: dict, probe=None) -> None:
         """Final norm, pooling and heads on the last block's tokens, into ``out``."""
         s = self.spec
         if self.norm is not None:
             x = self.norm(x)
         if s.pool == "map":
-            pooled, pool_attention = self.attn_pool(x)
+            pooled, pool_attention = self.attn_pool(x, probe)
             out["attentions"].append(pool_attention)
         elif s.pool == "avg":
             pooled = ops.mean(x[:, s.num_prefix_tokens :], axis=1)
@@ -322,18 +333,20 @@ class VisionTransformer(keras.Model):
             out["head_logits"] = head_logits
             out["logits"] = head_logits[0] if len(head_logits) == 1 else ops.mean(ops.stack(head_logits), axis=0)
 
-    def call(self, images, attend=None, return_block_outputs: bool = False):
-        """``attend``: see `TransformerBlock.call`; with it, ``attentions`` holds what it returns."""
+    def call(self, images, attend=None, return_block_outputs: bool = False, probe=None):
+        """``attend``: see `TransformerBlock.call`; with it, ``attentions`` holds what it returns.
+        ``probe``: see `TransformerBlock.call`; the pooling query's attention reaches it as block
+        ``"pool"``."""
         x = self._embed(images)
         attentions, block_outputs = [], []
         for block in self.blocks:
-            x, attn = block(x, attend=attend)
+            x, attn = block(x, attend=attend, probe=probe)
             attentions.append(attn)
             block_outputs.append(x)
         out = {"attentions": attentions}
         if return_block_outputs:
             out["block_outputs"] = block_outputs
-        self._pool_and_heads(x, out)
+        self._pool_and_heads(x, out, probe)
         return out
 
 
