@@ -33,10 +33,12 @@ demo: $(VENV)/.runtime
 test: $(VENV)/.test
 	$(BIN)/python -m pytest -ra
 
-# Side by side with timm, then the kept-attention shard write (.npz against the .npy it replaced).
+# Side by side with timm, the kept-attention shard write (.npz against the .npy it replaced), and
+# attribution maps per second (vitprobe's compiled forward and backward against timm with autograd).
 bench: $(VENV)/.test
 	$(BIN)/python benchmarks/bench.py
 	$(BIN)/python benchmarks/shard_write.py
+	$(BIN)/python benchmarks/attribution.py
 
 # Every compiled path (tf graph, XLA, jax, torch) of the extract program on this machine, with the
 # matmul ceiling and timm; also stores the machine's calibration that extract.compile: auto reads.

@@ -14,7 +14,8 @@ from vitprobe.pipeline.config import (
     ConfigError,
     check_config,
     cka_runs,
-    fit_default_map_images,
+    fit_default_counts,
+    given_counts,
     check_images,
     load_config_file,
     raw_attention_bytes,
@@ -29,9 +30,9 @@ try:
     # Snakemake reads a --configfile itself, keeping the last of duplicated keys: read again strictly.
     for path in workflow.overwrite_configfiles:
         load_config_file(path)
-    map_images_given = "map_images" in (config.get("analysis") or {})
+    given = given_counts(config)
     validate(config, "workflow/schemas/config.schema.yaml")
-    if not map_images_given and (note := fit_default_map_images(config)):
+    for note in fit_default_counts(config, given):
         logger.info(note)
     MODELS = check_config(config)
 except ConfigError as e:
@@ -57,6 +58,7 @@ include: "workflow/rules/cka.smk"
 include: "workflow/rules/norms.smk"
 include: "workflow/rules/figures.smk"
 include: "workflow/rules/explorer.smk"
+include: "workflow/rules/attribution.smk"
 include: "workflow/rules/outputs.smk"
 
 
@@ -75,6 +77,7 @@ rule all:
         get_kept_attention,
         result("outputs.json"),
         get_attention_exports,
+        get_attribution_outputs,
 
 
 onstart:

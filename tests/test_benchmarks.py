@@ -43,6 +43,28 @@ def test_record_prints_before_it_writes(tmp_path, capsys):
 
 
 @pytest.mark.slow
+def test_attribution_bench_tiny(tmp_path):
+    stdout, markdown, data = run_benchmark(
+        "attribution.py",
+        tmp_path / "new" / "attr",
+        "--depth",
+        "1",
+        "--images",
+        "4",
+        "--batch",
+        "2",
+        "--runs",
+        "1",
+        "--threads",
+        "1",
+    )
+    assert markdown.strip() in stdout and "vitprobe / timm" in markdown
+    assert_names_cpu(data, markdown)
+    assert set(data["sides"]) == {"vitprobe", "timm"} and all(s["maps_per_second"] > 0 for s in data["sides"].values())
+    assert max(data["map_difference"].values()) < 1e-4  # both sides computed the same maps
+
+
+@pytest.mark.slow
 def test_bench_tiny(tmp_path):
     sides = ["vitprobe float32", "vitprobe float32 keep_attention", "timm float32"]
     stdout, markdown, data = run_benchmark(

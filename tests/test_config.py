@@ -41,6 +41,20 @@ def with_(path: str, value) -> dict:
     return config
 
 
+def test_label_target_needs_labels(tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(2):
+        Image.new("RGB", (40, 30), (i * 90, 20, 20)).save(folder / f"p{i}.png")
+    config = {**BASE, "images": {"source": "folder", "path": str(folder)}, "attribution": {"target": "label"}}
+    result = dry_run(tmp_path, config)
+    assert result.returncode != 0
+    assert "attribution.target: label needs labels" in result.output and "labels.csv" in result.output
+    (folder / "labels.csv").write_text("filename,label\np0.png,3\n")
+    result = dry_run(tmp_path, config)
+    assert result.returncode == 0, result.output
+
+
 def test_good_config_plans_jobs(tmp_path):
     result = dry_run(tmp_path, BASE)
     assert result.returncode == 0, result.output
@@ -53,6 +67,7 @@ def test_a_small_run_lowers_the_default_map_images_and_skips_cka(tmp_path):
     assert result.returncode == 0, result.output
     # 2 images and map_images not given: its default (4) is lowered to 2, and said so.
     assert "analysis.map_images: the default 4 lowered to the 2 images this run samples" in result.output
+    assert "attribution.images: the default 8 lowered to the 2 images this run samples" in result.output
     assert "cls_attention_heads_m_image1.png" in result.output and "image2.png" not in result.output
     # Fewer images than one CKA group (8): no CKA, and said so.
     assert "cka: the run samples fewer images than one group (cka.group_size 8): no CKA" in result.output
@@ -89,6 +104,13 @@ def test_a_small_run_lowers_the_default_map_images_and_skips_cka(tmp_path):
         ("token_norms", {"bins": 10}, ["Additional properties are not allowed", "bins"]),
         ("export", {"attention_parquet": 1000}, ["attention_parquet", "1000"]),  # a few images, never a run
         ("export", {"attention_parquet": []}, ["attention_parquet"]),
+        ("attribution", {"images": 9}, ["attribution.images", "9 images but the run samples 8"]),
+        ("attribution", {"target": 1000}, ["attribution.target", "class 1000 but models.m has 1000 classes"]),
+        ("attribution", {"target": "top"}, ["attribution", "'top'"]),
+        ("attribution", {"methods": ["transformer_attribution"]}, ["'transformer_attribution' is not one of"]),
+        ("attribution", {"methods": []}, ["methods", "should be non-empty"]),
+        ("attribution", {"discard_ratio": 1.0}, ["discard_ratio", "1.0"]),
+        ("attribution", {"steps": 1}, ["steps", "1 is less than the minimum of 2"]),
     ],
 )
 def test_bad_config_is_refused_before_any_job(tmp_path, path, value, words):

@@ -72,6 +72,7 @@ def run(tmp_path_factory, timm_reference):
         "figures": {"filters": 32, "components": 8},
         "video": {"path": "clip.gif", "model": "vit_t", "fps": 4, "max_frames": 5},
         "export": {"attention_parquet": 1},
+        "attribution": {"images": 3, "steps": 4},
     }
     config_file = workdir / "e2e.yaml"
     config_file.write_text(yaml.safe_dump(config))
@@ -178,6 +179,59 @@ def assert_token_norms_follow_the_shards(out: Path) -> None:
             values = norms[image_ids.index(image_id), block, kinds[kind]]
             assert row["n_tokens"] == len(values)
             np.testing.assert_allclose([row["norm_mean"], row["norm_max"]], [values.mean(), values.max()], rtol=1e-6)
+
+
+def test_attribution_outputs(run):
+    """Every model, image and method has a row; the predicted class each map explains is the
+    extract job's top-1; the attribution program's plain rollout equals the extract program's."""
+    _, _, out = run
+    table = pd.read_parquet(out / "attribution.parquet")
+    methods = ["grad_rollout", "gae", "gradcam", "rollout", "cls", "random"]
+    assert len(table) == 2 * 3 * len(methods) and set(table["method"]) == set(methods)
+    aucs = table[["positive_auc", "negative_auc", "positive_score_auc", "negative_score_auc", "deletion_auc", "insertion_auc"]]
+    assert aucs.notna().all().all() and ((aucs >= 0) & (aucs <= 1)).all().all()
+    assert (table["target_source"] == "predicted").all()
+    predictions = pd.read_parquet(out / "predictions.parquet").set_index(["model", "image_id"])["top1"]
+    explained = table.set_index(["model", "image_id"])["target_class"]
+    assert (explained == predictions.loc[explained.index]).all()
+    curves = pd.read_parquet(out / "attribution_curves.parquet")
+    assert set(curves["curve"]) == {
+        "positive_hits",
+        "negative_hits",
+        "positive_scores",
+        "negative_scores",
+        "deletion",
+        "insertion",
+    }
+    assert len(curves[curves["curve"] == "deletion"]) == 2 * 3 * len(methods) * 5  # steps + 1 points
+    for model in MODELS:
+        maps = np.load(out / "attribution" / f"{model}.npz")
+        assert set(maps.files) == {"image_id", "crops", "target", *methods}
+        assert maps["gae"].shape == (3, 14, 14)
+        rollout = np.load(out / "maps" / f"{model}.npz")["rollout"]
+        np.testing.assert_allclose(maps["rollout"][:2], rollout, rtol=1e-5, atol=1e-7)
+        for name in ("curves", "auc"):
+            assert (out / "figures" / f"attribution_{name}_{model}.png").stat().st_size > 10_000
+    assert [p.name for p in sorted((out / "figures").glob("attribution_maps_image*.png"))] == [
+        "attribution_maps_image0.png",
+        "attribution_maps_image1.png",
+    ]
+
+
+def test_attribution_options_rerun_only_the_attribution_rules(run):
+    workdir, config, _ = run
+    changed = yaml.safe_load(config.read_text())
+    changed["attribution"]["steps"] = 5
+    other = workdir / "changed_attribution.yaml"
+    other.write_text(yaml.safe_dump(changed))
+    assert planned_jobs(workdir, other) == {
+        "attribution": 2,
+        "attribution_table": 1,
+        "figure_attribution_curves": 2,
+        "figure_attribution_maps": 1,
+        "outputs": 1,
+        "all": 1,
+    }
 
 
 def test_kept_shards_and_export_agree(run):

@@ -31,6 +31,10 @@ PCA_MODELS = list(MODELS) if MAP_COUNT and PCA_SETTINGS["enabled"] else []
 # The explorer page's template, style and script (package data, not imported: hashed here).
 EXPLORER_PAGE = files_version(SRC / "vitprobe" / "pipeline" / "explorer_page", SRC)
 EXPORT_IMAGES = config["export"]["attention_parquet"]  # a count or a list of image ids; 0: no export
+ATTRIBUTION_SETTINGS = config["attribution"]
+ATTRIBUTION_COUNT = ATTRIBUTION_SETTINGS["images"]  # 0: no attribution stage
+# The attribution images that are also map images get a figure of every method's maps.
+ATTRIBUTION_MAP_COUNT = min(ATTRIBUTION_COUNT, MAP_COUNT)
 
 
 def result(path):
@@ -100,6 +104,32 @@ def get_map_shards(wildcards=None):
     return get_shards()[: max(-(-MAP_COUNT // SHARD_SIZE), 1)]
 
 
+def get_attribution_crops(wildcards):
+    """The crop shards holding the attribution images (the first manifest rows)."""
+    geometry = MODELS[wildcards.model].geometry
+    return [result(f"crops/{geometry}/shard_{s}.npy") for s in get_shards()[: max(-(-ATTRIBUTION_COUNT // SHARD_SIZE), 1)]]
+
+
+def get_label(wildcards):
+    return LABELS[wildcards.model]
+
+
+def get_has_head(wildcards):
+    return MODELS[wildcards.model].has_head
+
+
+def get_attribution_outputs(wildcards=None):
+    """The attribution tables and figures (none when attribution.images is 0)."""
+    if not ATTRIBUTION_COUNT:
+        return []
+    files = ["attribution.parquet", "attribution_curves.parquet"] + [
+        f"attribution/{m}{s}" for m in MODELS for s in (".npz", ".parquet", "_curves.parquet")
+    ]
+    files += [f"figures/attribution_{kind}_{m}.png" for m in MODELS for kind in ("curves", "auc")]
+    files += [f"figures/attribution_maps_image{i}.png" for i in range(ATTRIBUTION_MAP_COUNT)]
+    return [result(f) for f in files]
+
+
 def get_map_crops(wildcards):
     geometry = MODELS[wildcards.model].geometry
     return [result(f"crops/{geometry}/shard_{s}.npy") for s in get_map_shards()]
@@ -167,6 +197,7 @@ def get_planned_outputs(wildcards=None):
     if MAP_COUNT:
         planned += [result(f"maps/{m}.npz") for m in MODELS]
     planned += [result(f"pca/{m}.npz") for m in PCA_MODELS]
+    planned += get_attribution_outputs()
     return [path.removeprefix(f"{OUT}/") for path in planned]
 
 

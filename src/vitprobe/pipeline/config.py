@@ -143,14 +143,27 @@ def _checkpoint_name(key: str, arch: str, weights: str, seed: int) -> str:
     return Path(weights.split("?")[0]).name
 
 
-def fit_default_map_images(config: dict) -> str | None:
-    """Lower the schema's default ``analysis.map_images`` to the number of images a small run
-    samples (a value the user gave is checked by `check_config` instead). Returns a note to log."""
-    images, default = check_images(config["images"]), config["analysis"]["map_images"]
-    if images is None or default <= images:
-        return None
-    config["analysis"]["map_images"] = images
-    return f"analysis.map_images: the default {default} lowered to the {images} images this run samples"
+# Counts of images whose schema default may exceed a small run's sample: (section, key).
+SAMPLE_BOUNDED_COUNTS = (("analysis", "map_images"), ("attribution", "images"))
+
+
+def given_counts(config: dict) -> set[tuple[str, str]]:
+    """The `SAMPLE_BOUNDED_COUNTS` the config gives itself (read before the schema fills in defaults)."""
+    return {(section, key) for section, key in SAMPLE_BOUNDED_COUNTS if key in (config.get(section) or {})}
+
+
+def fit_default_counts(config: dict, given: set[tuple[str, str]]) -> list[str]:
+    """Lower the schema's default of each `SAMPLE_BOUNDED_COUNTS` entry not in ``given`` to the number
+    of images a small run samples (a value the user gave is checked by `check_config` instead).
+    Returns a note to log per lowered default."""
+    images, notes = check_images(config["images"]), []
+    for section, key in SAMPLE_BOUNDED_COUNTS:
+        default = config[section][key]
+        if (section, key) in given or images is None or default <= images:
+            continue
+        config[section][key] = images
+        notes.append(f"{section}.{key}: the default {default} lowered to the {images} images this run samples")
+    return notes
 
 
 def check_config(config: dict, root: str | os.PathLike = ".") -> dict[str, ModelEntry]:
@@ -209,7 +222,37 @@ def check_config(config: dict, root: str | os.PathLike = ".") -> dict[str, Model
         raise ConfigError(f"video.model: {video['model']!r} is not a key under models")
     check_explorer(config, entries)
     check_pca(config)
+    check_attribution(config, entries, images)
     return entries
+
+
+def check_attribution(config: dict, entries: dict[str, ModelEntry], images: int | None) -> None:
+    """The attribution stage's images fit the sample, a class index fits every classifier, and a
+    label target has labels to read."""
+    attribution = config.get("attribution")  # filled in by the schema's defaults; absent: not validated
+    if not attribution:
+        return
+    count, target = attribution["images"], attribution["target"]
+    if images is not None and count > images:
+        raise ConfigError(
+            f"attribution.images: {count} images but the run samples {images}; lower attribution.images to at most {images}"
+        )
+    if not count:
+        return
+    if isinstance(target, int):
+        for key, entry in entries.items():
+            if entry.has_head and target >= entry.spec.num_classes:
+                raise ConfigError(
+                    f"attribution.target: class {target} but models.{key} has {entry.spec.num_classes} classes; "
+                    f"give a class index below {entry.spec.num_classes}, predicted or label"
+                )
+    if target == "label":
+        source, path = config["images"]["source"], config["images"].get("path")
+        if source == "folder" and not (Path(path).expanduser() / "labels.csv").is_file():
+            raise ConfigError(
+                f"attribution.target: label needs labels, and {Path(path) / 'labels.csv'} does not exist; "
+                "add a labels.csv (filename,label) to the folder or set attribution.target: predicted"
+            )
 
 
 def check_pca(config: dict) -> None:
