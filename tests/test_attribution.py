@@ -214,6 +214,15 @@ def test_embedding_target_without_concept_has_a_gradient():
     assert out.maps["gradcam"].max() > 0
 
 
+def test_embedding_curves_follow_the_cosine_to_the_unperturbed_embedding():
+    model = vitprobe.load_model("vit_small_patch16_224.dino", depth=1)
+    crop = np.random.default_rng(1).integers(0, 256, (224, 224, 3), dtype=np.uint8)
+    curves = faithfulness_curves(model, crop, np.random.default_rng(2).random((14, 14)), -1, None, 3, 8)
+    assert curves.positive_scores[0] == pytest.approx(1.0, abs=1e-5) and curves.deletion[0] == pytest.approx(1.0, abs=1e-5)
+    assert np.isnan(curves.positive_hits).all() and (np.abs(curves.deletion) <= 1 + 1e-6).all()
+    assert curves.insertion[-1] == pytest.approx(1.0, abs=1e-5)  # every pixel back: the unperturbed crop
+
+
 def test_attention_pooling_models_get_maps():
     """SigLIP: no class token; its pooling query's row takes the class token's place."""
     model = vitprobe.load_model("vit_base_patch16_siglip_224", depth=1)

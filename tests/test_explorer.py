@@ -44,7 +44,7 @@ def explorer(tmp_path_factory):
     out = tmp_path_factory.mktemp("explorer")
     photos = [to_rgb(Image.open(io.BytesIO(record.read()))) for record in bundled()[:IMAGES]]
     image_ids = [record.image_id for record in bundled()[:IMAGES]]
-    maps, references, distance_rows = {}, {}, []
+    maps, attribution, references, distance_rows = {}, {}, {}, []
     for key, settings in MODELS.items():
         model = build_model(model_entry(key, settings))
         crops = model.crop(photos)
@@ -54,13 +54,18 @@ def explorer(tmp_path_factory):
         np.savez(maps[key], image_ids=np.array(image_ids), crops=crops, rollout=reduced["rollout"], cls=reduced["cls"])
         for block, per_head in enumerate(reduced["distance"].mean(axis=0)):
             distance_rows += [dict(model=key, block=block, head=h, distance_px=float(d)) for h, d in enumerate(per_head)]
-        references[key] = dict(model=model, attentions=model.forward(x).attentions, rollout=reduced["rollout"])
+        # Attribution maps of the first two images only: the third image has none.
+        attributed = model.attribute(crops[:2], methods=("gae", "gradcam"))
+        attribution[key] = str(out / f"{key}_attribution.npz")
+        np.savez(attribution[key], image_id=np.array(image_ids[:2]), crops=crops[:2], target=attributed.target, **attributed.maps)
+        references[key] = dict(
+            model=model, attentions=model.forward(x).attentions, rollout=reduced["rollout"], attribution=attributed
+        )
     table = out / "mean_attention_distance.parquet"
     pd.DataFrame(distance_rows).to_parquet(table)
     page = out / "explorer.html"
-    write_explorer(
-        MODELS, {key: f"{key} (random init)" for key in MODELS}, maps, str(table), [list(MODELS)], IMAGES, None, str(page)
-    )
+    labels = {key: f"{key} (random init)" for key in MODELS}
+    write_explorer(MODELS, labels, maps, str(table), [list(MODELS)], IMAGES, None, str(page), attribution)
     return page, references
 
 
@@ -185,3 +190,25 @@ def test_page_matches_the_forward_pass(page, explorer):
     # The colour scale is labelled with numbers up to the row's maximum.
     ticks = page.eval_on_selector_all(".panel[data-model='vit_t'] .ticks span", "s => s.map(t => t.textContent)")
     assert ticks[0] == "0" and float(ticks[-1]) == pytest.approx(float(shown(page, "vit_t")["max"]), rel=5e-3)
+
+
+def test_attribution_maps_are_layers(page, explorer):
+    """Each attribution method is a layer showing the stage's map; an image beyond
+    attribution.images says it has none."""
+    _, references = explorer
+    layers = page.eval_on_selector_all("#layer option", "os => os.map(o => o.value)")
+    assert layers[-2:] == ["attribution:gae", "attribution:gradcam"]
+    page.select_option("#image", "1")
+    page.select_option("#layer", "attribution:gradcam")
+    settled(page)
+    for key, reference in references.items():
+        np.testing.assert_allclose(
+            shown(page, key)["values"], reference["attribution"].maps["gradcam"][1].ravel(), rtol=1e-5, atol=1e-8
+        )
+        status = page.text_content(f".panel[data-model='{key}'] .status")
+        assert f"gradcam attribution map of the class {reference['attribution'].target[1]}" in status
+    page.select_option("#image", "2")
+    settled(page)
+    assert shown(page, "vit_t")["values"] is None
+    assert "no attribution maps for this image" in page.text_content(".panel[data-model='vit_t'] .status")
+    page.screenshot(path=page.shots / "7_attribution.png")

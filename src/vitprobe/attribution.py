@@ -85,17 +85,23 @@ def faithfulness_curves(
 ) -> Curves:
     """Every curve of one image's map (`vitprobe.metrics.faithfulness`): 9 + 9 perturbed crops and
     2 x (``steps`` + 1) deletion and insertion crops, scored in batches of ``batch_size`` through
-    the compiled scoring program, plus the unperturbed crop.
+    the compiled scoring program, plus the unperturbed crop. A classifier's score is the target's
+    probability; an embedding target's is the cosine with its concept, where the concept is the
+    image's own (unperturbed) embedding when none is given, so its curves start at 1.
 
     Args:
         model: the model whose output the map explains.
         crop: (S, S, 3) uint8, the crop the model saw.
         patch_map: (gh, gw) the map.
         target: the class explained (-1 for an embedding target).
-        concept: the embedding target's concept (None or zeros: the image's own embedding).
+        concept: the embedding target's concept (None or zeros: the image's own unperturbed embedding).
         steps: deletion and insertion steps.
         batch_size: images per forward pass.
     """
+    classifier = model.spec.has_classifier
+    if not classifier and (concept is None or not np.any(concept)):
+        # An image's own concept is its unperturbed embedding: the curves follow the cosine to it.
+        concept = model.target_scores(crop[None]).embedding[0]
     pixel_map = upsample_bilinear(patch_map[None], crop.shape[0])[0]
     most_first = removal_order(pixel_map)
     inputs = [
@@ -113,7 +119,6 @@ def faithfulness_curves(
     for start in range(0, count, batch_size):
         part = slice(start, start + batch_size)
         out = model.target_scores(batch[part], targets[part], None if concepts is None else concepts[part])
-        classifier = model.spec.has_classifier
         scores[part] = out.probability if classifier else out.score
         hits[part] = (out.top1 == out.target) if classifier else np.nan
     n = len(PERTURBATION_FRACTIONS)

@@ -7,6 +7,7 @@ rule explorer:
     input:
         maps=[result(f"maps/{m}.npz") for m in MODELS],
         table=result("mean_attention_distance.parquet"),
+        attribution=[result(f"attribution/{m}.npz") for m in MODELS] if ATTRIBUTION_MAP_COUNT else [],
         weights=lambda w: [path for m in MODELS for path in local_weights(MODELS[m])],
     output:
         report(result("explorer.html"), caption="../report/explorer.rst", category="Explorer"),

@@ -5,4 +5,5 @@ from vitprobe.pipeline.explorer import write_explorer  # noqa: E402  (after the 
 
 i, p = snakemake.input, snakemake.params
 maps = dict(zip(p.models, i.maps))
-write_explorer(p.models, p.labels, maps, i.table, p.comparisons, p.images, p.blocks, snakemake.output[0])
+attribution = dict(zip(p.models, i.attribution)) if i.attribution else None
+write_explorer(p.models, p.labels, maps, i.table, p.comparisons, p.images, p.blocks, snakemake.output[0], attribution)

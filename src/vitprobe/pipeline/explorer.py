@@ -80,6 +80,7 @@ def model_export(
     images: int,
     blocks: list[int] | None,
     crops: dict[str, str],
+    attribution_path: str | None = None,
 ) -> dict:
     """One model's part of the page data (its crops are added to ``crops``, keyed by content,
     so models that saw the same pixels share one copy).
@@ -93,6 +94,8 @@ def model_export(
         images: how many of the map images to export.
         blocks: ``explorer.blocks`` (0-based, negative from the last block; ``None``: every block).
         crops: content hash -> PNG data URL, shared between models.
+        attribution_path: its attribution maps (``attribution/<model>.npz``), whose first images
+            are the first map images; None: no attribution layers.
     """
     entry = model_entry(key, settings)
     spec = entry.spec
@@ -116,7 +119,7 @@ def model_export(
             per_block.append({"codes": _packed(codes, compress=True), "scales": _packed(scales, compress=False)})
         attention.append(per_block)
     table = distances[distances["model"] == key].sort_values(["block", "head"])
-    return {
+    export = {
         "key": key,
         "label": label,
         "image_ids": image_ids,
@@ -133,6 +136,21 @@ def model_export(
         ],
         "attention": attention,
     }
+    if attribution_path is not None:
+        export.update(attribution_layers(attribution_path, len(image_ids)))
+    return export
+
+
+def attribution_layers(path: str, images: int) -> dict:
+    """A model's attribution maps for the page's images (None where an image has none: the
+    attribution stage ran on fewer images) and the target each image's maps explain."""
+    with np.load(path, allow_pickle=False) as data:
+        methods = [name for name in data.files if name not in ("image_id", "crops", "target")]
+        count = min(images, len(data["image_id"]))
+        maps = {m: [np.round(data[m][i].astype(np.float64), 8).ravel().tolist() for i in range(count)] for m in methods}
+        targets = ["embedding target" if t < 0 else f"class {t}" for t in data["target"][:count].tolist()]
+    pad = [None] * (images - count)
+    return {"attribution": {m: values + pad for m, values in maps.items()}, "attribution_targets": targets + pad}
 
 
 def explorer_page(data: dict) -> str:
@@ -160,6 +178,7 @@ def write_explorer(
     images: int,
     blocks: list[int] | None,
     out_path: str,
+    attribution: dict[str, str] | None = None,
 ) -> int:
     """Write the explorer page and return its size in bytes (logged too).
 
@@ -172,12 +191,14 @@ def write_explorer(
         images: how many of the map images the page holds.
         blocks: ``explorer.blocks``: 0-based blocks the page holds (negative from the last); ``None``: every block.
         out_path: the page (``explorer.html``).
+        attribution: model key -> its attribution maps file, shown as layers; None: no such layers.
     """
     distances = pd.read_parquet(distance_table)
     crops: dict[str, str] = {}
     exports = []
     for key, settings in models.items():
-        exports.append(model_export(key, settings, labels[key], maps[key], distances, images, blocks, crops))
+        attribution_path = attribution[key] if attribution else None
+        exports.append(model_export(key, settings, labels[key], maps[key], distances, images, blocks, crops, attribution_path))
         log.info("explorer: %s exported (%d images, %d blocks)", key, len(exports[-1]["image_ids"]), len(exports[-1]["blocks"]))
     data = {"models": exports, "crops": crops, "comparisons": [list(c) for c in comparisons]}
     html = explorer_page(data)

@@ -81,6 +81,12 @@ function queryPatch(model) {
 async function layerValues(model) {
   const P = model.grid * model.grid;
   if (state.layer === "rollout") return { values: model.rollout[state.image] };
+  if (isAttribution()) {
+    const maps = (model.attribution || {})[attributionMethod()];
+    if (!maps) return { reason: `no ${attributionMethod()} maps for this model` };
+    if (!maps[state.image]) return { reason: "no attribution maps for this image (attribution.images)" };
+    return { values: maps[state.image] };
+  }
   if (!model.blocks.includes(state.block)) return { reason: `block ${state.block} not exported for this model` };
   if (state.head !== "mean" && state.head >= model.heads) return { reason: `this model has ${model.heads} heads` };
   const { codes, scales } = await blockRows(model, state.image, state.block);
@@ -156,9 +162,21 @@ async function renderPanel(panel) {
   updateChart(panel);
 }
 
+// Attribution layers are named "attribution:<method>" (the methods the run computed).
+function isAttribution() {
+  return state.layer.startsWith("attribution:");
+}
+
+function attributionMethod() {
+  return state.layer.slice("attribution:".length);
+}
+
 function describe(model) {
   const image = model.image_ids[state.image];
   if (state.layer === "rollout") return `${image}: attention rollout (CLS row over patches, all blocks)`;
+  if (isAttribution()) {
+    return `${image}: ${attributionMethod()} attribution map of the ${model.attribution_targets[state.image]}`;
+  }
   const who = state.head === "mean" ? "mean over heads" : `head ${state.head}`;
   const q = queryPatch(model);
   const row = state.layer === "cls" ? "CLS query" : `query patch ${q.index} (row ${q.row}, col ${q.col})`;
@@ -214,7 +232,7 @@ function buildChart(panel, model) {
       point.addEventListener("click", () => {
         state.block = d.block;
         state.head = d.head;
-        if (state.layer === "rollout") state.layer = "query";
+        if (state.layer === "rollout" || isAttribution()) state.layer = "query";
         render();
       });
     }
@@ -225,7 +243,7 @@ function buildChart(panel, model) {
 function updateChart(panel) {
   for (const point of panel.querySelectorAll(".head-point")) {
     const block = Number(point.dataset.block), head = Number(point.dataset.head);
-    const inBlock = state.layer !== "rollout" && block === state.block;
+    const inBlock = state.layer !== "rollout" && !isAttribution() && block === state.block;
     point.classList.toggle("selected", inBlock && head === state.head);
     point.classList.toggle("in-block", inBlock && state.head === "mean");
   }
@@ -311,6 +329,8 @@ function init() {
   fillSelect($("view"), VIEWS.map((keys, i) => [i, keys.join(" vs ")]));
   fillSelect($("block"), BLOCKS.map((b) => [b, b]));
   fillSelect($("head"), [["mean", "mean over heads"], ...[...Array(MAX_HEADS).keys()].map((h) => [h, h])]);
+  const methods = [...new Set(DATA.models.flatMap((m) => Object.keys(m.attribution || {})))];
+  $("layer").append(...methods.map((m) => new Option(`${m} (attribution)`, `attribution:${m}`)));
   const bind = (id, apply) => $(id).addEventListener("change", (event) => { apply(event.target.value); render(); });
   bind("image", (v) => { state.image = Number(v); });
   bind("view", (v) => { state.view = Number(v); buildPanels(); });
