@@ -229,6 +229,7 @@ def test_attribution_options_rerun_only_the_attribution_rules(run):
         "attribution_table": 1,
         "figure_attribution_curves": 2,
         "figure_attribution_maps": 1,
+        "explorer": 1,  # its attribution layers
         "outputs": 1,
         "all": 1,
     }
