@@ -19,8 +19,13 @@ from .model import build_model
 
 log = logging.getLogger("vitprobe")
 
-# The curves' x positions: the fraction of pixels removed (perturbation) or moved (RISE).
-_PERTURBATION_X = np.array((0.0, *PERTURBATION_FRACTIONS))
+
+def _curve_positions(steps: int) -> dict[str, np.ndarray]:
+    """Each curve of `vitprobe.attribution.Curves` -> the x of its points: the fraction of pixels
+    removed (perturbation test) or moved (deletion, insertion)."""
+    perturbation, rise = np.array((0.0, *PERTURBATION_FRACTIONS)), np.linspace(0.0, 1.0, steps + 1)
+    kinds = ("positive_hits", "negative_hits", "positive_scores", "negative_scores")
+    return {**{kind: perturbation for kind in kinds}, "deletion": rise, "insertion": rise}
 
 
 def _targets(setting, labels: np.ndarray, num_classes: int) -> tuple[np.ndarray, list[str]]:
@@ -118,17 +123,8 @@ def run_attribution(
                     **result.aucs(),
                 )
             )
-            rise_x = np.linspace(0.0, 1.0, settings["steps"] + 1)
-            for curve, x in (
-                ("positive_hits", _PERTURBATION_X),
-                ("negative_hits", _PERTURBATION_X),
-                ("positive_scores", _PERTURBATION_X),
-                ("negative_scores", _PERTURBATION_X),
-                ("deletion", rise_x),
-                ("insertion", rise_x),
-            ):
-                values_ = getattr(result, curve)
-                curves += [(key, image_id, method, curve, j, x[j], float(v)) for j, v in enumerate(values_)]
+            for curve, x in _curve_positions(settings["steps"]).items():
+                curves += [(key, image_id, method, curve, j, x[j], float(v)) for j, v in enumerate(getattr(result, curve))]
         log.info("%s: image %d/%d (%s) tested, %.1f s", key, i + 1, count, image_id, time.perf_counter() - started)
     write_npz(
         maps_out,
