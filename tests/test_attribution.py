@@ -18,7 +18,13 @@ from vitprobe.metrics import faithfulness as ff
 
 DISCARD = 0.9
 CASES = [
-    dict(id="vit_t16", model="vit_tiny_patch16_224", kwargs=dict(depth=2), arch="vit_tiny_patch16_224"),
+    dict(
+        id="vit_t16",
+        model="vit_tiny_patch16_224",
+        kwargs=dict(depth=2),
+        arch="vit_tiny_patch16_224",
+        transformer_attribution=True,
+    ),
     dict(id="vit_t16_class7", model="vit_tiny_patch16_224", kwargs=dict(depth=2), arch="vit_tiny_patch16_224", target=7),
     dict(id="deit_t_dist", model="deit_tiny_distilled_patch16_224", kwargs=dict(depth=2), arch="deit_tiny_distilled_patch16_224"),
     dict(
@@ -30,6 +36,10 @@ CASES = [
     ),
 ]
 MAP_METHODS = ("grad_rollout", "gae", "gradcam")
+# Relevance propagation divides by sums that nearly cancel: float32 carries about 1e-4 of the map's
+# maximum (Chefer et al.'s own code in float32 is 1.9e-4 from the same code in float64 on ViT-Ti/16
+# at depth 2), while the reference propagates in float64 (equal to their code to 1e-9 there).
+TOLERANCE = {"transformer_attribution": 5e-4}
 
 
 @pytest.fixture(scope="module")
@@ -45,10 +55,14 @@ def load(case, reference):
     return vitprobe.load_model(case["arch"], weights=str(reference / f"{case['id']}.safetensors"), depth=2)
 
 
+def methods(case):
+    return MAP_METHODS + (("transformer_attribution",) if case.get("transformer_attribution") else ())
+
+
 def explain(model, case, ref):
     targets = np.full(2, case.get("target", -1))
     concepts = np.asarray(case["concept"], np.float32) if "concept" in case else None
-    return model.attribute(ref["input"], targets, concepts, MAP_METHODS, discard_ratio=DISCARD)
+    return model.attribute(ref["input"], targets, concepts, methods(case), discard_ratio=DISCARD)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c["id"] for c in CASES])
@@ -57,12 +71,12 @@ def test_maps_match_reference_procedures(case, reference):
     out = explain(load(case, reference), case, ref)
     np.testing.assert_array_equal(out.target, ref["target"])
     np.testing.assert_allclose(out.score, ref["score"], rtol=1e-4, atol=1e-5)
-    for method in MAP_METHODS:
+    for method in methods(case):
         expected = ref[method]
         scale = np.abs(expected).max(axis=(1, 2), keepdims=True)
         assert (scale > 0).all(), f"{method}: the reference map is all zero, the case tests nothing"
         error = np.abs(out.maps[method] - expected) / scale
-        assert error.max() <= 1e-5, f"{method}: {error.max():.2e} of the map's maximum"
+        assert error.max() <= TOLERANCE.get(method, 1e-5), f"{method}: {error.max():.2e} of the map's maximum"
 
 
 def test_grad_rollout_conventions_differ_from_vit_explain_literal(reference):
@@ -221,6 +235,18 @@ def test_embedding_curves_follow_the_cosine_to_the_unperturbed_embedding():
     assert curves.positive_scores[0] == pytest.approx(1.0, abs=1e-5) and curves.deletion[0] == pytest.approx(1.0, abs=1e-5)
     assert np.isnan(curves.positive_hits).all() and (np.abs(curves.deletion) <= 1 + 1e-6).all()
     assert curves.insertion[-1] == pytest.approx(1.0, abs=1e-5)  # every pixel back: the unperturbed crop
+
+
+def test_transformer_attribution_is_refused_where_its_rules_do_not_apply():
+    for arch, reason in (
+        ("deit_tiny_distilled_patch16_224", "averages two heads"),
+        ("vit_small_patch16_224.dino", "no classifier head"),
+        ("deit3_small_patch16_224", "layer scale"),
+        ("beitv2_base_patch16_224", "pools by .avg."),
+    ):
+        model = vitprobe.load_model(arch, depth=1)
+        with pytest.raises(ValueError, match=reason):
+            model.attribute(np.zeros((1, 224, 224, 3), np.uint8), methods=("transformer_attribution",))
 
 
 def test_attention_pooling_models_get_maps():

@@ -41,6 +41,15 @@ def with_(path: str, value) -> dict:
     return config
 
 
+def test_transformer_attribution_needs_a_model_it_applies_to(tmp_path):
+    config = with_("models.m.arch", "deit_tiny_distilled_patch16_224")
+    config["attribution"] = {"methods": ["gae", "transformer_attribution"]}
+    result = dry_run(tmp_path, config)
+    assert result.returncode != 0
+    assert "transformer_attribution applies to none of the models" in result.output
+    assert "models.m: its prediction averages two heads" in result.output
+
+
 def test_label_target_needs_labels(tmp_path):
     folder = tmp_path / "photos"
     folder.mkdir()

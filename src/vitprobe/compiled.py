@@ -22,6 +22,7 @@ from .metrics.attribution import (
     patch_map,
     target_scores,
 )
+from .metrics.relevance import transformer_attribution_row
 from .metrics.representations import RepresentationReducer
 
 
@@ -173,6 +174,9 @@ class AttributionProgram(keras.Model):
         unknown = sorted(set(methods) - set(METHODS))
         if unknown:
             raise ValueError(f"unknown attribution methods {', '.join(unknown)}; known: {', '.join(METHODS)}")
+        refusal = backbone.spec.transformer_attribution_refusal if "transformer_attribution" in methods else None
+        if refusal:
+            raise ValueError(f"transformer_attribution does not apply to {backbone.name}: {refusal}")
         self.backbone, self.methods, self.discard_ratio, self.rollout = backbone, tuple(methods), discard_ratio, rollout
         self.pixels = pixels
         compile_for_backend(self, compile_mode)
@@ -192,9 +196,12 @@ class AttributionProgram(keras.Model):
         offsets = [keras.ops.zeros(shape) for shape in self._offset_shapes(keras.ops.shape(images)[0])]
 
         def forward(offsets):
-            seen = {}
+            seen, inputs = {}, {}
 
             def probe(kind, block, tensor):
+                if kind == "input":  # read by the relevance propagation, not differentiated
+                    inputs[block] = tensor
+                    return tensor
                 if kind == "attention":
                     index = depth if block == "pool" else block
                 elif block == depth - 1:  # the last block's input tokens (Grad-CAM's activations)
@@ -206,10 +213,12 @@ class AttributionProgram(keras.Model):
 
             out = self.backbone(images, probe=probe)
             score, target = target_scores(out, targets, concepts, spec.has_classifier)
-            return keras.ops.sum(score), {"seen": [seen[i] for i in range(len(offsets))], "score": score, "target": target}
+            aux = {"seen": [seen[i] for i in range(len(offsets))], "score": score, "target": target}
+            aux.update(inputs=[inputs[i] for i in range(depth)], features=out["features"])
+            return keras.ops.sum(score), aux
 
         aux, gradients = value_and_offset_gradients(forward, offsets)
-        return aux["seen"], gradients, aux["score"], aux["target"]
+        return aux, gradients
 
     def call(self, inputs):
         images = inputs["images"]
@@ -217,13 +226,17 @@ class AttributionProgram(keras.Model):
             images = normalize_pixels(images, *self.pixels)
         spec = self.backbone.spec
         p, grid = spec.num_prefix_tokens, (spec.grid_size, spec.grid_size)
-        seen, gradients, score, target = self._gradients(images, inputs["targets"], inputs["concepts"])
+        aux, gradients = self._gradients(images, inputs["targets"], inputs["concepts"])
+        seen, score, target = aux["seen"], aux["score"], aux["target"]
         attentions, attention_gradients = seen[:-1], gradients[:-1]
         rows = {
             "grad_rollout": lambda: grad_rollout_row(attentions, attention_gradients, self.discard_ratio, p),
             "gae": lambda: gae_row(attentions, attention_gradients),
             "rollout": lambda: rollout_cls_row(attentions, *self.rollout, num_prefix=p),
             "cls": lambda: cls_attention_row(attentions),
+            "transformer_attribution": lambda: transformer_attribution_row(
+                self.backbone, aux["inputs"], attentions, attention_gradients, aux["features"], target
+            ),
         }
         maps = {name: patch_map(rows[name](), p, grid) for name in self.methods if name in rows}
         if "gradcam" in self.methods:

@@ -99,6 +99,111 @@ def grad_cam(tokens, grad, num_prefix, grid):
     return torch.relu((weights[:, None, None] * activations).sum(dim=0))
 
 
+def safe_divide(a, b):
+    """Their stabilised division: a / (b + 1e-9), 0 where b is 0."""
+    den = b + 1e-9
+    den = den + (den == 0).to(den.dtype) * 1e-9
+    return torch.where(b != 0, a / den, torch.zeros_like(a))
+
+
+def lrp_linear(relevance, x, weight):
+    """Alpha 1, beta 0 on a dense layer (torch weight (out, in)), bias ignored."""
+    px, nx = x.clamp(min=0), x.clamp(max=0)
+    pw, nw = weight.clamp(min=0), weight.clamp(max=0)
+    s = safe_divide(relevance, px @ pw.T + nx @ nw.T)
+    return px * (s @ pw) + nx * (s @ nw)
+
+
+def lrp_add(relevance, a, b):
+    s = safe_divide(relevance, a + b)
+    ra, rb = a * s, b * s
+    a_sum, b_sum = ra.sum(), rb.sum()
+    ra = ra * safe_divide(safe_divide(a_sum.abs(), a_sum.abs() + b_sum.abs()) * relevance.sum(), a_sum)
+    rb = rb * safe_divide(safe_divide(b_sum.abs(), a_sum.abs() + b_sum.abs()) * relevance.sum(), b_sum)
+    return ra, rb
+
+
+def lrp_fork(x, r1, r2):
+    return x * (safe_divide(r1, x) + safe_divide(r2, x))
+
+
+def transformer_attribution(model, x, target, gradients):
+    """Chefer et al. 2021a on timm's modules for one image: a float64 forward that keeps every
+    activation, relevance propagated from the class's one-hot logit down through each block
+    (their rules: alpha-beta 1/0 dense layers, LayerNorm/GELU/softmax passed through, residual
+    sums split and rescaled, the attention products by gradient x input, halved), then the
+    product of (mean over heads of max(0, gradient x attention relevance) + I); row 0 over the patches."""
+    p = {k: v.detach().double() for k, v in model.state_dict().items()}
+    num_heads = model.blocks[0].attn.num_heads
+    with torch.no_grad():
+        tokens = model.patch_embed(x).double()
+        tokens = torch.cat([p["cls_token"].expand(1, -1, -1), tokens], 1) + p["pos_embed"]
+        saved = []
+        for i, block in enumerate(model.blocks):
+            pre = f"blocks.{i}."
+            h1 = torch.nn.functional.layer_norm(
+                tokens, tokens.shape[-1:], p[pre + "norm1.weight"], p[pre + "norm1.bias"], block.norm1.eps
+            )
+            qkv = h1 @ p[pre + "attn.qkv.weight"].T + p[pre + "attn.qkv.bias"]
+            n, d = tokens.shape[1], tokens.shape[2]
+            q, k, v = qkv.reshape(1, n, 3, num_heads, d // num_heads).permute(2, 0, 3, 1, 4)
+            attention = torch.softmax((q @ k.transpose(-2, -1)) * block.attn.scale, -1)
+            heads_out = attention @ v
+            merged = heads_out.transpose(1, 2).reshape(1, n, d)
+            attended = merged @ p[pre + "attn.proj.weight"].T + p[pre + "attn.proj.bias"]
+            middle = tokens + attended
+            h2 = torch.nn.functional.layer_norm(
+                middle, middle.shape[-1:], p[pre + "norm2.weight"], p[pre + "norm2.bias"], block.norm2.eps
+            )
+            hidden = torch.nn.functional.gelu(h2 @ p[pre + "mlp.fc1.weight"].T + p[pre + "mlp.fc1.bias"])
+            out_mlp = hidden @ p[pre + "mlp.fc2.weight"].T + p[pre + "mlp.fc2.bias"]
+            saved.append(
+                dict(
+                    x=tokens,
+                    h1=h1,
+                    q=q,
+                    k=k,
+                    v=v,
+                    attention=attention,
+                    heads_out=heads_out,
+                    merged=merged,
+                    attended=attended,
+                    middle=middle,
+                    h2=h2,
+                    hidden=hidden,
+                    out_mlp=out_mlp,
+                )
+            )
+            tokens = middle + out_mlp
+        normed = torch.nn.functional.layer_norm(tokens, tokens.shape[-1:], p["norm.weight"], p["norm.bias"], model.norm.eps)
+        relevance = torch.zeros(1, p["head.weight"].shape[0], dtype=torch.float64)
+        relevance[0, target] = 1
+        relevance = lrp_linear(relevance, normed[:, 0], p["head.weight"])
+        relevance = torch.cat([torch.where(normed[:, :1] != 0, relevance[:, None], 0), torch.zeros_like(normed[:, 1:])], 1)
+        cams = []
+        for i in reversed(range(len(model.blocks))):
+            a, pre = saved[i], f"blocks.{i}."
+            r_middle, r_mlp = lrp_add(relevance, a["middle"], a["out_mlp"])
+            r_mlp = lrp_linear(lrp_linear(r_mlp, a["hidden"], p[pre + "mlp.fc2.weight"]), a["h2"], p[pre + "mlp.fc1.weight"])
+            relevance = lrp_fork(a["middle"], r_middle, r_mlp)
+            r_x, r_attended = lrp_add(relevance, a["x"], a["attended"])
+            r_merged = lrp_linear(r_attended, a["merged"], p[pre + "attn.proj.weight"])
+            r_heads = r_merged.reshape(1, -1, num_heads, r_merged.shape[-1] // num_heads).transpose(1, 2)
+            s = safe_divide(r_heads, a["heads_out"])
+            r_attention = a["attention"] * (s @ a["v"].transpose(-2, -1)) / 2
+            r_v = a["v"] * (a["attention"].transpose(-2, -1) @ s) / 2
+            s = safe_divide(r_attention, a["q"] @ a["k"].transpose(-2, -1))
+            r_q, r_k = a["q"] * (s @ a["k"]) / 2, a["k"] * (s.transpose(-2, -1) @ a["q"]) / 2
+            r_qkv = torch.cat([t.transpose(1, 2).reshape(1, -1, r_merged.shape[-1]) for t in (r_q, r_k, r_v)], -1)
+            relevance = lrp_fork(a["x"], r_x, lrp_linear(r_qkv, a["h1"], p[pre + "attn.qkv.weight"]))
+            cams.insert(0, r_attention[0])
+        n = tokens.shape[1]
+        joint = torch.eye(n, dtype=torch.float64)
+        for cam, grad in zip(cams, gradients):
+            joint = ((grad * cam).clamp(min=0).mean(0) + torch.eye(n, dtype=torch.float64)) @ joint
+    return joint[0, model.num_prefix_tokens :]
+
+
 def target_score(model, output, image, case):
     """The logit of the case's target (predicted unless a class is given), or the cosine between
     the pooled features and the case's concept."""
@@ -120,7 +225,8 @@ def run_maps_case(case, out):
     grid = model.patch_embed.grid_size[0]
     num_prefix = model.num_prefix_tokens
     x = torch.from_numpy(np.random.default_rng(1).normal(0, 1, (2, 3, *size)).astype(np.float32))
-    result = {k: [] for k in ("grad_rollout", "grad_rollout_literal", "gae", "gradcam", "score", "target")}
+    names = ("grad_rollout", "grad_rollout_literal", "gae", "gradcam", "transformer_attribution", "score", "target")
+    result = {k: [] for k in names}
     for image in range(len(x)):  # the reference procedures explain one image at a time
         kept = capture(model)
         output = model(x[image : image + 1])
@@ -135,11 +241,15 @@ def run_maps_case(case, out):
         result["gae"].append(generate_relevance(attentions, gradients, num_prefix).reshape(grid, grid).numpy())
         tokens, tokens_grad = kept["tokens"][0].detach().double(), kept["tokens_grad"][0].double()
         result["gradcam"].append(grad_cam(tokens, tokens_grad, num_prefix, grid).numpy())
+        if case.get("transformer_attribution"):
+            lrp = transformer_attribution(model, x[image : image + 1], target, gradients)
+            result["transformer_attribution"].append(lrp.reshape(grid, grid).numpy())
         result["score"].append(float(score))
         result["target"].append(target)
         for module in model.modules():
             module._forward_hooks.clear()
-    np.savez(out / f"{case['id']}.npz", input=x.permute(0, 2, 3, 1).numpy(), **{k: np.asarray(v) for k, v in result.items()})
+    arrays = {k: np.asarray(v) for k, v in result.items() if len(v)}
+    np.savez(out / f"{case['id']}.npz", input=x.permute(0, 2, 3, 1).numpy(), **arrays)
 
 
 def perturbation(case_path, inputs_path, out_path):

@@ -27,7 +27,7 @@ from keras import ops
 
 from .attention import discard_lowest, split_pool_query
 
-GRADIENT_METHODS = ("grad_rollout", "gae", "gradcam")
+GRADIENT_METHODS = ("grad_rollout", "gae", "gradcam", "transformer_attribution")
 METHODS = (*GRADIENT_METHODS, "rollout", "cls", "random")
 
 

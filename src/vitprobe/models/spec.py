@@ -132,6 +132,24 @@ class ViTSpec:
         a class token at index 0, no additive attention bias and no pooling query."""
         return self.class_token and not self.rel_pos_bias and not self.has_pool_query
 
+    @property
+    def transformer_attribution_refusal(self) -> str | None:
+        """Why the relevance propagation of `vitprobe.metrics.relevance` (Chefer et al.'s rules,
+        defined for their ViT) does not cover this layout, or None where it does."""
+        reasons = (
+            (not self.has_classifier, "it has no classifier head (the propagation starts at a class logit)"),
+            (self.distill_token, "its prediction averages two heads (a distilled DeiT)"),
+            (self.pool != "token", f"it pools by {self.pool!r}, not the class token"),
+            (
+                self.qkv_layout != "fused" or self.mlp not in ("gelu", "quick_gelu"),
+                "its projections are not a fused qkv and a GELU MLP",
+            ),
+            (self.layer_scale, "it has layer scale"),
+            (self.rel_pos_bias or self.rope, "its attention has a position bias or rotation"),
+            (self.fc_norm or self.pre_norm, "it has norms outside the blocks' layout"),
+        )
+        return next((reason for failed, reason in reasons if failed), None)
+
     def replace(self, **changes) -> "ViTSpec":
         return dataclasses.replace(self, **changes)
 

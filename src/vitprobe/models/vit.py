@@ -172,10 +172,13 @@ class TransformerBlock(keras.layers.Layer):
     def call(self, x, attend=None, probe=None):
         """``(x, attention)``; ``attend(q, k, v) -> (heads, attention)`` replaces the softmax
         attention (a fused kernel that returns statistics instead of the probabilities).
-        ``probe(kind, block, tensor) -> tensor`` sees (and may replace) the attention's input
-        tokens (``"tokens"``, after norm1) and the softmax attention (``"attention"``): gradient
-        methods add zeros there and differentiate with respect to them (`vitprobe.gradients`)."""
+        ``probe(kind, block, tensor) -> tensor`` sees (and may replace) the block's input
+        (``"input"``), the attention's input tokens (``"tokens"``, after norm1) and the softmax
+        attention (``"attention"``): gradient methods add zeros there and differentiate with
+        respect to them (`vitprobe.gradients`); relevance propagation reads the block's input."""
         n = ops.shape(x)[1]
+        if probe is not None:
+            x = probe("input", self.index, x)
         tokens = self.norm1(x)
         if probe is not None:
             tokens = probe("tokens", self.index, tokens)

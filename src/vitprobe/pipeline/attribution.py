@@ -77,6 +77,10 @@ def run_attribution(
     if len(manifest) < count or len(crops) < count:  # a manifest made before attribution.images was raised
         raise ValueError(f"attribution.images: {count} images but the manifest has {len(manifest)}; lower it")
     image_ids, labels = manifest["image_id"].astype(str).tolist(), manifest["label"].to_numpy()
+    refusal = entry.spec.transformer_attribution_refusal
+    if "transformer_attribution" in methods and refusal:
+        methods.remove("transformer_attribution")
+        log.info("%s: no transformer_attribution: %s", key, refusal)
     model = build_model(entry)
     started = time.perf_counter()
     if model.spec.has_classifier:

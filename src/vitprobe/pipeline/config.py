@@ -246,6 +246,13 @@ def check_attribution(config: dict, entries: dict[str, ModelEntry], images: int 
                     f"attribution.target: class {target} but models.{key} has {entry.spec.num_classes} classes; "
                     f"give a class index below {entry.spec.num_classes}, predicted or label"
                 )
+    if "transformer_attribution" in attribution["methods"]:
+        refusals = {key: entry.spec.transformer_attribution_refusal for key, entry in entries.items()}
+        if all(refusals.values()):
+            reasons = "; ".join(f"models.{key}: {reason}" for key, reason in refusals.items())
+            raise ConfigError(
+                f"attribution.methods: transformer_attribution applies to none of the models ({reasons}); remove it"
+            )
     if target == "label":
         source, path = config["images"]["source"], config["images"].get("path")
         if source == "folder" and not (Path(path).expanduser() / "labels.csv").is_file():
