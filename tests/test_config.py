@@ -116,7 +116,7 @@ def test_a_small_run_lowers_the_default_map_images_and_skips_cka(tmp_path):
         ("attribution", {"images": 9}, ["attribution.images", "9 images but the run samples 8"]),
         ("attribution", {"target": 1000}, ["attribution.target", "class 1000 but models.m has 1000 classes"]),
         ("attribution", {"target": "top"}, ["attribution", "'top'"]),
-        ("attribution", {"methods": ["transformer_attribution"]}, ["'transformer_attribution' is not one of"]),
+        ("attribution", {"methods": ["lrp"]}, ["'lrp' is not one of"]),
         ("attribution", {"methods": []}, ["methods", "should be non-empty"]),
         ("attribution", {"discard_ratio": 1.0}, ["discard_ratio", "1.0"]),
         ("attribution", {"steps": 1}, ["steps", "1 is less than the minimum of 2"]),
