@@ -72,7 +72,11 @@ def run(tmp_path_factory, timm_reference):
         "figures": {"filters": 32, "components": 8},
         "video": {"path": "clip.gif", "model": "vit_t", "fps": 4, "max_frames": 5},
         "export": {"attention_parquet": 1},
-        "attribution": {"images": 3, "steps": 4},
+        "attribution": {
+            "images": 3,
+            "steps": 4,
+            "methods": ["grad_rollout", "gae", "gradcam", "transformer_attribution", "rollout", "cls"],
+        },
     }
     config_file = workdir / "e2e.yaml"
     config_file.write_text(yaml.safe_dump(config))
@@ -187,7 +191,12 @@ def test_attribution_outputs(run):
     _, _, out = run
     table = pd.read_parquet(out / "attribution.parquet")
     methods = ["grad_rollout", "gae", "gradcam", "rollout", "cls", "random"]
-    assert len(table) == 2 * 3 * len(methods) and set(table["method"]) == set(methods)
+    # transformer_attribution runs on the plain ViT; the distilled DeiT's two heads are outside its rules.
+    assert set(table[table["model"] == "vit_t"]["method"]) == {*methods, "transformer_attribution"}
+    assert set(table[table["model"] == "deit_t_dist"]["method"]) == set(methods)
+    assert len(table) == 3 * (2 * len(methods) + 1)
+    log = (out / "logs" / "attribution" / "deit_t_dist.log").read_text()
+    assert "no transformer_attribution: its prediction averages two heads" in log
     aucs = table[["positive_auc", "negative_auc", "positive_score_auc", "negative_score_auc", "deletion_auc", "insertion_auc"]]
     assert aucs.notna().all().all() and ((aucs >= 0) & (aucs <= 1)).all().all()
     assert (table["target_source"] == "predicted").all()
@@ -203,10 +212,12 @@ def test_attribution_outputs(run):
         "deletion",
         "insertion",
     }
-    assert len(curves[curves["curve"] == "deletion"]) == 2 * 3 * len(methods) * 5  # steps + 1 points
+    assert len(curves[curves["curve"] == "deletion"]) == len(table) * 5  # steps + 1 points
     for model in MODELS:
         maps = np.load(out / "attribution" / f"{model}.npz")
-        assert set(maps.files) == {"image_id", "crops", "target", *methods}
+        assert set(maps.files) == {"image_id", "crops", "target", *methods} | (
+            {"transformer_attribution"} if model == "vit_t" else set()
+        )
         assert maps["gae"].shape == (3, 14, 14)
         rollout = np.load(out / "maps" / f"{model}.npz")["rollout"]
         np.testing.assert_allclose(maps["rollout"][:2], rollout, rtol=1e-5, atol=1e-7)
