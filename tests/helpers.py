@@ -231,14 +231,14 @@ def _preset_cases() -> list[dict]:
     cases do: 1369 tokens would take a minute a case and test no other code). Generated from the
     presets table, so a new preset gets its parity case without a line here."""
     from vitprobe.models.presets import PRESETS
-    from vitprobe.models.spec import SPECS
+    from vitprobe.models.spec import get_spec
 
     covered = {case["arch"] for case in _WRITTEN_CASES} | set(PARITY_EQUIVALENTS)
     cases = {}
     for preset in PRESETS.values():
         if preset.arch not in covered and preset.arch not in cases:
             assert preset.weights == f"hf-hub:timm/{preset.name}", f"{preset.name}: no timm name to build its reference from"
-            size = {} if SPECS[preset.arch].image_size <= 384 else dict(img_size=224)
+            size = {} if get_spec(preset.arch).image_size <= 384 else dict(img_size=224)
             cases[preset.arch] = dict(
                 id=f"preset_{preset.name}".replace(".", "_"),
                 model=preset.name,

@@ -48,7 +48,7 @@ class ProbeModel:
     the Keras model with its initial (unloaded) weights.
 
     Args:
-        arch: the architecture's name (a key of `vitprobe.models.SPECS`), used for the Keras model's name.
+        arch: the architecture's name (a name `vitprobe.get_spec` resolves), used for the Keras model's name.
         spec: the architecture, overrides applied.
         preprocessing: how images become model input (`crop`, `preprocess`).
         weights: the weights source as given (``None`` or ``"random"``: seeded initialisation).
@@ -286,7 +286,7 @@ def load_model(
     """Build ``arch`` and load ``weights``.
 
     Args:
-        arch: a timm architecture name, a key of `vitprobe.models.SPECS` (``deit_base_patch16_224``).
+        arch: a timm architecture name, a name `vitprobe.get_spec` resolves (``deit_base_patch16_224``).
         weights: ``None`` or ``"random"`` (seeded initialisation), ``hf-hub:timm/<name>``, an
             ``https://`` URL to an ``.npz``, ``package:<module>/<file>``, or a local
             ``.safetensors`` / ``.npz`` / ``.onnx`` file.

@@ -1,23 +1,26 @@
 """Named pretrained weights as data: one table, in the spirit of timm's pretrained cfgs.
 
 A preset ties a name (timm's ``<architecture>.<tag>`` where timm publishes the weights) to
-the architecture it loads into (a key of `vitprobe.models.spec.SPECS`), where its weights
+the architecture it loads into (a name `vitprobe.models.spec.get_spec` resolves), where its weights
 come from, the preprocessing it was evaluated with, the checkpoint label that figure titles
 show, and its published ImageNet top-1 where one is stated. A config entry names one with
 ``preset:`` and may override any of those fields.
 
 An architecture's default preprocessing is that of its first preset below (timm's default
-tag comes first as well); the few architectures without weights of their own take their
-family's entry from `_FAMILY_OF_UNPUBLISHED`. Preprocessing is kept as plain field values
+tag comes first as well); an architecture without a preset takes its family's
+(`_FAMILY_PREPROCESS`). Preprocessing is kept as plain field values
 (`vitprobe.data.preprocess.Preprocess` checks them), so this module imports nothing of
-vitprobe and the preprocessing module can look defaults up here.
+vitprobe but the specs (no Keras), and the preprocessing module can look defaults up here.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 from types import MappingProxyType
 from typing import Mapping
+
+from .spec import ALIASES, get_spec
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -220,18 +223,30 @@ PRESETS: dict[str, Preset] = {
     ]
 }
 
-# Architectures with no published weights in the table: their family's preprocessing.
-# (timm's only vit_large_patch32_224 weights, orig_in21k, have no classifier, unlike the spec.)
-_FAMILY_OF_UNPUBLISHED = {
-    "vit_tiny_patch32_224": AUGREG,
-    "vit_tiny_patch32_384": AUGREG_384,
-    "vit_large_patch32_224": AUGREG,
-}
+# An architecture without a preset takes its family's evaluation preprocessing (first matching glob);
+# ``True``: above 224 px with no crop margin, as timm's cfgs of those families' higher-resolution
+# fine-tunes have it (SigLIP keeps its margin at every size).
+MIIL = MappingProxyType(  # Alibaba MIIL's ImageNet-21k ViT: [0, 1] inputs, bilinear
+    dict(resize="shorter", crop_fraction=0.875, interpolation="bilinear", mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+)
+EVA_SQUASH = MappingProxyType({**CLIP, "resize": "square", "crop_fraction": 1.0})  # EVA-01 g above 224 px (timm: squash)
+_FAMILY_PREPROCESS: tuple[tuple[str, Mapping, bool], ...] = (
+    ("vit_*_miil", MIIL, False),
+    ("eva_giant_patch14_336", EVA_SQUASH, False),
+    ("eva_giant_patch14_560", {**EVA_SQUASH, "mean": IMAGENET_MEAN, "std": IMAGENET_STD}, False),
+    ("*.dino", DEIT, True),
+    ("*.mae", DEIT, True),
+    ("*_dinov2", DINOV2, False),
+    ("*_clip_*", CLIP, True),
+    ("*_siglip_*", AUGREG, False),  # [-1, 1], as AugReg
+    ("vit_*", AUGREG, True),
+    ("deit*", DEIT, True),
+    ("beit_*", AUGREG, True),  # BEiT v1 scaled to [-1, 1]; BEiT v2 kept ImageNet statistics
+    ("beitv2_*", DEIT, True),
+    ("eva*", CLIP, True),
+)
 # An architecture's first preset gives its default (reversed: the first one is written last).
-_ARCH_PREPROCESS: dict[str, Mapping] = {
-    **{preset.arch: preset.preprocess for preset in reversed(PRESETS.values())},
-    **_FAMILY_OF_UNPUBLISHED,
-}
+_ARCH_PREPROCESS: dict[str, Mapping] = {preset.arch: preset.preprocess for preset in reversed(PRESETS.values())}
 
 
 def get_preset(name: str) -> Preset:
@@ -247,17 +262,21 @@ def get_preset(name: str) -> Preset:
 
 
 def arch_preprocess(arch: str) -> dict:
-    """The `Preprocess` fields an architecture's published weights were evaluated with.
+    """The `Preprocess` fields an architecture's published weights were evaluated with: its first
+    preset's, else its family's (`_FAMILY_PREPROCESS`).
 
     Args:
-        arch: a key of `vitprobe.models.spec.SPECS`.
+        arch: an architecture name (`vitprobe.models.spec.get_spec`).
+
+    Raises:
+        UnknownArchitecture: (a `KeyError`) the name is not one of a family's, or is refused.
     """
-    try:
+    if arch in _ARCH_PREPROCESS:
         return dict(_ARCH_PREPROCESS[arch])
-    except KeyError:
-        raise KeyError(
-            f"no preprocessing known for architecture {arch!r}; known: {', '.join(sorted(_ARCH_PREPROCESS))}"
-        ) from None
+    image_size = get_spec(arch).image_size
+    base = ALIASES[arch][0] if arch in ALIASES else arch
+    fields, full_above_224 = next((dict(pre), full) for glob, pre, full in _FAMILY_PREPROCESS if fnmatchcase(base, glob))
+    return {**fields, "crop_fraction": 1.0} if full_above_224 and image_size > 224 else fields
 
 
 # The presets of the families added after the seed's (CLIP, SigLIP and SigLIP 2, MAE, DeiT III, BEiT v2, EVA-02).

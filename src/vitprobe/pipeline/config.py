@@ -18,7 +18,7 @@ from ..backends import compile_modes
 from ..data import sources
 from ..data.preprocess import Preprocess, default_preprocess
 from ..models.presets import get_preset
-from ..models.spec import SPECS, ViTSpec, get_spec
+from ..models.spec import ViTSpec, get_spec
 from ..weights.errors import WeightsError
 from ..weights.source import HELP, WeightsSource, parse_weights
 
@@ -87,8 +87,10 @@ def model_entry(key: str, cfg: dict) -> ModelEntry:
     if "arch" not in cfg or "weights" not in cfg:
         raise ConfigError(f"models.{key}: give a preset, or both arch and weights")
     arch = cfg["arch"]
-    if arch not in SPECS:
-        raise ConfigError(f"models.{key}.arch: unknown architecture {arch!r}. Known: {', '.join(sorted(SPECS))}")
+    try:
+        get_spec(arch)
+    except KeyError as e:
+        raise ConfigError(f"models.{key}.arch: {e}") from None
     try:
         pre = Preprocess(**{**default_preprocess(arch).as_dict(), **cfg.get("preprocess", {})})
     except ValueError as e:
