@@ -17,6 +17,7 @@ from .metrics.representations import RepresentationReducer
 from .models.spec import ViTSpec, get_spec
 from .models.vit import VisionTransformer, init_random
 from .weights.loader import load_weights
+from .weights.metadata import checkpoint_arch
 
 PRECISIONS = ("float32", "bfloat16")
 
@@ -273,7 +274,7 @@ def _numpy_dict(tensors: dict | None) -> dict[str, np.ndarray] | None:
 
 
 def load_model(
-    arch: str,
+    arch: str | None,
     weights: str | None = None,
     *,
     image_size: int | None = None,
@@ -301,6 +302,9 @@ def load_model(
             see `vitprobe.backends.compile_modes`); None: the backend's default.
         **spec_overrides: `ViTSpec` fields to change (``depth=2``, ``num_classes=0``...).
     """
+    if arch is None:  # the checkpoint names it (a config.json beside a local file)
+        arch, described = checkpoint_arch(str(weights))
+        spec_overrides = {**described, **spec_overrides}
     if image_size:
         spec_overrides["image_size"] = image_size
     spec = get_spec(arch, **spec_overrides)
