@@ -161,14 +161,25 @@ def _timm_conventions(out: dict) -> dict:
     return out
 
 
-def _size_name(family: str, dim: int, depth: int, heads: int, source: str) -> str:
+_FAMILY_OF_MODEL_TYPE = {
+    "vit": "vit",
+    "deit": "deit",
+    "dinov2": "dinov2",
+    "dinov2_with_registers": "dinov2",
+    "clip": "clip",
+    "clip_vision_model": "clip",
+}
+
+
+def _size(family: str, dim: int, depth: int, heads: int, source: str) -> tuple[str, dict]:
+    """The family's size of this width and head count (the one of this depth where two share them),
+    and a ``depth`` override where the checkpoint's depth is not the size's."""
     sizes: dict[str, Size] = next(f.sizes for f in FAMILIES if f.name == family)
-    for name, size in sizes.items():
-        if (size.embed_dim, size.depth, size.num_heads) == (dim, depth, heads):
-            return name
-    raise WeightsError(
-        f"{source}: width {dim}, depth {depth}, {heads} heads is no size of the {family} family ({', '.join(sizes)})"
-    )
+    matches = [name for name, size in sizes.items() if (size.embed_dim, size.num_heads) == (dim, heads)]
+    if not matches:
+        raise WeightsError(f"{source}: width {dim} with {heads} heads is no size of the {family} family ({', '.join(sizes)})")
+    name = next((m for m in matches if sizes[m].depth == depth), matches[0])
+    return name, ({} if sizes[name].depth == depth else {"depth": depth})
 
 
 def hf_config_arch(config: dict, source: str) -> tuple[str, dict]:
@@ -176,33 +187,33 @@ def hf_config_arch(config: dict, source: str) -> tuple[str, dict]:
     DINOv2 (with registers), CLIP or CLIP vision. The overrides carry what the name cannot: the
     LayerNorm eps (HF's ViT uses 1e-12) and the head (classes of a classifier, CLIP's projection width)."""
     model_type = config.get("model_type")
+    if model_type not in _FAMILY_OF_MODEL_TYPE:
+        raise WeightsError(
+            f"{source}: model_type {model_type!r} is not a transformers family vitprobe reads "
+            f"({', '.join(_FAMILY_OF_MODEL_TYPE)}); give models.<key>.arch"
+        )
     architectures = config.get("architectures") or []
     vision = config.get("vision_config", config) if model_type == "clip" else config
-    dim, depth, heads = vision["hidden_size"], vision["num_hidden_layers"], vision["num_attention_heads"]
     patch, image = vision["patch_size"], vision["image_size"]
-    overrides = {"norm_eps": vision.get("layer_norm_eps", 1e-12 if model_type in ("vit", "deit") else 1e-6)}
+    size, overrides = _size(
+        _FAMILY_OF_MODEL_TYPE[model_type],
+        vision["hidden_size"],
+        vision["num_hidden_layers"],
+        vision["num_attention_heads"],
+        source,
+    )
+    overrides["norm_eps"] = vision.get("layer_norm_eps", 1e-12 if model_type in ("vit", "deit") else 1e-6)
     if model_type in ("vit", "deit"):
-        size = _size_name("vit" if model_type == "vit" else "deit", dim, depth, heads, source)
         distilled = "_distilled" if any("WithTeacher" in a for a in architectures) else ""
         arch = f"{model_type}_{size}{distilled}_patch{patch}_{image}"
         classifier = any("ForImageClassification" in a for a in architectures)
         overrides["num_classes"] = len(config.get("id2label") or {}) if classifier else 0
     elif model_type in ("dinov2", "dinov2_with_registers"):
-        size = _size_name("dinov2", dim, depth, heads, source)
-        reg = "_reg4" if model_type == "dinov2_with_registers" else ""
-        arch = f"vit_{size}_patch{patch}{reg}_dinov2"
+        arch = f"vit_{size}_patch{patch}{'_reg4' if model_type == 'dinov2_with_registers' else ''}_dinov2"
         overrides["image_size"] = image
-    elif model_type in ("clip", "clip_vision_model"):
-        size = _size_name("clip", dim, depth, heads, source)
+    else:
         quick = "_quickgelu" if vision.get("hidden_act") == "quick_gelu" else ""
         arch = f"vit_{size}_patch{patch}_clip{quick}_{image}"
-        projection = (
-            config.get("projection_dim") if model_type == "clip" or any("Projection" in a for a in architectures) else None
-        )
-        overrides["num_classes"] = projection or 0
-    else:
-        raise WeightsError(
-            f"{source}: model_type {model_type!r} is not a transformers family vitprobe reads "
-            "(vit, deit, dinov2, dinov2_with_registers, clip, clip_vision_model); give models.<key>.arch"
-        )
+        projection = model_type == "clip" or any("Projection" in a for a in architectures)
+        overrides["num_classes"] = config.get("projection_dim", 0) if projection else 0
     return arch, overrides
