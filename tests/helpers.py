@@ -289,6 +289,16 @@ _WRITTEN_CASES = [
     dict(
         id="eva_g14", model="eva_giant_patch14_224", kwargs=dict(depth=1), arch="eva_giant_patch14_224", overrides=dict(depth=1)
     ),
+    # OpenAI's CLIP-B/32 and -L/14 weights run QuickGELU: timm's tagged names build them with exact GELU,
+    # so the QuickGELU architectures are built under their own names (heads as the presets' checkpoints).
+    *[
+        dict(id=f"clip_quickgelu_{arch}", model=arch, kwargs=dict(depth=1, num_classes=width), arch=arch, overrides=dict(depth=1))
+        for arch, width in (
+            ("vit_base_patch32_clip_quickgelu_224", 512),
+            ("vit_large_patch14_clip_quickgelu_224", 768),
+            ("vit_large_patch14_clip_quickgelu_336", 768),
+        )
+    ],
     dict(
         id="dinov2_518_to_224",
         model="vit_small_patch14_dinov2",
