@@ -227,7 +227,7 @@ FAMILIES: tuple[Family, ...] = (
         r"vit_(?P<size>[a-z]+)_patch(?P<patch>\d+)(?P<size_suffix>_plus|_36x1)?_(?P<image>\d+)(?P<miil>_miil)?",
         _sizes(
             *VIT_SIZES,
-            # Layer-scaled variants: ViT-B+ (896 wide, Zhai et al.) and the 36-block ViT-S of Touvron et al. 2022.
+            # Layer-scaled variants: ViT-B+ (896 wide, 14 heads) and the 36-block ViT-S of Touvron et al. 2022.
             base_plus=_size(896, 12, 14, layer_scale=True),
             small_36x1=_size(384, 36, 6, layer_scale=True),
         ),
