@@ -38,7 +38,7 @@ def beit_weights(tmp_path_factory):
     out = tmp_path_factory.mktemp("beit")
     (out / "job.json").write_text(json.dumps([dict(id="beit", model=BEIT, kwargs=BEIT_SPEC)]))
     run_reference("timm_state_keys.py", out / "job.json", out / "keys.json")
-    layout = json.loads((out / "keys.json").read_text())["beit"]
+    layout = json.loads((out / "keys.json").read_text())["beit"]["state"]
     rng = np.random.default_rng(0)
     state = {key: rng.normal(0, 0.5, shape).astype(np.float32) for key, shape in layout.items()}
     save_file(state, str(out / "beit.safetensors"))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import vitprobe
-from helpers import PARITY_CASES, compare
+from helpers import LOGITS_RTOL, PARITY_CASES, compare
 
 
 @pytest.mark.parametrize("case", PARITY_CASES, ids=[c["id"] for c in PARITY_CASES])
@@ -17,7 +17,7 @@ def test_matches_timm(case, timm_reference):
     model = vitprobe.load_model(case["arch"], weights=str(weights), **case["overrides"])
     ref = dict(np.load(timm_reference / f"{case['id']}.npz"))
     assert model.num_prefix_tokens == ref["attn_0"].shape[-1] - model.spec.num_patches
-    compare(model, ref)
+    compare(model, ref, case.get("rtol", LOGITS_RTOL))
 
 
 BACKEND_CHECK = """

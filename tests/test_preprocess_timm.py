@@ -31,7 +31,7 @@ import vitprobe
 from helpers import run_reference
 from vitprobe.data.preprocess import Preprocess, crop, default_preprocess, normalize, to_rgb
 from vitprobe.models.presets import LATER_FAMILIES, PRESETS, get_preset
-from vitprobe.models.spec import SPECS
+from vitprobe.models.spec import get_spec
 
 ATOL = 1e-5
 SKIMAGE_DATA = Path(skimage.__file__).parent / "data"
@@ -42,6 +42,21 @@ SKIMAGE_DATA = Path(skimage.__file__).parent / "data"
 # preprocessing on the arch, not the weights): vit_large_patch16_224.mae and vit_base_patch8_224.dino
 # (ImageNet statistics), vit_base_patch16_224.bamboo (CLIP statistics, crop_pct 1.0). MAE ViT-B/16
 # has its own arch, vit_base_patch16_224.mae (like DINO's), and is listed with the later families.
+# One timm checkpoint per family whose architecture has no preset (each family's other sizes share its rule;
+# single checkpoints that differ, such as BEiT v2 L's crop 0.95 or EVA-01 g at 560 px squashed, need a preset).
+FAMILY_DEFAULTS = (
+    "vit_huge_patch14_224.orig_in21k",
+    "vit_base_patch16_224_miil.in21k_ft_in1k",
+    "deit_base_distilled_patch16_384.fb_in1k",
+    "deit3_large_patch16_384.fb_in22k_ft_in1k",
+    "vit_large_patch14_dinov2.lvd142m",
+    "vit_so400m_patch14_siglip_378.v2_webli",
+    "beit_large_patch16_512.in22k_ft_in22k_in1k",
+    "eva02_tiny_patch14_224.mim_in22k",
+    "eva02_tiny_patch14_336.mim_in22k_ft_in1k",
+    "eva_giant_patch14_336.clip_ft_in1k",
+    "eva_giant_patch14_560.m30m_ft_in22k_in1k",
+)
 CFG_MATRIX = [
     *[
         (f"vit_{s}_patch16_224.{tag}", f"vit_{s}_patch16_224")
@@ -84,6 +99,11 @@ CFG_MATRIX = [
     # The later families: each preset's timm name and arch (the OpenAI CLIP preset runs the
     # QuickGELU arch; timm gives both names the same cfg).
     *[(name, PRESETS[name].arch) for name in LATER_FAMILIES],
+    # Architectures without a preset take their family's preprocessing (crop 1.0 above 224 px).
+    *[(name, name.split(".")[0]) for name in FAMILY_DEFAULTS],
+    ("vit_small_patch8_224.dino", "vit_small_patch8_224.dino"),
+    ("vit_huge_patch14_224.mae", "vit_huge_patch14_224.mae"),
+    ("vit_base_patch32_clip_224.openai", "vit_base_patch32_clip_quickgelu_224"),
 ]
 
 # Presets whose names timm does not know: the timm weights whose published preprocessing they share.
@@ -209,8 +229,8 @@ def test_default_preprocess_matches_timm_cfg(name, arch, timm_out):
     cfg = timm_out[0][f"cfg:{name}"]
     pre = default_preprocess(arch)
     assert cfg["pretrained_tag"] == name.split(".")[1]
-    assert tuple(cfg["input_size"]) == (3, SPECS[arch].image_size, SPECS[arch].image_size)
-    assert cfg["crop_mode"] == "center" and pre.resize == "shorter"
+    assert tuple(cfg["input_size"]) == (3, get_spec(arch).image_size, get_spec(arch).image_size)
+    assert (cfg["crop_mode"], pre.resize) in (("center", "shorter"), ("squash", "square"))
     assert cfg["interpolation"] == pre.interpolation
     assert cfg["crop_pct"] == pytest.approx(pre.crop_fraction, abs=1e-9)
     np.testing.assert_allclose(cfg["mean"], pre.mean, rtol=0, atol=1e-9)
@@ -225,15 +245,15 @@ def test_preset_matches_timm_pretrained_cfg(name, timm_out):
     timm_name = PRESETS_OUTSIDE_TIMM.get(name, name)
     cfg = timm_out[0][f"cfg:{timm_name}"]
     pre = Preprocess(**preset.preprocess)
-    assert preset.arch in SPECS
+    get_spec(preset.arch)  # a known architecture
     assert cfg["pretrained_tag"] == timm_name.split(".")[1]
-    assert cfg["crop_mode"] == "center" and pre.resize == "shorter"
+    assert (cfg["crop_mode"], pre.resize) in (("center", "shorter"), ("squash", "square"))
     assert cfg["interpolation"] == pre.interpolation
     assert cfg["crop_pct"] == pytest.approx(pre.crop_fraction, abs=1e-9)
     np.testing.assert_allclose(cfg["mean"], pre.mean, rtol=0, atol=1e-9)
     np.testing.assert_allclose(cfg["std"], pre.std, rtol=0, atol=1e-9)
     if name not in PRESETS_OUTSIDE_TIMM:
-        assert tuple(cfg["input_size"]) == (3, SPECS[preset.arch].image_size, SPECS[preset.arch].image_size)
+        assert tuple(cfg["input_size"]) == (3, get_spec(preset.arch).image_size, get_spec(preset.arch).image_size)
         if preset.weights.startswith("hf-hub:"):
             assert preset.weights == f"hf-hub:{cfg['hf_hub_id']}"
         else:  # timm converts the same AugReg .npz from Google's bucket
@@ -241,8 +261,10 @@ def test_preset_matches_timm_pretrained_cfg(name, timm_out):
 
 
 def test_every_arch_has_a_default_preprocessing():
-    for arch in SPECS:
-        assert default_preprocess(arch).resize == "shorter", arch
+    """Every preset's architecture and one name of every family (the family rules are judged against timm's
+    cfgs in `test_default_preprocess_matches_timm_cfg`)."""
+    for arch in {p.arch for p in PRESETS.values()} | {arch for _, arch in CFG_MATRIX}:
+        assert default_preprocess(arch).resize in ("shorter", "square"), arch
     with pytest.raises(KeyError, match="vit_huge_patch99"):
         default_preprocess("vit_huge_patch99")
 

@@ -13,7 +13,7 @@ _PUBLIC = {
     "ForwardOutput": "vitprobe.api",
     "ProbeModel": "vitprobe.api",
     "load_model": "vitprobe.api",
-    "SPECS": "vitprobe.models.spec",
+    "FAMILIES": "vitprobe.models.spec",
     "ViTSpec": "vitprobe.models.spec",
     "get_spec": "vitprobe.models.spec",
     "AttentionReducer": "vitprobe.metrics.attention",

@@ -24,6 +24,7 @@ from .metrics.representations import RepresentationReducer
 from .models.spec import ViTSpec, get_spec
 from .models.vit import VisionTransformer, init_random
 from .weights.loader import load_weights
+from .weights.metadata import checkpoint_arch
 
 PRECISIONS = ("float32", "bfloat16")
 
@@ -71,7 +72,7 @@ class ProbeModel:
     the Keras model with its initial (unloaded) weights.
 
     Args:
-        arch: the architecture's name (a key of `vitprobe.models.SPECS`), used for the Keras model's name.
+        arch: the architecture's name (a name `vitprobe.get_spec` resolves), used for the Keras model's name.
         spec: the architecture, overrides applied.
         preprocessing: how images become model input (`crop`, `preprocess`).
         weights: the weights source as given (``None`` or ``"random"``: seeded initialisation).
@@ -371,7 +372,7 @@ def _numpy_dict(tensors: dict | None) -> dict[str, np.ndarray] | None:
 
 
 def load_model(
-    arch: str,
+    arch: str | None,
     weights: str | None = None,
     *,
     image_size: int | None = None,
@@ -384,7 +385,7 @@ def load_model(
     """Build ``arch`` and load ``weights``.
 
     Args:
-        arch: a timm architecture name, a key of `vitprobe.models.SPECS` (``deit_base_patch16_224``).
+        arch: a timm architecture name, a name `vitprobe.get_spec` resolves (``deit_base_patch16_224``).
         weights: ``None`` or ``"random"`` (seeded initialisation), ``hf-hub:timm/<name>``, an
             ``https://`` URL to an ``.npz``, ``package:<module>/<file>``, or a local
             ``.safetensors`` / ``.npz`` / ``.onnx`` file.
@@ -399,6 +400,9 @@ def load_model(
             see `vitprobe.backends.compile_modes`); None: the backend's default.
         **spec_overrides: `ViTSpec` fields to change (``depth=2``, ``num_classes=0``...).
     """
+    if arch is None:  # the checkpoint names it (a config.json beside a local file)
+        arch, described = checkpoint_arch(str(weights))
+        spec_overrides = {**described, **spec_overrides}
     if image_size:
         spec_overrides["image_size"] = image_size
     spec = get_spec(arch, **spec_overrides)

@@ -61,7 +61,7 @@ def default_preprocess(arch: str) -> Preprocess:
     up in the presets table (`vitprobe.models.presets`, checked against timm's pretrained cfgs).
 
     Args:
-        arch: a key of `vitprobe.models.spec.SPECS`.
+        arch: an architecture name (`vitprobe.models.spec.get_spec`).
     """
     return Preprocess(**arch_preprocess(arch))
 

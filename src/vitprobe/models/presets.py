@@ -1,23 +1,26 @@
 """Named pretrained weights as data: one table, in the spirit of timm's pretrained cfgs.
 
 A preset ties a name (timm's ``<architecture>.<tag>`` where timm publishes the weights) to
-the architecture it loads into (a key of `vitprobe.models.spec.SPECS`), where its weights
+the architecture it loads into (a name `vitprobe.models.spec.get_spec` resolves), where its weights
 come from, the preprocessing it was evaluated with, the checkpoint label that figure titles
 show, and its published ImageNet top-1 where one is stated. A config entry names one with
 ``preset:`` and may override any of those fields.
 
 An architecture's default preprocessing is that of its first preset below (timm's default
-tag comes first as well); the few architectures without weights of their own take their
-family's entry from `_FAMILY_OF_UNPUBLISHED`. Preprocessing is kept as plain field values
+tag comes first as well); an architecture without a preset takes its family's
+(`_FAMILY_PREPROCESS`). Preprocessing is kept as plain field values
 (`vitprobe.data.preprocess.Preprocess` checks them), so this module imports nothing of
-vitprobe and the preprocessing module can look defaults up here.
+vitprobe but the specs (no Keras), and the preprocessing module can look defaults up here.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 from types import MappingProxyType
 from typing import Mapping
+
+from .spec import ALIASES, get_spec
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -36,8 +39,11 @@ DEIT = MappingProxyType(  # DeiT and DINO
     dict(resize="shorter", crop_fraction=0.9, interpolation="bicubic", mean=IMAGENET_MEAN, std=IMAGENET_STD)
 )
 DINOV2 = MappingProxyType({**DEIT, "crop_fraction": 1.0})  # evaluated on the full resized image
+DEIT_384 = DINOV2  # DeiT's 384 px fine-tunes: ImageNet statistics, no crop margin
 CLIP = MappingProxyType({**DEIT, "mean": CLIP_MEAN, "std": CLIP_STD})  # OpenAI CLIP, EVA-02
-CLIP_FULL = MappingProxyType({**CLIP, "crop_fraction": 1.0})  # OpenCLIP LAION
+CLIP_FULL = MappingProxyType({**CLIP, "crop_fraction": 1.0})  # OpenCLIP LAION, OpenAI CLIP-L
+# EVA-01 g above 224 px and EVA-02 L at 448 px were evaluated squashed to a square (timm's crop_mode "squash").
+EVA_SQUASH = MappingProxyType({**CLIP, "resize": "square", "crop_fraction": 1.0})
 
 _AUGREG_URL = "https://storage.googleapis.com/vit_models/augreg/"
 
@@ -217,21 +223,122 @@ PRESETS: dict[str, Preset] = {
             notes="rotary position embedding of the patch queries and keys; SwiGLU MLP with an inner LayerNorm; "
             "separate q/k/v projections; mean pooling + fc_norm; no head",
         ),
+        # The landmark sizes of each family (docs/families.md), where high-norm tokens were found (Darcet et al.
+        # 2024: DINOv2-L/g, CLIP-L, DeiT III-L). Top-1 where the checkpoint has a classifier: timm's own
+        # evaluation (results/results-imagenet.csv of pytorch-image-models, commit aa4b585), rounded to 0.1;
+        # zero-shot ImageNet-1k top-1 of the image-text towers: OpenCLIP's evaluation (docs/openclip_results.csv
+        # of mlfoundations/open_clip, commit f862f86), in the notes.
+        *[
+            _timm(name, arch, pre, checkpoint=label, notes=f"as OpenAI CLIP ViT-B/16; zero-shot top-1 {zero_shot} (OpenCLIP)")
+            for name, arch, pre, label, zero_shot in (
+                ("vit_base_patch32_clip_224.openai", "vit_base_patch32_clip_quickgelu_224", CLIP, "OpenAI CLIP ViT-B/32", 63.3),
+                (
+                    "vit_large_patch14_clip_224.openai",
+                    "vit_large_patch14_clip_quickgelu_224",
+                    CLIP_FULL,
+                    "OpenAI CLIP ViT-L/14",
+                    75.5,
+                ),
+                (
+                    "vit_large_patch14_clip_336.openai",
+                    "vit_large_patch14_clip_quickgelu_336",
+                    CLIP_FULL,
+                    "OpenAI CLIP ViT-L/14@336",
+                    76.6,
+                ),
+            )
+        ],
+        _timm(
+            "vit_so400m_patch14_siglip_224.webli",
+            "vit_so400m_patch14_siglip_224",
+            AUGREG,
+            checkpoint="SigLIP So400m/14 WebLI image tower",
+            notes="the shape-optimised tower (1152 wide, 27 deep, MLP 4304), MAP head; zero-shot top-1 82.0 (OpenCLIP)",
+        ),
+        *[
+            _timm(name, name.split(".")[0], DINOV2, checkpoint=label, notes="layer scale; no head")
+            for name, label in (
+                ("vit_large_patch14_dinov2.lvd142m", "DINOv2 ViT-L/14"),
+                ("vit_giant_patch14_dinov2.lvd142m", "DINOv2 ViT-g/14 (packed SwiGLU MLP)"),
+                ("vit_large_patch14_reg4_dinov2.lvd142m", "DINOv2 ViT-L/14 with 4 registers"),
+                ("vit_giant_patch14_reg4_dinov2.lvd142m", "DINOv2 ViT-g/14 with 4 registers"),
+            )
+        ],
+        *[
+            _timm(name, name, DEIT, checkpoint=label, notes="the plain ViT encoder, no head")
+            for name, label in (
+                ("vit_small_patch8_224.dino", "DINO ViT-S/8"),
+                ("vit_base_patch8_224.dino", "DINO ViT-B/8"),
+                ("vit_large_patch16_224.mae", "MAE ViT-L/16 pre-trained encoder"),
+                ("vit_huge_patch14_224.mae", "MAE ViT-H/14 pre-trained encoder"),
+            )
+        ],
+        _timm(
+            "deit_base_distilled_patch16_384.fb_in1k",
+            "deit_base_distilled_patch16_384",
+            DEIT_384,
+            85.4,
+            checkpoint="DeiT ViT-B/16 distilled, 384 px",
+            notes="distillation token and head; the prediction averages both heads",
+        ),
+        _timm(
+            "deit3_large_patch16_224.fb_in1k", "deit3_large_patch16_224", DEIT, 84.8, checkpoint="DeiT III ViT-L/16 ImageNet-1k"
+        ),
+        _timm("deit3_huge_patch14_224.fb_in1k", "deit3_huge_patch14_224", DEIT, 85.2, checkpoint="DeiT III ViT-H/14 ImageNet-1k"),
+        _timm(
+            "beitv2_large_patch16_224.in1k_ft_in22k_in1k",
+            "beitv2_large_patch16_224",
+            MappingProxyType({**DEIT, "crop_fraction": 0.95}),
+            88.4,
+            checkpoint="BEiT v2 ViT-L/16, ImageNet-21k then 1k fine-tune",
+        ),
+        _timm("eva02_tiny_patch14_224.mim_in22k", "eva02_tiny_patch14_224", CLIP, checkpoint="EVA-02 ViT-Ti/14 MIM ImageNet-22k"),
+        *[
+            _timm(name, name.split(".")[0], pre, top1, checkpoint=label)
+            for name, pre, top1, label in (
+                ("eva02_tiny_patch14_336.mim_in22k_ft_in1k", CLIP_FULL, 80.6, "EVA-02 ViT-Ti/14 336 px, ImageNet-1k fine-tune"),
+                ("eva02_small_patch14_336.mim_in22k_ft_in1k", CLIP_FULL, 85.8, "EVA-02 ViT-S/14 336 px, ImageNet-1k fine-tune"),
+                (
+                    "eva02_large_patch14_448.mim_m38m_ft_in22k_in1k",
+                    EVA_SQUASH,
+                    90.1,
+                    "EVA-02 ViT-L/14 448 px, ImageNet-22k then 1k",
+                ),
+            )
+        ],
+        _timm(
+            "eva_giant_patch14_224.clip_ft_in1k",
+            "eva_giant_patch14_224",
+            CLIP,
+            88.9,
+            checkpoint="EVA-01 ViT-g/14, ImageNet-1k fine-tune",
+        ),
     ]
 }
 
-# Architectures with no published weights in the table: their family's preprocessing.
-# (timm's only vit_large_patch32_224 weights, orig_in21k, have no classifier, unlike the spec.)
-_FAMILY_OF_UNPUBLISHED = {
-    "vit_tiny_patch32_224": AUGREG,
-    "vit_tiny_patch32_384": AUGREG_384,
-    "vit_large_patch32_224": AUGREG,
-}
+# An architecture without a preset takes its family's evaluation preprocessing (first matching glob);
+# ``True``: above 224 px with no crop margin, as timm's cfgs of those families' higher-resolution
+# fine-tunes have it (SigLIP keeps its margin at every size).
+MIIL = MappingProxyType(  # Alibaba MIIL's ImageNet-21k ViT: [0, 1] inputs, bilinear
+    dict(resize="shorter", crop_fraction=0.875, interpolation="bilinear", mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+)
+_FAMILY_PREPROCESS: tuple[tuple[str, Mapping, bool], ...] = (
+    ("vit_*_miil", MIIL, False),
+    ("eva_giant_patch14_336", EVA_SQUASH, False),
+    ("eva_giant_patch14_560", {**EVA_SQUASH, "mean": IMAGENET_MEAN, "std": IMAGENET_STD}, False),
+    ("*.dino", DEIT, True),
+    ("*.mae", DEIT, True),
+    ("*_dinov2", DINOV2, False),
+    ("*_clip_*", CLIP, True),
+    ("*_siglip_*", AUGREG, False),  # [-1, 1], as AugReg
+    ("vit_*", AUGREG, True),
+    ("deit*", DEIT, True),
+    ("beit_*", AUGREG, True),  # BEiT v1 scaled to [-1, 1]; BEiT v2 kept ImageNet statistics
+    ("beitv2_*", DEIT, True),
+    ("eva*", CLIP, True),
+)
 # An architecture's first preset gives its default (reversed: the first one is written last).
-_ARCH_PREPROCESS: dict[str, Mapping] = {
-    **{preset.arch: preset.preprocess for preset in reversed(PRESETS.values())},
-    **_FAMILY_OF_UNPUBLISHED,
-}
+_ARCH_PREPROCESS: dict[str, Mapping] = {preset.arch: preset.preprocess for preset in reversed(PRESETS.values())}
 
 
 def get_preset(name: str) -> Preset:
@@ -247,17 +354,21 @@ def get_preset(name: str) -> Preset:
 
 
 def arch_preprocess(arch: str) -> dict:
-    """The `Preprocess` fields an architecture's published weights were evaluated with.
+    """The `Preprocess` fields an architecture's published weights were evaluated with: its first
+    preset's, else its family's (`_FAMILY_PREPROCESS`).
 
     Args:
-        arch: a key of `vitprobe.models.spec.SPECS`.
+        arch: an architecture name (`vitprobe.models.spec.get_spec`).
+
+    Raises:
+        UnknownArchitecture: (a `KeyError`) the name is not one of a family's, or is refused.
     """
-    try:
+    if arch in _ARCH_PREPROCESS:
         return dict(_ARCH_PREPROCESS[arch])
-    except KeyError:
-        raise KeyError(
-            f"no preprocessing known for architecture {arch!r}; known: {', '.join(sorted(_ARCH_PREPROCESS))}"
-        ) from None
+    image_size = get_spec(arch).image_size
+    base = ALIASES[arch][0] if arch in ALIASES else arch
+    fields, full_above_224 = next((dict(pre), full) for glob, pre, full in _FAMILY_PREPROCESS if fnmatchcase(base, glob))
+    return {**fields, "crop_fraction": 1.0} if full_above_224 and image_size > 224 else fields
 
 
 # The presets of the families added after the seed's (CLIP, SigLIP and SigLIP 2, MAE, DeiT III, BEiT v2, EVA-02).

@@ -82,11 +82,13 @@ class _LayerNorm:
 def _activation(x, kind: str):
     if kind == "quick_gelu":  # OpenAI CLIP's approximation, which its weights were trained with
         return x * ops.sigmoid(1.702 * x)
-    return ops.gelu(x, approximate=False)
+    return ops.gelu(x, approximate=kind == "gelu_tanh")
 
 
 class _Mlp:
-    """fc2(act(fc1(x))), or EVA-02's SwiGLU: fc2(norm(silu(fc1_g(x)) * fc1_x(x)))."""
+    """fc2(act(fc1(x))); EVA-02's SwiGLU: fc2(norm(silu(fc1_g(x)) * fc1_x(x))); the packed SwiGLU
+    (DINOv2-g, EVA-02 Ti/S): fc1 of twice the hidden width, its first half the gate g and its
+    second the value v, fc2(silu(g) * v)."""
 
     def __init__(self, layer, registry, name, spec: ViTSpec, precision: str):
         d, hidden, self.kind = spec.embed_dim, spec.mlp_dim, spec.mlp
@@ -95,14 +97,19 @@ class _Mlp:
             self.fc1 = _Dense(layer, registry, f"{name}.fc1_x", d, hidden, compute_dtype=precision)
             self.norm = _LayerNorm(layer, registry, f"{name}.norm", hidden, spec.norm_eps)
         else:
-            self.fc1 = _Dense(layer, registry, f"{name}.fc1", d, hidden, compute_dtype=precision)
+            packed = 2 if self.kind == "swiglu_packed" else 1
+            self.fc1 = _Dense(layer, registry, f"{name}.fc1", d, packed * hidden, compute_dtype=precision)
         self.fc2 = _Dense(layer, registry, f"{name}.fc2", hidden, d, compute_dtype=precision)
+        self.hidden = hidden
 
     def __call__(self, x):
         shape = ops.shape(x)
         x = ops.reshape(x, (-1, shape[-1]))  # 2-D throughout: fc1, its bias and the GELU fuse (`_add_bias`)
         if self.kind == "swiglu":
             y = self.fc2(self.norm(ops.silu(self.gate(x)) * self.fc1(x)))
+        elif self.kind == "swiglu_packed":
+            h = self.fc1(x)
+            y = self.fc2(ops.silu(h[:, : self.hidden]) * h[:, self.hidden :])
         else:
             y = self.fc2(_activation(self.fc1(x), self.kind))
         return ops.reshape(y, shape)
@@ -222,7 +229,7 @@ class _AttentionPool:
         self.kv = _Dense(layer, registry, "attn_pool.kv", d, 2 * d)
         self.proj = _Dense(layer, registry, "attn_pool.proj", d, d)
         self.norm = _LayerNorm(layer, registry, "attn_pool.norm", d, spec.norm_eps)
-        self.mlp = _Mlp(layer, registry, "attn_pool.mlp", spec.replace(mlp="gelu"), "float32")
+        self.mlp = _Mlp(layer, registry, "attn_pool.mlp", spec, "float32")  # the blocks' activation, as timm's
 
     def __call__(self, x, probe=None):
         n = ops.shape(x)[1]

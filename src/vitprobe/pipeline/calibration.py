@@ -169,7 +169,7 @@ def measure(
     own process. A candidate whose first run fails is recorded with its error and not retried.
 
     Args:
-        arch: a key of `vitprobe.models.SPECS`.
+        arch: a name `vitprobe.get_spec` resolves.
         batch_size: images per batch (the extract job's ``extract.batch_size``).
         threads: threads per process (the extract job's ``extract.threads``).
         precisions: ``"float32"`` and/or ``"bfloat16"``.
@@ -321,7 +321,7 @@ def choose_compile_mode(
 
     Args:
         choice: ``"auto"`` or a compile mode of the running backend (`vitprobe.backends.COMPILE_MODES`).
-        arch: the model's architecture (a key of `vitprobe.models.SPECS`).
+        arch: the model's architecture (a name `vitprobe.get_spec` resolves).
         batch_size: the job's batch size.
         threads: the job's threads.
         precision: the job's precision; only candidates measured at it count.
@@ -364,7 +364,7 @@ def main(argv: list[str] | None = None) -> None:
     import argparse
 
     parser = argparse.ArgumentParser(description="Measure each compiled path of the extract program on this machine.")
-    parser.add_argument("--arch", required=True, help="architecture, a key of vitprobe.models.SPECS")
+    parser.add_argument("--arch", required=True, help="architecture, a timm name that vitprobe.get_spec resolves")
     parser.add_argument("--batch", type=int, default=8, help="the extract job's batch size (extract.batch_size)")
     parser.add_argument("--threads", type=int, default=1, help="the extract job's threads (extract.threads)")
     parser.add_argument("--spec", type=json.loads, default={}, help="the config entry's spec overrides, as JSON")

@@ -18,8 +18,9 @@ from ..backends import compile_modes
 from ..data import sources
 from ..data.preprocess import Preprocess, default_preprocess
 from ..models.presets import get_preset
-from ..models.spec import SPECS, ViTSpec, get_spec
+from ..models.spec import ViTSpec, get_spec
 from ..weights.errors import WeightsError
+from ..weights.metadata import checkpoint_arch
 from ..weights.source import HELP, WeightsSource, parse_weights
 
 
@@ -81,14 +82,30 @@ def with_preset(key: str, cfg: dict) -> dict:
     return {**preset, **given, "preprocess": {**preset["preprocess"], **given.get("preprocess", {})}}
 
 
+def with_checkpoint_arch(key: str, cfg: dict) -> dict:
+    """``models.<key>`` with ``arch`` read from the checkpoint's own ``config.json`` when the entry gives
+    none (`vitprobe.weights.metadata`), its overrides (head, norm eps) under ``spec`` (the entry's win)."""
+    if "arch" in cfg or "weights" not in cfg or not parse_weights(cfg["weights"]).is_local:
+        return cfg
+    try:
+        arch, described = checkpoint_arch(cfg["weights"])
+    except WeightsError as e:
+        raise ConfigError(f"models.{key}.arch: {e}") from None
+    return {**cfg, "arch": arch, "spec": {**described, **cfg.get("spec", {})}}
+
+
 def model_entry(key: str, cfg: dict) -> ModelEntry:
     """The entry for ``models.<key>`` of a config (also rebuilt from a rule's params)."""
-    cfg = with_preset(key, cfg)
+    cfg = with_checkpoint_arch(key, with_preset(key, cfg))
     if "arch" not in cfg or "weights" not in cfg:
-        raise ConfigError(f"models.{key}: give a preset, or both arch and weights")
+        raise ConfigError(
+            f"models.{key}: give a preset, or weights and arch (arch may be left out for a local file with its config.json)"
+        )
     arch = cfg["arch"]
-    if arch not in SPECS:
-        raise ConfigError(f"models.{key}.arch: unknown architecture {arch!r}. Known: {', '.join(sorted(SPECS))}")
+    try:
+        get_spec(arch)
+    except KeyError as e:
+        raise ConfigError(f"models.{key}.arch: {e}") from None
     try:
         pre = Preprocess(**{**default_preprocess(arch).as_dict(), **cfg.get("preprocess", {})})
     except ValueError as e:

@@ -25,6 +25,16 @@ def _to_keras_layout(name: str, value: np.ndarray) -> np.ndarray:
     return value
 
 
+def _torch_shape(name: str, keras_shape) -> tuple:
+    """A model variable's shape in the checkpoint's (PyTorch) layout, to set beside the file's."""
+    if name == "patch_embed.proj.weight":  # (p*p*3, D) -> (D, 3, p, p)
+        patch = int(round((keras_shape[0] // 3) ** 0.5))
+        return (keras_shape[1], 3, patch, patch)
+    if name.endswith(".weight") and len(keras_shape) == 2:
+        return tuple(keras_shape)[::-1]
+    return tuple(keras_shape)
+
+
 def _fit_pos_embed(value: np.ndarray, spec: ViTSpec, antialias: bool) -> np.ndarray:
     """Resample a (1, prefix + g*g, D) position embedding to the model's patch grid."""
     prefix = spec.num_pos_prefix
@@ -62,9 +72,11 @@ def assign_state(
             value = _fit_pos_embed(value, spec, pos_embed_antialias)
         value = _to_keras_layout(name, value)
         if tuple(value.shape) != tuple(var.shape):
-            misshapen.append(f"{name}: file {tuple(np.shape(state[name]))}, model needs {tuple(var.shape)} (Keras layout)")
+            misshapen.append(
+                f"{name}: checkpoint {tuple(np.shape(state[name]))}, the architecture needs {_torch_shape(name, var.shape)}"
+            )
         converted[name] = value
-    problems = []
+    problems = [f"first parameter that differs: {misshapen[0]}"] if misshapen else []
     if missing:
         problems.append(f"missing keys ({len(missing)}): {', '.join(missing)}")
     if unexpected:

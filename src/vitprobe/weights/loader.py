@@ -11,6 +11,7 @@ from .augreg import augreg_to_timm, read_npz
 from .convert import assign_state
 from .errors import WeightsError
 from .fetch import resolve
+from .hf import hf_to_timm, is_hf_state
 from .onnx_dinov2 import onnx_to_timm
 
 
@@ -28,9 +29,11 @@ def read_safetensors(path: Path) -> dict[str, np.ndarray]:
 
 
 def read_state(path: Path) -> tuple[dict[str, np.ndarray], bool]:
-    """(timm-named state, whether resampling its position grid antialiases)."""
+    """(timm-named state, whether resampling its position grid antialiases). A safetensors file with
+    ``transformers`` names is renamed (`vitprobe.weights.hf`)."""
     if path.suffix == ".safetensors":
-        return read_safetensors(path), True
+        state = read_safetensors(path)
+        return (hf_to_timm(state, str(path)) if is_hf_state(state) else state), True
     if path.suffix == ".npz":
         return augreg_to_timm(read_npz(path), str(path)), True
     if path.suffix == ".onnx":

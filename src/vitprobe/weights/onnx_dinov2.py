@@ -35,28 +35,13 @@ import numpy as np
 
 from .errors import WeightsError
 from .fetch import read_head
+from .hf import DINOV2_BLOCK, DINOV2_TOP
 
 _PREFIX = "backbone."
 _LAYER = re.compile(r"^backbone\.encoder\.layer\.(\d+)\.(.+)$")
 # Hugging Face parameter (after ``backbone.encoder.layer.{i}.``) -> timm name (after ``blocks.{i}.``).
-_BLOCK_NAMED = {
-    "norm1.weight": "norm1.weight",
-    "norm1.bias": "norm1.bias",
-    "norm2.weight": "norm2.weight",
-    "norm2.bias": "norm2.bias",
-    "layer_scale1.lambda1": "ls1.gamma",
-    "layer_scale2.lambda1": "ls2.gamma",
-    "attention.output.dense.bias": "attn.proj.bias",
-    "mlp.fc1.bias": "mlp.fc1.bias",
-    "mlp.fc2.bias": "mlp.fc2.bias",
-}
-_TOP_NAMED = {
-    "backbone.embeddings.cls_token": "cls_token",
-    "backbone.embeddings.patch_embeddings.projection.weight": "patch_embed.proj.weight",
-    "backbone.embeddings.patch_embeddings.projection.bias": "patch_embed.proj.bias",
-    "backbone.layernorm.weight": "norm.weight",
-    "backbone.layernorm.bias": "norm.bias",
-}
+_BLOCK_NAMED = DINOV2_BLOCK
+_TOP_NAMED = {_PREFIX + name: timm for name, timm in DINOV2_TOP.items()}
 # Backbone tensors that the attention probe has no use for (masked-image-modelling token).
 _BACKBONE_IGNORED = ("backbone.embeddings.mask_token",)
 # Linear layers whose weight is an anonymous MatMul initializer: Hugging Face module -> role.
