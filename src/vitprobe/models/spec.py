@@ -158,7 +158,7 @@ class ViTSpec:
             (self.distill_token, "its prediction averages two heads (a distilled DeiT)"),
             (self.pool != "token", f"it pools by {self.pool!r}, not the class token"),
             (
-                self.qkv_layout != "fused" or self.mlp not in ("gelu", "quick_gelu"),
+                self.qkv_layout != "fused" or self.mlp not in ("gelu", "gelu_tanh", "quick_gelu"),
                 "its projections are not a fused qkv and a GELU MLP",
             ),
             (self.layer_scale, "it has layer scale"),
