@@ -287,6 +287,36 @@ def reference_reductions(
 REDUCTION_ATOL = {"distance": 1e-3, "prefix_mass": 1e-5, "entropy": 1e-4, "rollout": 1e-5, "cls": 1e-5}
 
 
+def hard_entropy_logits(keys: int = 40) -> np.ndarray:
+    """(rows, keys) float32 attention logits that a float32 entropy gets wrong if it is careless:
+    ordinary and peaked rows, one key far above the rest (weights of e^-60, normal in float32,
+    and of e^-120, which underflow to 0), masked keys (float32's min), two tied keys with the
+    rest masked (entropy log 2), every logit shifted by +-1e4 (entropy unchanged, float32 steps
+    of 1e-3), and a spread of 1e3 (nearly one-hot)."""
+    rng = np.random.default_rng(25)
+    normal = rng.standard_normal((4, keys))
+    lowest = np.finfo(np.float32).min
+    rows = [normal[0], 8 * normal[1], 1e3 * normal[2], normal[3] + 1e4, normal[3] - 1e4]
+    for gap in (60.0, 120.0):
+        row = rng.standard_normal(keys)
+        row[keys // 3] += gap
+        rows.append(row)
+    masked = normal[1].copy()
+    masked[::2] = lowest
+    tied = np.full(keys, lowest)
+    tied[[3, 7]] = 2.5
+    rows += [masked, tied]
+    return np.stack(rows).astype(np.float32)
+
+
+def entropy_float64(logits: np.ndarray) -> np.ndarray:
+    """Row entropy in nats of softmax(logits), in float64 from the definition -sum p log p."""
+    s = logits.astype(np.float64)
+    p = np.exp(s - s.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    return -(p * np.log(np.where(p > 0, p, 1))).sum(-1)
+
+
 def assert_close_relative(got, want, name: str) -> None:
     """Within LOGITS_RTOL of the reference's largest magnitude."""
     assert got is not None and got.shape == want.shape, name

@@ -110,8 +110,8 @@ class ReducingProgram(keras.Model):
             out = self.backbone(inputs, attend=attend, return_block_outputs=blocks)
             result = {"reductions": attend.reductions()}
         else:
-            out = self.backbone(inputs, return_block_outputs=blocks)
-            result = {"reductions": self.reducer(out["attentions"])}
+            out = self.backbone(inputs, return_block_outputs=blocks, return_attention_logits=True)
+            result = {"reductions": self.reducer(out["attentions"], out["attention_logits"])}
         if blocks:
             result["representations"] = self.representations(out["block_outputs"])
         if "logits" in out:

@@ -168,9 +168,11 @@ class TransformerBlock(keras.layers.Layer):
         rotated = ops.reshape(ops.stack([-pairs[..., 1], pairs[..., 0]], axis=-1), ops.shape(patches))
         return ops.concatenate([prefix, patches * cos + rotated * sin], axis=2)
 
-    def call(self, x, attend=None):
+    def call(self, x, attend=None, return_logits: bool = False):
         """``(x, attention)``; ``attend(q, k, v) -> (heads, attention)`` replaces the softmax
-        attention (a fused kernel that returns statistics instead of the probabilities)."""
+        attention (a fused kernel that returns statistics instead of the probabilities).
+        ``return_logits`` (without ``attend``): ``(x, attention, logits)``, the logits the
+        softmax took (bias included), from which the entropy follows without a logarithm per weight."""
         n = ops.shape(x)[1]
         q, k, v = self._project_qkv(self.norm1(x), n)
         if self.rope is not None:
@@ -189,12 +191,13 @@ class TransformerBlock(keras.layers.Layer):
             )
         else:
             heads, attn = attend(q, k, v)
+            logits = None
         y = ops.reshape(ops.transpose(heads, (0, 2, 1, 3)), (-1, n, self.num_heads * self.head_dim))
         y = self.proj(y)
         x = x + (y * self.ls1 if self.ls1 is not None else y)
         y = self.mlp(self.norm2(x))
         x = x + (y * self.ls2 if self.ls2 is not None else y)
-        return x, attn
+        return (x, attn, logits) if return_logits else (x, attn)
 
 
 class _AttentionPool:
@@ -238,6 +241,8 @@ class VisionTransformer(keras.Model):
       each block's output tokens (the residual stream after the block, before the final norm: what
       timm's ``forward_intermediates`` returns). Off by default: a compiled program that returns
       them copies them off the device.
+    - ``call(images, return_attention_logits=True)`` adds ``"attention_logits": [(B, heads, N, N)] *
+      depth``, the logits each block's softmax took (not with ``attend``; not the pooling query's).
 
     ``precision``: the dtype of the blocks' four projections (qkv, proj, fc1, fc2: nearly all of
     the FLOPs). The patch embedding, attention logits, softmax, norms and heads stay float32."""
@@ -322,17 +327,25 @@ class VisionTransformer(keras.Model):
             out["head_logits"] = head_logits
             out["logits"] = head_logits[0] if len(head_logits) == 1 else ops.mean(ops.stack(head_logits), axis=0)
 
-    def call(self, images, attend=None, return_block_outputs: bool = False):
+    def call(self, images, attend=None, return_block_outputs: bool = False, return_attention_logits: bool = False):
         """``attend``: see `TransformerBlock.call`; with it, ``attentions`` holds what it returns."""
+        if attend is not None and return_attention_logits:
+            raise ValueError("attention logits come from the unfused attention only, not with attend")
         x = self._embed(images)
-        attentions, block_outputs = [], []
+        attentions, block_outputs, logits = [], [], []
         for block in self.blocks:
-            x, attn = block(x, attend=attend)
+            if return_attention_logits:
+                x, attn, block_logits = block(x, return_logits=True)
+                logits.append(block_logits)
+            else:
+                x, attn = block(x, attend=attend)
             attentions.append(attn)
             block_outputs.append(x)
         out = {"attentions": attentions}
         if return_block_outputs:
             out["block_outputs"] = block_outputs
+        if return_attention_logits:
+            out["attention_logits"] = logits
         self._pool_and_heads(x, out)
         return out
 
