@@ -38,6 +38,24 @@ def test_imports_inside_functions_count():
     assert imported_modules(source) == {"vitprobe.lazy", "vitprobe.other", "vitprobe.other.f"}
 
 
+def test_imports_for_annotations_only_do_not_count():
+    """An ``if TYPE_CHECKING:`` block never runs (the parameters stage's weight readers name the
+    Keras model in annotations only), in a module or a function."""
+    source = (
+        "from typing import TYPE_CHECKING\nimport typing\nif TYPE_CHECKING:\n    from vitprobe.models.vit import M\n"
+        "if typing.TYPE_CHECKING:\n    import vitprobe.heavy\nelse:\n    import vitprobe.light\n"
+        "def f():\n    if TYPE_CHECKING:\n        import vitprobe.other\n"
+    )
+    assert imported_modules(source) == {"vitprobe.light"}  # an else runs
+    assert imported_modules(source.replace("TYPE_CHECKING:", "RUNNING:")) == {
+        "vitprobe.models.vit",
+        "vitprobe.models.vit.M",
+        "vitprobe.heavy",
+        "vitprobe.light",
+        "vitprobe.other",
+    }
+
+
 def write_package(root: Path, files: dict[str, str]) -> None:
     for relative, text in files.items():
         path = root / relative

@@ -10,11 +10,11 @@ every block's output tokens.
 from __future__ import annotations
 
 import keras
-import numpy as np
 from keras import ops
 
 from ..hardware import bfloat16_matmul_dtype
 from .pos_embed import relative_position_index, relative_position_table_size, rotary_sin_cos
+from .random_init import random_weight
 from .spec import ViTSpec
 
 
@@ -351,24 +351,7 @@ class VisionTransformer(keras.Model):
 
 
 def init_random(model: VisionTransformer, seed: int) -> None:
-    """Seeded random initialisation (the untrained baseline), the same on every backend.
-
-    Follows timm's scheme: truncated normal (std 0.02) for projections and position
-    embeddings, unit LayerNorm, zero biases, tiny class tokens, layer-scale 1e-5.
-    """
-    rng = np.random.default_rng(seed)
-    layer_scales = tuple(f".{key}" for key in model.spec.layer_scale_keys)
-    for name in sorted(model.weights_by_name):
-        var = model.weights_by_name[name]
-        shape = tuple(var.shape)
-        if name.endswith(".weight") and "norm" in name.split(".")[-2]:  # every LayerNorm's scale
-            value = np.ones(shape)
-        elif name.endswith(("bias", "_bias")):  # also BEiT's q_bias, v_bias
-            value = np.zeros(shape)
-        elif name.endswith(layer_scales):
-            value = np.full(shape, 1e-5)
-        elif name in ("cls_token", "dist_token", "reg_token"):
-            value = rng.normal(0.0, 1e-6, shape)
-        else:
-            value = np.clip(rng.normal(0.0, 0.02, shape), -0.04, 0.04)
-        var.assign(value.astype(np.float32))
+    """Seeded random initialisation (the untrained baseline), the same on every backend: each
+    weight from `random_weight`."""
+    for name, var in model.weights_by_name.items():
+        var.assign(random_weight(name, tuple(var.shape), seed, model.spec.layer_scale_keys))
