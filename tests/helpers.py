@@ -324,8 +324,9 @@ def assert_close_relative(got, want, name: str) -> None:
 
 
 def compare(model, ref) -> None:
-    """Attention, logits, and the reductions computed inside the compiled forward pass."""
-    reduced = model.forward_reduced(ref["input"])
+    """Attention, logits, and the reductions computed inside the compiled forward pass, with the map
+    images' patch features and attention that the same program returns."""
+    reduced = model.forward_reduced(ref["input"], map_images=len(ref["input"]))
     depth = model.spec.depth
     pool = ref[f"attn_{depth}"] if model.spec.has_pool_query else None
     expected = reference_reductions(
@@ -335,6 +336,14 @@ def compare(model, ref) -> None:
         np.testing.assert_allclose(reduced.reductions[name], expected[name], rtol=0, atol=atol, err_msg=name)
     assert reduced.reductions["row_error"].shape[1] == depth + model.spec.has_pool_query
     assert reduced.reductions["row_error"].max() < 1e-4
+    assert reduced.map_attention.shape[1] == depth
+    for i in range(depth):
+        np.testing.assert_allclose(
+            reduced.map_attention[:, i], ref[f"attn_{i}"], rtol=0, atol=ATTN_ATOL, err_msg=f"map block {i}"
+        )
+    if "tokens" in ref:  # timm's forward_features: the final norm's output, where the model has one
+        patches = ref["tokens"][:, model.num_prefix_tokens :]
+        np.testing.assert_allclose(reduced.map_features, patches, rtol=0, atol=BLOCK_RTOL * np.abs(patches).max())
     out = model.forward(ref["input"])
     assert len(out.attentions) == depth + model.spec.has_pool_query
     assert f"attn_{len(out.attentions)}" not in ref

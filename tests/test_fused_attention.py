@@ -72,8 +72,10 @@ for name, var in model.keras_model.weights_by_name.items():  # sharpen: peaked a
 x = np.random.default_rng(0).normal(size=(2, {size}, {size}, 3)).astype(np.float32)
 for renormalize in (False, True):
     reducer = model.reducer(renormalize=renormalize)
-    want = ReducingProgram(reducer, model.keras_model).predict_on_batch(x)
-    got = ReducingProgram(reducer, model.keras_model, fused=True, interpret=True).predict_on_batch(x)
+    want = ReducingProgram(reducer, model.keras_model, map_images=1).predict_on_batch(x)
+    got = ReducingProgram(reducer, model.keras_model, fused=True, interpret=True, map_images=1).predict_on_batch(x)
+    for name in ("map_features", "map_attention"):  # the first image's, from the fused program's q and k
+        np.testing.assert_allclose(np.asarray(got[name]), np.asarray(want[name]), rtol=0, atol=1e-5, err_msg=name)
     np.testing.assert_allclose(got["logits"], want["logits"], rtol=0, atol=1e-5) if "logits" in want else None
     n = model.spec.num_tokens  # the comparison is on peaked attention: far below uniform entropy
     assert np.asarray(want["reductions"]["entropy"]).mean() < 0.7 * np.log(n)

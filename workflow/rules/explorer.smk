@@ -1,13 +1,12 @@
 # The interactive attention explorer: one self-contained page for the map images.
-# Its attention comes from one small forward pass over the map images' crops (kept in maps/),
-# never from the full run's shards.
+# Its attention rows come from the extract program of the shards that hold the map images (kept
+# in maps/), never from the full run's shards; no model runs here.
 
 
 rule explorer:
     input:
         maps=[result(f"maps/{m}.npz") for m in MODELS],
         table=result("mean_attention_distance.parquet"),
-        weights=lambda w: [path for m in MODELS for path in local_weights(MODELS[m])],
     output:
         report(result("explorer.html"), caption="../report/explorer.rst", category="Explorer"),
     log:

@@ -130,14 +130,22 @@ class FusedReductions:
     The rollout A_L ... A_1 (A = (mean over heads of P + I) / 2, rows summing to 1) is carried in
     forward order as the matrix R = A_b ... A_1: each block's kernel takes R as extra value
     columns, so ``P_h @ R`` comes out with the attention output. The CLS maps are the last
-    block's CLS row, recomputed from its query (one row per head)."""
+    block's CLS row, recomputed from its query (one row per head). With ``map_images`` k > 0, every
+    block's full probabilities of the first k images are recomputed from their q and k too
+    (``map_attention``: one (k, heads, N, N) per block), for the map-image stages."""
 
     def __init__(
-        self, num_prefix: int, grid: tuple[int, int], patch_size: int, renormalize: bool = False, interpret: bool = False
+        self,
+        num_prefix: int,
+        grid: tuple[int, int],
+        patch_size: int,
+        renormalize: bool = False,
+        interpret: bool = False,
+        map_images: int = 0,
     ):
         self.num_prefix, self.grid, self.patch_size = num_prefix, grid, patch_size
-        self.renormalize, self.interpret = renormalize, interpret
-        self.stats, self.rollout, self.last_qk = [], None, None
+        self.renormalize, self.interpret, self.map_images = renormalize, interpret, map_images
+        self.stats, self.rollout, self.last_qk, self.map_attention = [], None, None, []
 
     def __call__(self, q, k, v):
         b, h, n, d = q.shape
@@ -150,6 +158,10 @@ class FusedReductions:
         self.rollout = (out[..., d:].astype(jnp.float32).mean(axis=1) + self.rollout) / 2
         self.stats.append(stats)
         self.last_qk = (q, k)
+        if self.map_images:
+            first = slice(0, self.map_images)
+            logits = jnp.einsum("bhqd,bhkd->bhqk", q[first].astype(jnp.float32), k[first].astype(jnp.float32))
+            self.map_attention.append(jax.nn.softmax(logits, axis=-1))
         return out[..., :d], None
 
     def reductions(self) -> dict:
