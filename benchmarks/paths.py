@@ -16,7 +16,7 @@ to pick their compile mode (``extract.compile: auto``; ``--no-save`` skips this)
 Writes benchmarks/<date>-<cpu model>-<flags hash>-<arch>-b<batch>-t<threads>-paths.json and .md (printing the
 table first).
 
-Usage: python benchmarks/paths.py [--arch vit_base_patch16_224] [--batch 8] [--threads 1] [--runs 3]
+Usage: python benchmarks/paths.py [--arch vit_base_patch16_224] [--batch 8] [--threads 1] [--runs 3] [--depth N]
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ torch.set_num_threads(args["threads"])
 import numpy as np, timm
 timm.layers.set_fused_attn(False)  # fused attention returns no weights
 torch.manual_seed(0)
-model = timm.create_model(args["arch"], pretrained=False).eval()
+model = timm.create_model(args["arch"], pretrained=False, **args["overrides"]).eval()
 captured = []
 for block in model.blocks:
     block.attn.attn_drop.register_forward_hook(lambda m, i, o: captured.append(o.numpy()))
@@ -144,12 +144,14 @@ def main() -> None:
     )
     parser.add_argument("--candidates", nargs="+", default=[f"{b}:{m}" for b, m in CANDIDATES], help="backend:mode pairs")
     parser.add_argument("--no-save", action="store_true", help="do not store the record as this machine's calibration")
+    parser.add_argument("--depth", type=int, default=None, help="blocks (default: the arch's); for a quick check")
     parser.add_argument("--out", default=str(HERE))
     args = parser.parse_args()
     precisions = args.precisions or ["float32"] + (["bfloat16"] if native_bfloat16() else [])
-    spec = get_spec(args.arch)
+    overrides = {"depth": args.depth} if args.depth else {}
+    spec = get_spec(args.arch, **overrides)
     macs = macs_per_image(spec)
-    common = {"arch": args.arch, "batch": args.batch, "threads": args.threads, "batches": args.batches}
+    common = {"arch": args.arch, "overrides": overrides, "batch": args.batch, "threads": args.threads, "batches": args.batches}
     timm_runs, ceiling_runs = [], []
 
     def other_sides(repeat: int) -> None:  # alternates with the candidates
@@ -171,6 +173,7 @@ def main() -> None:
         repeats=args.runs,
         batches=args.batches,
         candidates=[tuple(c.split(":", 1)) for c in args.candidates],
+        spec_overrides=overrides,
         after_repeat=other_sides,
     )
     timm_img_s = statistics.median(timm_runs)
@@ -220,7 +223,8 @@ def main() -> None:
     )
     flags = cpu_flags()
     header = (
-        f"{args.arch}, batch {args.batch}, {args.threads} thread(s) per process; {cpu_model()} "
+        f"{args.arch}{f' at depth {args.depth}' if args.depth else ''}, batch {args.batch}, "
+        f"{args.threads} thread(s) per process; {cpu_model()} "
         f"({', '.join(f for f in SHOWN_FLAGS if f in flags) or 'flags unknown'}; {os.cpu_count()} cores); "
         f"medians of {args.runs} alternating runs of {args.batches} batches after a warm-up, each side in its own process "
         "(ratios: medians of the per-round ratios); "
@@ -230,7 +234,8 @@ def main() -> None:
     print(text)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = f"{datetime.date.today()}-{machine_key()}-{args.arch}-b{args.batch}-t{args.threads}-paths"
+    depth = f"-d{args.depth}" if args.depth else ""
+    stem = f"{datetime.date.today()}-{machine_key()}-{args.arch}{depth}-b{args.batch}-t{args.threads}-paths"
     result = {
         **{k: v for k, v in record.items() if k != "candidates"},
         "cpu_count": os.cpu_count(),
@@ -242,7 +247,7 @@ def main() -> None:
     write_text(out / f"{stem}.json", json.dumps(result, indent=2) + "\n")
     write_text(out / f"{stem}.md", text)
     if not args.no_save:
-        path = record_path(args.arch, args.batch, args.threads)
+        path = record_path(args.arch, args.batch, args.threads, overrides)
         save(record, path)
         print(f"calibration stored: {path}", file=sys.stderr)
 

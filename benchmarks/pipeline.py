@@ -20,6 +20,7 @@ import argparse
 import datetime
 import io
 import json
+import os
 import platform
 import re
 import shutil
@@ -130,6 +131,7 @@ def main() -> None:
     args = parser.parse_args()
     paper = yaml.safe_load(Path(args.config).read_text())
     spec = {"spec": {"depth": args.depth}} if args.depth else {}
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         for name in ("Snakefile", "weights.lock.json"):
@@ -187,6 +189,7 @@ def main() -> None:
         "figure_option_rerun_s": round(figure_rerun, 1),
         "extract_peak_rss_mb": round(float(jobs.loc[jobs["rule"] == "extract", "max_rss"].max())),
         "disk_mb": round(disk / 2**20, 1),
+        "load_average_1_5_15min_before_after": [[round(x, 2) for x in load_before], [round(x, 2) for x in os.getloadavg()]],
         "job_wall_seconds_by_rule": {k: round(v, 1) for k, v in sorted(job_seconds_by_rule(log).items())},
         "job_counts": {k: int(v) for k, v in jobs.groupby("rule").size().items()},
         "forward_s_by_model": {k: round(v, 1) for k, v in forward.items()},
@@ -209,6 +212,8 @@ def main() -> None:
             ),
             "",
             f"Job wall seconds by rule (jobs overlap on {args.cores} cores): {summary['job_wall_seconds_by_rule']}",
+            "",
+            f"1-, 5- and 15-minute load average before and after: {summary['load_average_1_5_15min_before_after']}.",
         ]
     )
     record(args.out, stem, markdown, summary)

@@ -409,6 +409,36 @@ def reference_reductions(
 REDUCTION_ATOL = {"distance": 1e-3, "prefix_mass": 1e-5, "entropy": 1e-4, "rollout": 1e-5, "cls": 1e-5}
 
 
+def hard_entropy_logits(keys: int = 40) -> np.ndarray:
+    """(rows, keys) float32 attention logits that a float32 entropy gets wrong if it is careless:
+    ordinary and peaked rows, one key far above the rest (weights of e^-60, normal in float32,
+    and of e^-120, which underflow to 0), masked keys (float32's min), two tied keys with the
+    rest masked (entropy log 2), every logit shifted by +-1e4 (entropy unchanged, float32 steps
+    of 1e-3), and a spread of 1e3 (nearly one-hot)."""
+    rng = np.random.default_rng(25)
+    normal = rng.standard_normal((4, keys))
+    lowest = np.finfo(np.float32).min
+    rows = [normal[0], 8 * normal[1], 1e3 * normal[2], normal[3] + 1e4, normal[3] - 1e4]
+    for gap in (60.0, 120.0):
+        row = rng.standard_normal(keys)
+        row[keys // 3] += gap
+        rows.append(row)
+    masked = normal[1].copy()
+    masked[::2] = lowest
+    tied = np.full(keys, lowest)
+    tied[[3, 7]] = 2.5
+    rows += [masked, tied]
+    return np.stack(rows).astype(np.float32)
+
+
+def entropy_float64(logits: np.ndarray) -> np.ndarray:
+    """Row entropy in nats of softmax(logits), in float64 from the definition -sum p log p."""
+    s = logits.astype(np.float64)
+    p = np.exp(s - s.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    return -(p * np.log(np.where(p > 0, p, 1))).sum(-1)
+
+
 def assert_close_relative(got, want, name: str, rtol: float = LOGITS_RTOL) -> None:
     """Within ``rtol`` of the reference's largest magnitude."""
     assert got is not None and got.shape == want.shape, name
@@ -416,9 +446,10 @@ def assert_close_relative(got, want, name: str, rtol: float = LOGITS_RTOL) -> No
 
 
 def compare(model, ref, rtol: float = LOGITS_RTOL) -> None:
-    """Attention, logits, and the reductions computed inside the compiled forward pass; logits, embedding
-    and features within ``rtol`` of the reference's largest magnitude."""
-    reduced = model.forward_reduced(ref["input"])
+    """Attention, logits, and the reductions computed inside the compiled forward pass, with the map
+    images' patch features and attention that the same program returns; logits, embedding and
+    features within ``rtol`` of the reference's largest magnitude."""
+    reduced = model.forward_reduced(ref["input"], map_images=len(ref["input"]))
     depth = model.spec.depth
     pool = ref[f"attn_{depth}"] if model.spec.has_pool_query else None
     expected = reference_reductions(
@@ -428,6 +459,14 @@ def compare(model, ref, rtol: float = LOGITS_RTOL) -> None:
         np.testing.assert_allclose(reduced.reductions[name], expected[name], rtol=0, atol=atol, err_msg=name)
     assert reduced.reductions["row_error"].shape[1] == depth + model.spec.has_pool_query
     assert reduced.reductions["row_error"].max() < 1e-4
+    assert reduced.map_attention.shape[1] == depth
+    for i in range(depth):
+        np.testing.assert_allclose(
+            reduced.map_attention[:, i], ref[f"attn_{i}"], rtol=0, atol=ATTN_ATOL, err_msg=f"map block {i}"
+        )
+    if "tokens" in ref:  # timm's forward_features: the final norm's output, where the model has one
+        patches = ref["tokens"][:, model.num_prefix_tokens :]
+        np.testing.assert_allclose(reduced.map_features, patches, rtol=0, atol=BLOCK_RTOL * np.abs(patches).max())
     out = model.forward(ref["input"])
     assert len(out.attentions) == depth + model.spec.has_pool_query
     assert f"attn_{len(out.attentions)}" not in ref

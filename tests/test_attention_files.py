@@ -38,6 +38,7 @@ def test_kept_shard_equals_the_forward_pass(shards, tmp_path):
         "predictions": str(tmp_path / "predictions.parquet"),
         "attention": str(tmp_path / "shard_1.npz"),
         "representations": str(tmp_path / "representations_1.npz"),
+        "map_images": str(tmp_path / "map_images_1.npz"),
     }
     run_extract(
         KEY,

@@ -110,6 +110,7 @@ def test_pipeline_benchmark_tiny(tmp_path):
     assert markdown.strip() in stdout and "| images | models |" in markdown
     assert_names_cpu(data, markdown)
     assert data["models"] == 2 and data["job_counts"]["extract"] == 2  # one shard per model
+    assert [len(load) for load in data["load_average_1_5_15min_before_after"]] == [3, 3]
     for key in (
         "wall_s",
         "forward_sum_s",
@@ -183,3 +184,52 @@ Finished jobid: 3 (Rule: sample)
 Finished jobid: 5 (Rule: model_parameters)
 """
     assert job_seconds_by_rule(log) == {"sample": 4.0, "model_parameters": 10.0}
+
+
+@pytest.mark.slow
+def test_paths_benchmark_tiny(tmp_path):
+    """One run of one candidate beside timm and the matmul ceiling, on a one-block ViT-Ti; the
+    machine's calibration is left alone (--no-save)."""
+    stdout, markdown, data = run_benchmark(
+        "paths.py",
+        tmp_path / "new" / "paths",
+        "--arch",
+        "vit_tiny_patch16_224",
+        "--depth",
+        "1",
+        "--batch",
+        "2",
+        "--runs",
+        "1",
+        "--batches",
+        "1",
+        "--precisions",
+        "float32",
+        "--candidates",
+        "tensorflow:graph",
+        "--no-save",
+    )
+    assert markdown.strip() in stdout and "at depth 1" in markdown
+    assert data["cpu_model"] and data["cpu_model"] in markdown and data["cpu_count"] > 0
+    assert data["spec_overrides"] == {"depth": 1} and data["macs_per_image"] > 0 and data["matmul_gflop_s"] > 0
+    rows = {row["path"]: row for row in data["rows"]}
+    assert rows["tensorflow graph"]["img_s"] > 0 and rows["tensorflow graph"]["ratio_to_ceiling"] > 0
+    assert [path for path in rows if path.startswith("timm")] and all(row["img_s"] > 0 for row in rows.values())
+
+
+@pytest.mark.slow
+def test_cka_group_size_tiny(tmp_path):
+    """Eight crops, two orderings: a row per feature kind and group size; one group of all the
+    images has one ordering and no spread, and the mean CKA (diagonal included) is at most 1."""
+    stdout, markdown, data = run_benchmark(
+        "cka_group_size.py", tmp_path / "new" / "cka", "--images", "8", "--orderings", "2", "--groups", "4", "8"
+    )
+    assert markdown.strip() in stdout
+    assert_names_cpu(data, markdown)
+    assert [(r["features"], r["group_size"]) for r in data["rows"]] == [("tokens", 4), ("tokens", 8), ("cls", 4), ("cls", 8)]
+    for row in data["rows"]:
+        assert f"| {row['features']} | {row['group_size']} |" in markdown
+        assert math.isfinite(row["mean_cka"]) and 0 < row["mean_cka"] <= 1 + 1e-9 and row["max_std"] >= row["mean_std"] >= 0
+        assert row["orderings"] == (1 if row["group_size"] == 8 else 2)
+        if row["group_size"] == 8:
+            assert row["max_std"] == 0

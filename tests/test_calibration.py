@@ -183,7 +183,13 @@ def test_calibration_end_to_end_then_the_extract_job_logs_its_choice(tmp_path, m
     write_parquet(pd.DataFrame({"image_id": ["a", "b", "c"], "label": -1}), manifest)
     outputs = {
         name: str(tmp_path / f"{name}.{ext}")
-        for name, ext in (("predictions", "parquet"), ("per_image", "parquet"), ("maps", "npz"), ("representations", "npz"))
+        for name, ext in (
+            ("predictions", "parquet"),
+            ("per_image", "parquet"),
+            ("maps", "npz"),
+            ("representations", "npz"),
+            ("map_images", "npz"),
+        )
     }
     settings = {"arch": "vit_tiny_patch16_224", "weights": "random", "spec": overrides}
     with caplog.at_level(logging.INFO, logger="vitprobe"):

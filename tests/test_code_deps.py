@@ -38,6 +38,24 @@ def test_imports_inside_functions_count():
     assert imported_modules(source) == {"vitprobe.lazy", "vitprobe.other", "vitprobe.other.f"}
 
 
+def test_imports_for_annotations_only_do_not_count():
+    """An ``if TYPE_CHECKING:`` block never runs (the parameters stage's weight readers name the
+    Keras model in annotations only), in a module or a function."""
+    source = (
+        "from typing import TYPE_CHECKING\nimport typing\nif TYPE_CHECKING:\n    from vitprobe.models.vit import M\n"
+        "if typing.TYPE_CHECKING:\n    import vitprobe.heavy\nelse:\n    import vitprobe.light\n"
+        "def f():\n    if TYPE_CHECKING:\n        import vitprobe.other\n"
+    )
+    assert imported_modules(source) == {"vitprobe.light"}  # an else runs
+    assert imported_modules(source.replace("TYPE_CHECKING:", "RUNNING:")) == {
+        "vitprobe.models.vit",
+        "vitprobe.models.vit.M",
+        "vitprobe.heavy",
+        "vitprobe.light",
+        "vitprobe.other",
+    }
+
+
 def write_package(root: Path, files: dict[str, str]) -> None:
     for relative, text in files.items():
         path = root / relative
@@ -156,3 +174,28 @@ def test_snakefile_imports_load_no_numerical_library():
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+MODEL_MODULES = {"vitprobe.api", "vitprobe.models.vit", "vitprobe.compiled", "vitprobe.pipeline.model"}
+
+
+@pytest.mark.parametrize("script", ["pca_features.py", "explorer.py", "maps.py", "parameters.py"])
+def test_map_image_and_parameter_stages_run_no_model(script):
+    """The PCA views and the explorer read what the extract job of the map images' shard kept, and
+    the parameters stage reads the checkpoint's arrays: none of them can build a model (no module
+    of the model stack in their closure, imports inside functions included), and running the
+    script's imports loads no numerical library."""
+    path = REPO / "workflow" / "scripts" / script
+    assert not MODEL_MODULES & set(module_closure(path, SRC)), script
+    check = (
+        "import ast, sys\n"
+        f"tree = ast.parse(open({str(path)!r}).read())\n"
+        "imports = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]\n"
+        "exec(compile(ast.Module(imports, type_ignores=[]), 'script', 'exec'), {})\n"
+        f"print(sorted(m for m in {NUMERICAL!r} if m in sys.modules))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", check], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(SRC)}
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1] == "[]", script

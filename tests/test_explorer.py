@@ -17,7 +17,8 @@ from conftest import OfflinePage, settled
 from vitprobe.data.preprocess import normalize, to_rgb
 from vitprobe.data.sources import bundled
 from vitprobe.pipeline.config import model_entry
-from vitprobe.pipeline.explorer import dequantise_rows, quantise_rows, write_explorer
+from vitprobe.pipeline.explorer import write_explorer
+from vitprobe.pipeline.map_images import ShardMapImages, dequantise_rows, quantise_rows
 from vitprobe.pipeline.model import build_model
 
 MODELS = {
@@ -40,7 +41,8 @@ def test_quantised_rows_come_back_within_half_a_step():
 
 @pytest.fixture(scope="module")
 def explorer(tmp_path_factory):
-    """The page of a tiny two-model experiment, with each model's reference forward pass."""
+    """The page of a tiny two-model experiment (its attention rows kept from the extract program,
+    as the extract job holding the map images keeps them), with each model's reference forward pass."""
     out = tmp_path_factory.mktemp("explorer")
     photos = [to_rgb(Image.open(io.BytesIO(record.read()))) for record in bundled()[:IMAGES]]
     image_ids = [record.image_id for record in bundled()[:IMAGES]]
@@ -49,9 +51,15 @@ def explorer(tmp_path_factory):
         model = build_model(model_entry(key, settings))
         crops = model.crop(photos)
         x = normalize(crops, model.preprocessing)
-        reduced = model.forward_reduced(x).reductions
+        program = model.forward_reduced(x, map_images=IMAGES)
+        reduced = program.reductions
+        kept = ShardMapImages(key, model.spec, IMAGES)
+        kept.add(image_ids, program.map_features, program.map_attention)
+        kept.write(str(out / f"{key}_map_images.npz"))
+        with np.load(out / f"{key}_map_images.npz") as kept_file:
+            rows = {name: kept_file[name] for name in ("codes", "scales")}
         maps[key] = str(out / f"{key}.npz")
-        np.savez(maps[key], image_ids=np.array(image_ids), crops=crops, rollout=reduced["rollout"], cls=reduced["cls"])
+        np.savez(maps[key], image_ids=np.array(image_ids), crops=crops, rollout=reduced["rollout"], cls=reduced["cls"], **rows)
         for block, per_head in enumerate(reduced["distance"].mean(axis=0)):
             distance_rows += [dict(model=key, block=block, head=h, distance_px=float(d)) for h, d in enumerate(per_head)]
         # Attribution maps of the first two images only: the third image has none.

@@ -44,6 +44,21 @@ def test_kernel_matches_float64(num_prefix, grid_w, block):
     np.testing.assert_allclose(np.asarray(stats)[..., 1:], want_stats[..., 1:], rtol=0, atol=1e-5)
 
 
+def test_kernel_entropy_on_hard_rows():
+    """The kernel's entropy (log-sum-exp less the expected logit, over tiles of 8 keys) against
+    float64 on the rows of `helpers.hard_entropy_logits`: with keys = the identity, q k^T is q."""
+    from helpers import entropy_float64, hard_entropy_logits
+
+    logits = hard_entropy_logits()
+    n = logits.shape[1]  # 4 prefix tokens + a 6 x 6 grid
+    q = np.zeros((1, 1, n, n), np.float32)
+    q[0, 0, : len(logits)] = logits
+    k = np.eye(n, dtype=np.float32)[None, None]
+    _, stats = attention_with_statistics(q, k, k, num_prefix=4, grid_w=6, patch_size=16, block=8, interpret=True)
+    got = np.asarray(stats)[0, 0, : len(logits), 2]
+    np.testing.assert_allclose(got, entropy_float64(logits), rtol=0, atol=2e-6)
+
+
 MODEL_CHECK = """
 import numpy as np, keras, vitprobe
 from vitprobe.compiled import ReducingProgram
@@ -57,8 +72,10 @@ for name, var in model.keras_model.weights_by_name.items():  # sharpen: peaked a
 x = np.random.default_rng(0).normal(size=(2, {size}, {size}, 3)).astype(np.float32)
 for renormalize in (False, True):
     reducer = model.reducer(renormalize=renormalize)
-    want = ReducingProgram(reducer, model.keras_model).predict_on_batch(x)
-    got = ReducingProgram(reducer, model.keras_model, fused=True, interpret=True).predict_on_batch(x)
+    want = ReducingProgram(reducer, model.keras_model, map_images=1).predict_on_batch(x)
+    got = ReducingProgram(reducer, model.keras_model, fused=True, interpret=True, map_images=1).predict_on_batch(x)
+    for name in ("map_features", "map_attention"):  # the first image's, from the fused program's q and k
+        np.testing.assert_allclose(np.asarray(got[name]), np.asarray(want[name]), rtol=0, atol=1e-5, err_msg=name)
     np.testing.assert_allclose(got["logits"], want["logits"], rtol=0, atol=1e-5) if "logits" in want else None
     n = model.spec.num_tokens  # the comparison is on peaked attention: far below uniform entropy
     assert np.asarray(want["reductions"]["entropy"]).mean() < 0.7 * np.log(n)

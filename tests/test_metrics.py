@@ -155,6 +155,23 @@ def test_entropy_hand_values() -> None:
     np.testing.assert_allclose(attention_entropy(mixed, 1), [[math.log(2)]], rtol=1e-6)
 
 
+def test_entropy_from_logits_matches_float64() -> None:
+    """The entropy as log-sum-exp less the expected logit (from the logits, as the extract program
+    computes it) against -sum p log p in float64, on rows with near-zero and zero weights,
+    masked keys and logits of 1e4; and from the probabilities alone (stored attention)."""
+    from helpers import entropy_float64, hard_entropy_logits
+
+    logits = hard_entropy_logits()
+    want = entropy_float64(logits)
+    assert want.min() < 1e-20 and abs(want[-1] - math.log(2)) < 1e-12  # the cases are the hard ones
+    as_rows = logits[None, :, None, :]  # one query row per "head": the entropy of each row
+    attn = ops.softmax(ops.convert_to_tensor(as_rows), axis=-1)
+    got = ops.convert_to_numpy(am.attention_entropy(attn, 0, ops.convert_to_tensor(as_rows)))[0]
+    np.testing.assert_allclose(got, want, rtol=0, atol=2e-6)
+    from_probabilities = ops.convert_to_numpy(am.attention_entropy(attn, 0))[0]
+    np.testing.assert_allclose(from_probabilities, want, rtol=0, atol=2e-6)
+
+
 def two_block_case() -> list[np.ndarray]:
     """Block 1: heads identity and 'everyone to token 1 except token 2'; block 2: one head swapping 0 and 2."""
     h1 = np.eye(3)

@@ -333,7 +333,20 @@ def test_figure_option_reruns_only_that_figure(run, tmp_path):
     changed["figures"]["filters"] = 16
     other = workdir / "changed_figure.yaml"
     other.write_text(yaml.safe_dump(changed))
-    assert planned_jobs(workdir, other) == {"figure_patch_filters": 2, "outputs": 1, "all": 1}
+    assert planned_jobs(workdir, other) == {"figure_patch_filters": 1, "outputs": 1, "all": 1}  # every model's, one job
+
+
+def test_map_image_count_reruns_only_the_shards_holding_map_images(run):
+    """The map images' features and attention rows come from the extract jobs of the shards that
+    hold them (here the first of two per model); the PCA and the explorer run no model."""
+    workdir, config, _ = run
+    changed = yaml.safe_load(config.read_text())
+    changed["analysis"]["map_images"] = 3
+    other = workdir / "changed_map_images.yaml"
+    other.write_text(yaml.safe_dump(changed))
+    jobs = planned_jobs(workdir, other)
+    assert jobs["extract_attention"] == 2 and jobs["maps"] == 2 and jobs["pca_features"] == 2 and jobs["explorer"] == 1
+    assert "prepare" not in jobs and "model_parameters" not in jobs
 
 
 def test_pca_options_rerun_only_the_pca_rules(run):
@@ -389,7 +402,7 @@ def test_reduce_code_reruns_analysis_not_extraction(run):
     workdir, config, _ = run
     jobs = jobs_after_editing(workdir, config, "src/vitprobe/pipeline/reduce.py")
     assert "extract_attention" not in jobs and "sample" not in jobs and "prepare" not in jobs
-    assert jobs["reduce"] == 2 * 2 and jobs["aggregate"] == 1 and jobs["figure_distance_by_block"] == 2
+    assert jobs["reduce"] == 2 * 2 and jobs["aggregate"] == 1 and jobs["figure_distance_by_block"] == 1
     # The metric code is part of the model API (ProbeModel.forward_reduced), so it reruns extraction too.
     assert jobs_after_editing(workdir, config, "src/vitprobe/metrics/attention.py")["extract_attention"] == 2 * 2
 
@@ -397,8 +410,10 @@ def test_reduce_code_reruns_analysis_not_extraction(run):
 def test_model_code_reruns_extraction(run):
     workdir, config, _ = run
     jobs = jobs_after_editing(workdir, config, "src/vitprobe/models/vit.py")
-    assert jobs["extract_attention"] == 2 * 2 and jobs["model_parameters"] == 2
+    # The parameters stage reads the checkpoint's arrays: the model's code is not its code.
+    assert jobs["extract_attention"] == 2 * 2 and "model_parameters" not in jobs
     assert "sample" not in jobs and "prepare" not in jobs
+    assert jobs_after_editing(workdir, config, "src/vitprobe/weights/convert.py")["model_parameters"] == 2
     assert planned_jobs(workdir, config) == {}  # restored: nothing to do again
 
 
@@ -472,7 +487,8 @@ def test_fused_rerun_rules(fused_run):
     fewer_maps = workdir / "fused_fewer_maps.yaml"
     fewer_maps.write_text(yaml.safe_dump(changed))
     jobs = planned_jobs(workdir, fewer_maps)
-    assert "extract" not in jobs and jobs["maps"] == 3 and jobs["figure_rollout"] == 1
+    # Only the first shard of each model holds map images: its extract job keeps their features and rows.
+    assert jobs["extract"] == 3 and jobs["maps"] == 3 and jobs["figure_rollout"] == 1
     changed["analysis"]["renormalize"] = True
     renormalized = workdir / "fused_renormalized.yaml"
     renormalized.write_text(yaml.safe_dump(changed))

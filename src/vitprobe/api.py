@@ -16,6 +16,7 @@ from .compiled import (
     ScoringProgram,
     attention_kernel_is_fused,
     compile_for_backend,
+    final_patch_tokens,
 )
 from .data.preprocess import Preprocess, crop, default_preprocess, normalize
 from .hardware import accelerator, warn_if_slow_bfloat16
@@ -47,6 +48,8 @@ class ReducedOutput:
     reductions: dict[str, np.ndarray]  # `AttentionReducer`'s outputs, one row per image
     logits: np.ndarray | None
     representations: dict[str, np.ndarray] | None = None  # `RepresentationReducer`'s outputs, when asked
+    map_features: np.ndarray | None = None  # (k, patches, dim) of the first k images, when asked (`patch_features`)
+    map_attention: np.ndarray | None = None  # (k, blocks, heads, N, N) of the first k images, when asked
 
 
 @dataclass
@@ -191,6 +194,7 @@ class ProbeModel:
         attention_kernel: str = "auto",
         representations: bool = True,
         group_size: int | None = None,
+        map_images: int = 0,
         **settings,
     ) -> ReducedOutput:
         """Run the model and `reducer(**settings)` as one compiled program on a preprocessed
@@ -209,13 +213,15 @@ class ProbeModel:
             representations: run `representation_reducer(group_size)` in the same program (its
                 token norms; with a group size, the Gram matrices of its groups too).
             group_size: images per CKA group (with ``representations``).
+            map_images: also return the first this many images' patch features (as `patch_features`)
+                and every block's attention (as `forward`), from the same program.
             **settings: the `AttentionReducer` settings; each distinct set is compiled once.
         """
         reducer = self.reducer(**settings)
         fused = self.uses_fused_kernel(attention_kernel, reducer)
         x = self._checked(x, program_normalizes=accelerator())
         pixels = x.dtype == np.uint8
-        key = (fused, representations, group_size, pixels, *sorted(settings.items()))
+        key = (fused, representations, group_size, pixels, map_images, *sorted(settings.items()))
         if key not in self._reducing:
             interpret = fused and not accelerator()
             self._reducing[key] = ReducingProgram(
@@ -226,12 +232,18 @@ class ProbeModel:
                 interpret=interpret,
                 pixels=(self.preprocessing.mean, self.preprocessing.std) if pixels else None,
                 compile_mode=self.compile_mode,
+                map_images=map_images,
                 name="reducing",
             )
         out = self._reducing[key].predict_on_batch(x)
         reductions = {name: np.asarray(value) for name, value in out["reductions"].items()}
+        optional = {key: np.asarray(out[key]) if key in out else None for key in ("logits", "map_features", "map_attention")}
         return ReducedOutput(
-            reductions, np.asarray(out["logits"]) if "logits" in out else None, _numpy_dict(out.get("representations"))
+            reductions,
+            optional["logits"],
+            _numpy_dict(out.get("representations")),
+            optional["map_features"],
+            optional["map_attention"],
         )
 
     def forward(
@@ -348,10 +360,11 @@ class ProbeModel:
         Args:
             x: a preprocessed float32 batch (B, S, S, 3), as `preprocess` returns, or uint8 crops.
         """
-        tokens = self.forward(x, block_outputs=True).block_outputs[-1]
-        if self.has_final_norm:
-            tokens = keras.ops.convert_to_numpy(self.keras_model.norm(tokens))
-        return np.asarray(tokens[:, self.num_prefix_tokens :])
+        return self.final_patch_tokens(self.forward(x, block_outputs=True).block_outputs[-1])
+
+    def final_patch_tokens(self, last_block_output: np.ndarray) -> np.ndarray:
+        """`patch_features` from the last block's (B, N, dim) output tokens (`compiled.final_patch_tokens`)."""
+        return np.asarray(keras.ops.convert_to_numpy(final_patch_tokens(self.keras_model, last_block_output)))
 
     @property
     def has_final_norm(self) -> bool:

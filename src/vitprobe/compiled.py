@@ -71,12 +71,25 @@ def normalize_pixels(pixels, mean, std):
     return keras.ops.take(keras.ops.convert_to_tensor(table), index)
 
 
+def final_patch_tokens(backbone: keras.Model, last_block_output):
+    """(B, patches, dim) the last block's patch tokens after the model's final LayerNorm, where it
+    has one (what timm's ``forward_features`` returns, less the prefix tokens; BEiT and EVA-02
+    have none): the features the DINOv2 PCA views read."""
+    tokens = backbone.norm(last_block_output) if backbone.norm is not None else last_block_output
+    return tokens[:, backbone.spec.num_prefix_tokens :]
+
+
 class ReducingProgram(keras.Model):
     """``reducer`` over the attention of ``backbone(images)`` (with the backbone's logits), or,
     without a backbone, over a stored (B, blocks, heads, N, N) attention array; with
     ``representations`` (a backbone only), that reducer over the blocks' output tokens too.
     Returns ``{"reductions": ..., "representations": ..., "logits": ...}`` (representations only
     when asked, logits only from a backbone with a head).
+
+    ``map_images`` k > 0 (a backbone only): the first k images of every batch are also returned
+    as what the map-image stages read, ``"map_features"`` (k, patches, dim; `final_patch_tokens`)
+    and ``"map_attention"`` (k, blocks, heads, N, N), so that the extract job holding the map
+    images needs no second program (a job whose batches hold fewer ignores the rest).
 
     ``fused`` (jax only, see `fused_attention_applies`): the backbone's attention runs as the
     fused Pallas kernel of `vitprobe.kernels.fused_attention`, which returns the reductions'
@@ -95,15 +108,16 @@ class ReducingProgram(keras.Model):
         interpret: bool = False,
         pixels: tuple | None = None,
         compile_mode: str | None = None,
+        map_images: int = 0,
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if representations is not None and backbone is None:
-            raise ValueError("representations need a backbone: stored attention holds no block outputs")
+        if (representations is not None or map_images) and backbone is None:
+            raise ValueError("representations and map images need a backbone: stored attention holds no block outputs")
         if fused and not (backbone is not None and fused_attention_applies(reducer)):
             raise ValueError("the fused attention kernel needs the jax backend, a backbone, mean head fusion and no discarding")
         self.reducer, self.backbone, self.representations = reducer, backbone, representations
-        self.fused, self.interpret, self.pixels = fused, interpret, pixels
+        self.fused, self.interpret, self.pixels, self.map_images = fused, interpret, pixels, map_images
         compile_for_backend(self, compile_mode)
 
     def call(self, inputs):
@@ -112,19 +126,25 @@ class ReducingProgram(keras.Model):
         if self.backbone is None:
             attention = keras.ops.cast(inputs, "float32")
             return {"reductions": self.reducer([attention[:, block] for block in range(attention.shape[1])])}
-        blocks = self.representations is not None
+        k = self.map_images
+        blocks = self.representations is not None or k > 0
         if self.fused:
             from .kernels.fused_attention import FusedReductions  # jax only
 
             r = self.reducer
-            attend = FusedReductions(r.num_prefix, r.grid, r.patch_size, r.renormalize, self.interpret)
+            attend = FusedReductions(r.num_prefix, r.grid, r.patch_size, r.renormalize, self.interpret, map_images=k)
             out = self.backbone(inputs, attend=attend, return_block_outputs=blocks)
             result = {"reductions": attend.reductions()}
+            map_attention = attend.map_attention
         else:
-            out = self.backbone(inputs, return_block_outputs=blocks)
-            result = {"reductions": self.reducer(out["attentions"])}
-        if blocks:
+            out = self.backbone(inputs, return_block_outputs=blocks, return_attention_logits=True)
+            result = {"reductions": self.reducer(out["attentions"], out["attention_logits"])}
+            map_attention = [a[:k] for a in out["attentions"][: len(out["block_outputs"])]] if k else []
+        if self.representations is not None:
             result["representations"] = self.representations(out["block_outputs"])
+        if k:
+            result["map_features"] = final_patch_tokens(self.backbone, out["block_outputs"][-1][:k])
+            result["map_attention"] = keras.ops.stack(map_attention, axis=1)
         if "logits" in out:
             result["logits"] = out["logits"]
         return result

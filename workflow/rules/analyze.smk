@@ -28,6 +28,7 @@ rule aggregate:
 rule maps:
     input:
         maps=lambda w: [result(f"shards/{w.model}/maps_{s}.npz") for s in get_map_shards()],
+        map_images=lambda w: [result(f"shards/{w.model}/map_images_{s}.npz") for s in get_map_shards()],
         crops=get_map_crops,
     output:
         result("maps/{model}.npz"),
@@ -43,11 +44,9 @@ rule maps:
 
 
 rule pca_features:
-    # Its own forward pass over the few map images (the extract program keeps no patch features).
+    # The map images' patch features come from the extract program (maps/): no model here.
     input:
-        crops=get_map_crops,
-        manifest=result("manifest.parquet"),
-        weights=get_local_weights,
+        maps=result("maps/{model}.npz"),
     output:
         result("pca/{model}.npz"),
     log:
@@ -56,11 +55,8 @@ rule pca_features:
         result("benchmarks/pca/{model}.tsv")
     conda:
         "../../envs/vitprobe.yaml"
-    resources:
-        mem_mb=EXTRACT_SETTINGS["mem_mb"],
     params:
         model=get_model_settings,
-        map_images=MAP_COUNT,
         threshold=PCA_SETTINGS["threshold"],
         code=code("pca_features.py"),
     script:

@@ -130,6 +130,13 @@ def get_attribution_outputs(wildcards=None):
     return [result(f) for f in files]
 
 
+def get_map_rows(wildcards):
+    """How many of the map images (the first manifest rows) shard ``wildcards.shard`` holds: its
+    extract job computes their PCA features and explorer rows (0 for most shards, whose jobs
+    therefore do not rerun when analysis.map_images changes)."""
+    return max(0, min(SHARD_SIZE, MAP_COUNT - int(wildcards.shard) * SHARD_SIZE))
+
+
 def get_map_crops(wildcards):
     geometry = MODELS[wildcards.model].geometry
     return [result(f"crops/{geometry}/shard_{s}.npy") for s in get_map_shards()]
@@ -222,7 +229,7 @@ def get_all_outputs(wildcards=None):
         )
     ]
     files += [result(f"crops/{g}/shard_{s}.npy") for g in GEOMETRIES for s in shards]
-    kinds = ["predictions_{}.parquet", "distance_{}.parquet", "maps_{}.npz", "representations_{}.npz"]
+    kinds = ["predictions_{}.parquet", "distance_{}.parquet", "maps_{}.npz", "representations_{}.npz", "map_images_{}.npz"]
     files += [result(f"shards/{m}/{kind.format(s)}") for m in MODELS for s in shards for kind in kinds]
     files += get_kept_attention() + [result(path) for path in get_planned_outputs()]
     return sorted(files)

@@ -1,6 +1,6 @@
 # The interactive attention explorer: one self-contained page for the map images.
-# Its attention comes from one small forward pass over the map images' crops (kept in maps/),
-# never from the full run's shards.
+# Its attention rows come from the extract program of the shards that hold the map images (kept
+# in maps/), never from the full run's shards; no model runs here.
 
 
 rule explorer:
@@ -8,7 +8,6 @@ rule explorer:
         maps=[result(f"maps/{m}.npz") for m in MODELS],
         table=result("mean_attention_distance.parquet"),
         attribution=[result(f"attribution/{m}.npz") for m in MODELS] if ATTRIBUTION_MAP_COUNT else [],
-        weights=lambda w: [path for m in MODELS for path in local_weights(MODELS[m])],
     output:
         report(result("explorer.html"), caption="../report/explorer.rst", category="Explorer"),
     log:

@@ -9,6 +9,9 @@ REDUCTIONS = dict(
 )
 # Gram matrices per image group and token norms, from the block outputs inside the forward pass.
 REPRESENTATIONS = result("shards/{model}/representations_{shard}.npz")
+# The map images' patch features and attention rows (PCA views, explorer), from the same program;
+# empty in the shards that hold none.
+MAP_IMAGES = result("shards/{model}/map_images_{shard}.npz")
 
 if KEEP_ATTENTION:
 
@@ -21,6 +24,7 @@ if KEEP_ATTENTION:
             predictions=result("shards/{model}/predictions_{shard}.parquet"),
             attention=result("attention/{model}/shard_{shard}.npz"),
             representations=REPRESENTATIONS,
+            map_images=MAP_IMAGES,
         log:
             result("logs/extract/{model}_{shard}.log"),
         benchmark:
@@ -39,6 +43,7 @@ if KEEP_ATTENTION:
             group_size=CKA_SETTINGS["group_size"] if CKA else None,
             compile_mode=EXTRACT_SETTINGS["compile"],
             dtype=EXTRACT_SETTINGS["dtype"],
+            map_rows=get_map_rows,
             code=code("extract.py"),
         script:
             "../scripts/extract.py"
@@ -73,6 +78,7 @@ else:
             **REDUCTIONS,
             predictions=result("shards/{model}/predictions_{shard}.parquet"),
             representations=REPRESENTATIONS,
+            map_images=MAP_IMAGES,
         log:
             result("logs/extract/{model}_{shard}.log"),
         benchmark:
@@ -90,6 +96,7 @@ else:
             precision=EXTRACT_SETTINGS["precision"],
             group_size=CKA_SETTINGS["group_size"] if CKA else None,
             compile_mode=EXTRACT_SETTINGS["compile"],
+            map_rows=get_map_rows,
             analysis=REDUCER_SETTINGS,
             attention_kernel=EXTRACT_SETTINGS["attention_kernel"],
             code=code("extract.py"),

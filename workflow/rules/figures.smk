@@ -1,23 +1,29 @@
 # Every figure reads tables and small arrays only; a figure option reruns only these rules.
-# Each rule has its own script, so its code is only what that figure imports.
+# Each rule has its own script, so its code is only what that figure imports. A figure job costs
+# more to start (Python, pandas, matplotlib: about 4 of its 5 s) than to draw one model's figure,
+# so a figure whose options are the same for every model is one job drawing every model's.
 
 
 rule figure_distance_by_block:
     input:
         table=result("mean_attention_distance.parquet"),
     output:
-        report(
-            result("figures/distance_by_block_{model}.png"),
-            caption="../report/distance_by_block.rst",
-            category="Mean attention distance",
-        ),
+        [
+            report(
+                result(f"figures/distance_by_block_{model}.png"),
+                caption="../report/distance_by_block.rst",
+                category="Mean attention distance",
+            )
+            for model in MODELS
+        ],
     log:
-        result("logs/figures/distance_by_block_{model}.log"),
+        result("logs/figures/distance_by_block.log"),
     conda:
         "../../envs/vitprobe.yaml"
     params:
         code=code("figure_distance_by_block.py"),
-        label=lambda w: LABELS[w.model],
+        models=list(MODELS),
+        labels=LABELS,
     script:
         "../scripts/figure_distance_by_block.py"
 
@@ -104,25 +110,31 @@ rule figure_pca:
 
 rule figure_patch_filters:
     input:
-        parameters=result("parameters/{model}.npz"),
+        parameters=[result(f"parameters/{model}.npz") for model in MODELS],
     output:
-        filters=report(
-            result("figures/patch_embedding_filters_{model}.png"),
-            caption="../report/patch_filters.rst",
-            category="Embeddings",
-        ),
-        components=report(
-            result("figures/patch_embedding_components_{model}.png"),
-            caption="../report/patch_components.rst",
-            category="Embeddings",
-        ),
+        filters=[
+            report(
+                result(f"figures/patch_embedding_filters_{model}.png"),
+                caption="../report/patch_filters.rst",
+                category="Embeddings",
+            )
+            for model in MODELS
+        ],
+        components=[
+            report(
+                result(f"figures/patch_embedding_components_{model}.png"),
+                caption="../report/patch_components.rst",
+                category="Embeddings",
+            )
+            for model in MODELS
+        ],
     log:
-        result("logs/figures/patch_embedding_{model}.log"),
+        result("logs/figures/patch_embedding.log"),
     conda:
         "../../envs/vitprobe.yaml"
     params:
         code=code("figure_patch_filters.py"),
-        label=lambda w: LABELS[w.model],
+        labels=[LABELS[model] for model in MODELS],
         filters=FIGURE_SETTINGS["filters"],
         components=FIGURE_SETTINGS["components"],
     script:
@@ -131,25 +143,31 @@ rule figure_patch_filters:
 
 rule figure_position_similarity:
     input:
-        parameters=result("parameters/{model}.npz"),
+        parameters=[result(f"parameters/{model}.npz") for model in MODELS],
     output:
-        cosine=report(
-            result("figures/position_embedding_cosine_{model}.png"),
-            caption="../report/position_cosine.rst",
-            category="Embeddings",
-        ),
-        dot=report(
-            result("figures/position_embedding_dot_{model}.png"),
-            caption="../report/position_dot.rst",
-            category="Embeddings",
-        ),
+        cosine=[
+            report(
+                result(f"figures/position_embedding_cosine_{model}.png"),
+                caption="../report/position_cosine.rst",
+                category="Embeddings",
+            )
+            for model in MODELS
+        ],
+        dot=[
+            report(
+                result(f"figures/position_embedding_dot_{model}.png"),
+                caption="../report/position_dot.rst",
+                category="Embeddings",
+            )
+            for model in MODELS
+        ],
     log:
-        result("logs/figures/position_embedding_{model}.log"),
+        result("logs/figures/position_embedding.log"),
     conda:
         "../../envs/vitprobe.yaml"
     params:
         code=code("figure_position_similarity.py"),
-        label=lambda w: LABELS[w.model],
+        labels=[LABELS[model] for model in MODELS],
     script:
         "../scripts/figure_position_similarity.py"
 

@@ -21,4 +21,5 @@ run_extract(
     compile_mode=p.compile_mode,
     threads=snakemake.threads,
     dtype=p.get("dtype"),  # rule extract_attention
+    map_rows=p.map_rows,
 )

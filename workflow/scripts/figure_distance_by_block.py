@@ -3,5 +3,6 @@ from vitprobe.pipeline.runlog import start
 start(snakemake.log, snakemake.threads)
 from vitprobe.pipeline.figures.distance import distance_by_block  # noqa: E402  (after the thread limit)
 
-i, o, p, w = snakemake.input, snakemake.output, snakemake.params, snakemake.wildcards
-distance_by_block(i.table, w.model, p.label, o[0])
+i, o, p = snakemake.input, snakemake.output, snakemake.params
+for model, out in zip(p.models, o):
+    distance_by_block(i.table, model, p.labels[model], out)

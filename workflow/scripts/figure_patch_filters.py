@@ -3,5 +3,6 @@ from vitprobe.pipeline.runlog import start
 start(snakemake.log, snakemake.threads)
 from vitprobe.pipeline.figures.parameters import patch_filters  # noqa: E402  (after the thread limit)
 
-i, o, p, w = snakemake.input, snakemake.output, snakemake.params, snakemake.wildcards
-patch_filters(i.parameters, p.label, o.filters, o.components, p.filters, p.components)
+i, o, p = snakemake.input, snakemake.output, snakemake.params
+for parameters, label, filters, components in zip(i.parameters, p.labels, o.filters, o.components):
+    patch_filters(parameters, label, filters, components, p.filters, p.components)

@@ -3,5 +3,6 @@ from vitprobe.pipeline.runlog import start
 start(snakemake.log, snakemake.threads)
 from vitprobe.pipeline.figures.parameters import position_similarity  # noqa: E402  (after the thread limit)
 
-i, o, p, w = snakemake.input, snakemake.output, snakemake.params, snakemake.wildcards
-position_similarity(i.parameters, p.label, o.cosine, o.dot)
+i, o, p = snakemake.input, snakemake.output, snakemake.params
+for parameters, label, cosine, dot in zip(i.parameters, p.labels, o.cosine, o.dot):
+    position_similarity(parameters, label, cosine, dot)

@@ -4,12 +4,4 @@ start(snakemake.log, snakemake.threads)
 from vitprobe.pipeline.pca import run_pca_features  # noqa: E402  (after the thread limit)
 
 p = snakemake.params
-run_pca_features(
-    snakemake.wildcards.model,
-    p.model,
-    list(snakemake.input.crops),
-    snakemake.input.manifest,
-    p.map_images,
-    p.threshold,
-    snakemake.output[0],
-)
+run_pca_features(snakemake.wildcards.model, p.model, snakemake.input.maps, p.threshold, snakemake.output[0])

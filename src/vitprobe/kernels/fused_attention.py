@@ -8,7 +8,9 @@ next to ``P @ V``, the three row sums the reductions need, each rescaled like th
 - ``distance``: sum_j p_ij d_ij, with d the pixel distance between query and key patch
   (zero for prefix tokens), computed from the token indices inside the kernel;
 - ``prefix``: sum over the prefix keys (CLS, distillation, registers) of p_ij;
-- ``entropy``: -sum_j p_ij log p_ij = m + log l - (sum_j e^(s_ij - m) s_ij) / l.
+- ``entropy``: -sum_j p_ij log p_ij, the log-sum-exp less the expected logit, with the running
+  maximum taken out of both (no float32 digits lost to large logits): log l + c / l, where
+  c = sum_j e^(s_ij - m) (m - s_ij) is rescaled like the others and shifted when m grows.
 
 The probabilities never reach memory. Extra value columns pass through unchanged, which is how
 the rollout runs without them: ``P @ R`` for the rollout so far ``R`` (see `fused_reductions`).
@@ -40,7 +42,7 @@ def _kernel(q_ref, k_ref, v_ref, out_ref, stats_ref, *, n, num_prefix, grid_w, p
     width = v_ref.shape[-1]
 
     def step(t, carry):
-        m, l, acc, dist, prefix, plogits = carry
+        m, l, acc, dist, prefix, gap = carry
         k = k_ref[pl.ds(t * block_k, block_k), :].astype(jnp.float32)
         v = v_ref[pl.ds(t * block_k, block_k), :].astype(jnp.float32)
         key = t * block_k + jax.lax.broadcasted_iota(jnp.int32, (1, block_k), 1)
@@ -51,20 +53,22 @@ def _kernel(q_ref, k_ref, v_ref, out_ref, stats_ref, *, n, num_prefix, grid_w, p
         alpha = jnp.exp(m - m_new)
         p = jnp.where(valid, jnp.exp(s - m_new), 0.0)
         d = _token_distance(query, key, num_prefix, grid_w, patch_size)
+        # The old terms' gaps m - s grow by m_new - m (nothing to shift before the first tile: l = 0).
+        shift = jnp.where(l > 0, (m_new - m) * l, 0.0)
         return (
             m_new,
             alpha * l + p.sum(axis=1, keepdims=True),
             alpha * acc + jnp.dot(p, v, preferred_element_type=jnp.float32),
             alpha * dist + (p * d).sum(axis=1, keepdims=True),
             alpha * prefix + jnp.where(key < num_prefix, p, 0.0).sum(axis=1, keepdims=True),
-            alpha * plogits + jnp.where(valid, p * s, 0.0).sum(axis=1, keepdims=True),
+            alpha * (gap + shift) + jnp.where(valid, p * (m_new - s), 0.0).sum(axis=1, keepdims=True),
         )
 
     column = jnp.zeros((block_q, 1), jnp.float32)
     init = (column - jnp.inf, column, jnp.zeros((block_q, width), jnp.float32), column, column, column)
-    m, l, acc, dist, prefix, plogits = jax.lax.fori_loop(0, k_ref.shape[0] // block_k, step, init)
+    m, l, acc, dist, prefix, gap = jax.lax.fori_loop(0, k_ref.shape[0] // block_k, step, init)
     out_ref[...] = (acc / l).astype(out_ref.dtype)
-    entropy = m + jnp.log(l) - plogits / l
+    entropy = jnp.log(l) + gap / l
     stats_ref[...] = jnp.concatenate([dist / l, prefix / l, entropy], axis=1)
 
 
@@ -126,14 +130,22 @@ class FusedReductions:
     The rollout A_L ... A_1 (A = (mean over heads of P + I) / 2, rows summing to 1) is carried in
     forward order as the matrix R = A_b ... A_1: each block's kernel takes R as extra value
     columns, so ``P_h @ R`` comes out with the attention output. The CLS maps are the last
-    block's CLS row, recomputed from its query (one row per head)."""
+    block's CLS row, recomputed from its query (one row per head). With ``map_images`` k > 0, every
+    block's full probabilities of the first k images are recomputed from their q and k too
+    (``map_attention``: one (k, heads, N, N) per block), for the map-image stages."""
 
     def __init__(
-        self, num_prefix: int, grid: tuple[int, int], patch_size: int, renormalize: bool = False, interpret: bool = False
+        self,
+        num_prefix: int,
+        grid: tuple[int, int],
+        patch_size: int,
+        renormalize: bool = False,
+        interpret: bool = False,
+        map_images: int = 0,
     ):
         self.num_prefix, self.grid, self.patch_size = num_prefix, grid, patch_size
-        self.renormalize, self.interpret = renormalize, interpret
-        self.stats, self.rollout, self.last_qk = [], None, None
+        self.renormalize, self.interpret, self.map_images = renormalize, interpret, map_images
+        self.stats, self.rollout, self.last_qk, self.map_attention = [], None, None, []
 
     def __call__(self, q, k, v):
         b, h, n, d = q.shape
@@ -146,6 +158,10 @@ class FusedReductions:
         self.rollout = (out[..., d:].astype(jnp.float32).mean(axis=1) + self.rollout) / 2
         self.stats.append(stats)
         self.last_qk = (q, k)
+        if self.map_images:
+            first = slice(0, self.map_images)
+            logits = jnp.einsum("bhqd,bhkd->bhqk", q[first].astype(jnp.float32), k[first].astype(jnp.float32))
+            self.map_attention.append(jax.nn.softmax(logits, axis=-1))
         return out[..., :d], None
 
     def reductions(self) -> dict:

@@ -68,11 +68,27 @@ def mean_attention_distance(attn, num_prefix: int, grid: Grid, patch_size: int, 
     return ops.mean(per_query, axis=-1), ops.mean(prefix, axis=-1)
 
 
-def attention_entropy(attn, num_prefix: int):
-    """(B, heads) mean over patch queries of the row entropy in nats (over all keys)."""
-    # x log x -> 0 as x -> 0: clamping zeros to the smallest normal number gives exactly 0 there.
-    logs = ops.log(ops.maximum(attn, np.finfo(np.float32).tiny))
-    return -ops.mean(ops.sum(attn * logs, axis=-1)[:, :, num_prefix:], axis=-1)
+def attention_entropy(attn, num_prefix: int, logits=None):
+    """(B, heads) mean over patch queries of the row entropy in nats (over all keys).
+
+    The entropy of p = softmax(s) is the log-sum-exp of the logits less the expected logit:
+    H = log sum_j e^(s_j) - sum_j p_j s_j. With the row maximum m taken out of both (so that
+    large logits lose no float32 digits), H = log l + sum_j p_j (m - s_j), where
+    l = sum_j e^(s_j - m) = 1 / max_j p_j: one logarithm per row instead of one per weight.
+
+    Args:
+        attn: (B, heads, N, N) softmax rows.
+        num_prefix: tokens before the patches; their query rows are left out.
+        logits: the (B, heads, N, N) logits ``attn`` is the softmax of, finite (a masked key
+            as a large negative number such as float32's min, not -inf). None (stored attention
+            holds only the probabilities): log p stands in for them, one logarithm per weight.
+    """
+    if logits is None:
+        # p log p -> 0 as p -> 0: zeros clamped to the smallest normal number give exactly 0 there.
+        logits = ops.log(ops.maximum(attn, np.finfo(np.float32).tiny))
+    gap = ops.max(logits, axis=-1, keepdims=True) - logits  # m - s_j >= 0
+    entropy = ops.sum(attn * gap, axis=-1) - ops.log(ops.max(attn, axis=-1))
+    return ops.mean(entropy[:, :, num_prefix:], axis=-1)
 
 
 def row_sum_error(attn):
@@ -189,20 +205,24 @@ class AttentionReducer:
         self.num_prefix, self.grid, self.patch_size = num_prefix, grid_hw(grid), patch_size
         self.renormalize, self.head_fusion, self.discard_ratio = renormalize, head_fusion, discard_ratio
 
-    def __call__(self, attentions: Sequence) -> dict:
+    def __call__(self, attentions: Sequence, logits: Sequence | None = None) -> dict:
         """The reductions of one batch (see the class).
 
         Args:
             attentions: each block's (B, heads, N, N) attention, first block first.
+            logits: each block's (B, heads, N, N) attention logits (the pooling query's need not
+                follow), from which the entropy comes (`attention_entropy`); None: from the
+                probabilities.
         """
         p = self.num_prefix
         blocks, _ = split_pool_query(attentions)
+        logits = [None] * len(blocks) if logits is None else logits
         distance, mass, entropy = [], [], []
-        for attn in blocks:
+        for attn, block_logits in zip(blocks, logits):
             d, m = mean_attention_distance(attn, p, self.grid, self.patch_size, self.renormalize)
             distance.append(d)
             mass.append(m)
-            entropy.append(attention_entropy(attn, p))
+            entropy.append(attention_entropy(attn, p, block_logits))
         return {
             "distance": ops.stack(distance, axis=1),
             "prefix_mass": ops.stack(mass, axis=1),

@@ -10,11 +10,11 @@ every block's output tokens.
 from __future__ import annotations
 
 import keras
-import numpy as np
 from keras import ops
 
 from ..hardware import bfloat16_matmul_dtype
 from .pos_embed import relative_position_index, relative_position_table_size, rotary_sin_cos
+from .random_init import random_weight
 from .spec import ViTSpec
 
 
@@ -176,9 +176,11 @@ class TransformerBlock(keras.layers.Layer):
         rotated = ops.reshape(ops.stack([-pairs[..., 1], pairs[..., 0]], axis=-1), ops.shape(patches))
         return ops.concatenate([prefix, patches * cos + rotated * sin], axis=2)
 
-    def call(self, x, attend=None, probe=None):
+    def call(self, x, attend=None, return_logits: bool = False, probe=None):
         """``(x, attention)``; ``attend(q, k, v) -> (heads, attention)`` replaces the softmax
         attention (a fused kernel that returns statistics instead of the probabilities).
+        ``return_logits`` (without ``attend``): ``(x, attention, logits)``, the logits the
+        softmax took (bias included), from which the entropy follows without a logarithm per weight.
         ``probe(kind, block, tensor) -> tensor`` sees (and may replace) the block's input
         (``"input"``), the attention's input tokens (``"tokens"``, after norm1) and the softmax
         attention (``"attention"``): gradient methods add zeros there and differentiate with
@@ -208,12 +210,13 @@ class TransformerBlock(keras.layers.Layer):
             )
         else:
             heads, attn = attend(q, k, v)
+            logits = None
         y = ops.reshape(ops.transpose(heads, (0, 2, 1, 3)), (-1, n, self.num_heads * self.head_dim))
         y = self.proj(y)
         x = x + (y * self.ls1 if self.ls1 is not None else y)
         y = self.mlp(self.norm2(x))
         x = x + (y * self.ls2 if self.ls2 is not None else y)
-        return x, attn
+        return (x, attn, logits) if return_logits else (x, attn)
 
 
 class _AttentionPool:
@@ -259,6 +262,8 @@ class VisionTransformer(keras.Model):
       each block's output tokens (the residual stream after the block, before the final norm: what
       timm's ``forward_intermediates`` returns). Off by default: a compiled program that returns
       them copies them off the device.
+    - ``call(images, return_attention_logits=True)`` adds ``"attention_logits": [(B, heads, N, N)] *
+      depth``, the logits each block's softmax took (not with ``attend``; not the pooling query's).
 
     ``precision``: the dtype of the blocks' four projections (qkv, proj, fc1, fc2: nearly all of
     the FLOPs). The patch embedding, attention logits, softmax, norms and heads stay float32."""
@@ -343,42 +348,35 @@ class VisionTransformer(keras.Model):
             out["head_logits"] = head_logits
             out["logits"] = head_logits[0] if len(head_logits) == 1 else ops.mean(ops.stack(head_logits), axis=0)
 
-    def call(self, images, attend=None, return_block_outputs: bool = False, probe=None):
+    def call(
+        self, images, attend=None, return_block_outputs: bool = False, return_attention_logits: bool = False, probe=None
+    ):
         """``attend``: see `TransformerBlock.call`; with it, ``attentions`` holds what it returns.
         ``probe``: see `TransformerBlock.call`; the pooling query's attention reaches it as block
         ``"pool"``."""
+        if attend is not None and return_attention_logits:
+            raise ValueError("attention logits come from the unfused attention only, not with attend")
         x = self._embed(images)
-        attentions, block_outputs = [], []
+        attentions, block_outputs, logits = [], [], []
         for block in self.blocks:
-            x, attn = block(x, attend=attend, probe=probe)
+            if return_attention_logits:
+                x, attn, block_logits = block(x, return_logits=True, probe=probe)
+                logits.append(block_logits)
+            else:
+                x, attn = block(x, attend=attend, probe=probe)
             attentions.append(attn)
             block_outputs.append(x)
         out = {"attentions": attentions}
         if return_block_outputs:
             out["block_outputs"] = block_outputs
+        if return_attention_logits:
+            out["attention_logits"] = logits
         self._pool_and_heads(x, out, probe)
         return out
 
 
 def init_random(model: VisionTransformer, seed: int) -> None:
-    """Seeded random initialisation (the untrained baseline), the same on every backend.
-
-    Follows timm's scheme: truncated normal (std 0.02) for projections and position
-    embeddings, unit LayerNorm, zero biases, tiny class tokens, layer-scale 1e-5.
-    """
-    rng = np.random.default_rng(seed)
-    layer_scales = tuple(f".{key}" for key in model.spec.layer_scale_keys)
-    for name in sorted(model.weights_by_name):
-        var = model.weights_by_name[name]
-        shape = tuple(var.shape)
-        if name.endswith(".weight") and "norm" in name.split(".")[-2]:  # every LayerNorm's scale
-            value = np.ones(shape)
-        elif name.endswith(("bias", "_bias")):  # also BEiT's q_bias, v_bias
-            value = np.zeros(shape)
-        elif name.endswith(layer_scales):
-            value = np.full(shape, 1e-5)
-        elif name in ("cls_token", "dist_token", "reg_token"):
-            value = rng.normal(0.0, 1e-6, shape)
-        else:
-            value = np.clip(rng.normal(0.0, 0.02, shape), -0.04, 0.04)
-        var.assign(value.astype(np.float32))
+    """Seeded random initialisation (the untrained baseline), the same on every backend: each
+    weight from `random_weight`."""
+    for name, var in model.weights_by_name.items():
+        var.assign(random_weight(name, tuple(var.shape), seed, model.spec.layer_scale_keys))

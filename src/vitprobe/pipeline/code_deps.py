@@ -2,7 +2,7 @@
 found by reading the import statements (``ast``), never by importing anything.
 
 Every import statement counts, also one inside a function: it runs when the stage calls that
-function. Importing ``a.b.c`` runs ``a/__init__.py`` and ``a/b/__init__.py`` too, so those files
+function; not one under ``if TYPE_CHECKING:``, which never runs. Importing ``a.b.c`` runs ``a/__init__.py`` and ``a/b/__init__.py`` too, so those files
 are in the closure. The Snakefile turns each rule's closure into a parameter (a content hash per
 file), so an edit reruns exactly the rules whose scripts import the edited module.
 """
@@ -30,17 +30,27 @@ def _with_parents(module: str) -> list[str]:
     return [".".join(parts[: i + 1]) for i in range(len(parts))]
 
 
+def _type_checking_only(node: ast.AST) -> bool:
+    """Whether ``node`` is an ``if TYPE_CHECKING:`` block (imports for annotations, never run)."""
+    if not isinstance(node, ast.If):
+        return False
+    test = node.test
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
 def _statements(tree: ast.AST, in_functions: bool):
-    """Every node of ``tree``; without ``in_functions``, not those inside a function body (which
-    run when the function is called, not when the module is imported)."""
-    if in_functions:
-        yield from ast.walk(tree)
-        return
+    """Every node of ``tree`` but the body of an ``if TYPE_CHECKING:``; without ``in_functions``,
+    not those inside a function body either (which run when the function is called, not when the
+    module is imported)."""
     pending = [tree]
     while pending:
         node = pending.pop()
         yield node
-        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+        if _type_checking_only(node):
+            pending.extend(node.orelse)  # an ``else:`` does run
+        elif in_functions or not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
             pending.extend(ast.iter_child_nodes(node))
 
 

@@ -5,13 +5,13 @@ byte it shows inline: the crops as PNG data URLs, each model's distance-by-block
 rollout maps, and the attention rows of the exported blocks. It opens from disk with no server
 and no network.
 
-The attention comes from one forward pass of each model over the map images' crops (the crops
-the maps stage kept), never from the full run's shards. Per (model, image, block), the rows
-exported are the CLS query and every patch query over the patch keys, for every head. Each row
-is quantised to 8 bits against its own maximum (attention is non-negative):
-``value = code * scale / 255`` with ``scale`` the row's maximum, so the error of a value is at
-most ``scale / 510``. The codes are zlib-compressed (the page inflates them with the browser's
-own ``DecompressionStream``) and base64-encoded; the scales travel as float32.
+The attention comes from the extract program of the shard that holds the map images (kept in
+the maps file, `map_images.ShardMapImages`), never from the full run's shards; no model runs here.
+Per (model, image, block), the rows exported are the CLS query and every patch query over the
+patch keys, for every head, each quantised to 8 bits against its own maximum (`map_images.
+quantise_rows`: the error of a value is at most ``scale / 510``). The codes are zlib-compressed
+(the page inflates them with the browser's own ``DecompressionStream``) and base64-encoded; the
+scales travel as float32.
 """
 
 from __future__ import annotations
@@ -30,27 +30,9 @@ from PIL import Image
 
 from ..atomic import write_text
 from .config import explorer_blocks, model_entry
-from .model import build_model
 
 log = logging.getLogger("vitprobe")
 PAGE = resources.files("vitprobe.pipeline") / "explorer_page"
-
-
-def quantise_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Rows of non-negative weights (..., keys) as uint8 codes and one float32 scale per row.
-
-    ``codes * scale / 255`` reconstructs each value within ``scale / 510``; a row of zeros
-    gets scale 0 and zero codes.
-    """
-    scales = rows.max(axis=-1).astype(np.float32)
-    divisor = np.where(scales > 0, scales, 1.0)[..., None]
-    codes = np.clip(np.rint(rows / divisor * 255.0), 0, 255).astype(np.uint8)
-    return codes, scales
-
-
-def dequantise_rows(codes: np.ndarray, scales: np.ndarray) -> np.ndarray:
-    """The inverse of `quantise_rows` (what the page computes), in float64."""
-    return codes.astype(np.float64) * (scales.astype(np.float64)[..., None] / 255.0)
 
 
 def _packed(array: np.ndarray, compress: bool) -> str:
@@ -62,13 +44,6 @@ def _png_data_url(crop: np.ndarray) -> str:
     buffer = io.BytesIO()
     Image.fromarray(crop).save(buffer, format="PNG", optimize=True)
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
-def query_rows(attention: np.ndarray, num_prefix: int) -> np.ndarray:
-    """The rows the page shows, from one block's attention (B, heads, N, N): the CLS query
-    (row 0) then every patch query, each over the patch keys only -> (B, heads, 1 + P, P)."""
-    rows = np.concatenate([attention[:, :, :1], attention[:, :, num_prefix:]], axis=2)
-    return rows[..., num_prefix:]
 
 
 def model_export(
@@ -89,7 +64,7 @@ def model_export(
         key: the model's key under ``models``.
         settings: its config entry (what `model_entry` reads).
         label: the title it is shown with (key and exact checkpoint).
-        maps_path: its maps file (the map images' crops and rollout maps, in manifest order).
+        maps_path: its maps file (the map images' crops, rollout maps and attention rows, in manifest order).
         distances: the mean attention distance table (every model).
         images: how many of the map images to export.
         blocks: ``explorer.blocks`` (0-based, negative from the last block; ``None``: every block).
@@ -103,8 +78,7 @@ def model_export(
         image_ids = [str(i) for i in maps["image_ids"][:images]]
         pixels = maps["crops"][:images]
         rollout = maps["rollout"][:images]
-    model = build_model(entry)
-    attentions = model.forward(pixels).attentions
+        codes, scales = maps["codes"][:images], maps["scales"][:images]  # (images, blocks, heads, 1 + P, P)
     exported = explorer_blocks(blocks, spec.depth, key)
     crop_keys = []
     for crop in pixels:
@@ -115,8 +89,11 @@ def model_export(
     for image in range(len(image_ids)):
         per_block = []
         for block in exported:
-            codes, scales = quantise_rows(query_rows(attentions[block][image : image + 1], spec.num_prefix_tokens)[0])
-            per_block.append({"codes": _packed(codes, compress=True), "scales": _packed(scales, compress=False)})
+            packed = {
+                "codes": _packed(codes[image, block], compress=True),
+                "scales": _packed(scales[image, block], compress=False),
+            }
+            per_block.append(packed)
         attention.append(per_block)
     table = distances[distances["model"] == key].sort_values(["block", "head"])
     export = {

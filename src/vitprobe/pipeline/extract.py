@@ -1,8 +1,9 @@
 """The extract stages: one model over one shard of crops, writing its predictions, the block-output
 statistics (`ShardRepresentations`: Gram matrices per image group, token norms; computed inside the
-compiled forward pass either way) and either the per-image reductions, computed inside the compiled
-forward pass too (`extract_reduced`), or the raw attention (`extract_attention`, with
-``extract.keep_attention``)."""
+compiled forward pass either way), the map images' features and attention rows where the shard
+holds map images (`ShardMapImages`, from the same program), and either the per-image reductions,
+computed inside the compiled forward pass too (`extract_reduced`), or the raw attention
+(`extract_attention`, with ``extract.keep_attention``)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from ..tables import PREDICTION_COLUMNS, PREDICTION_DTYPES
 from .calibration import choose_compile_mode
 from .checks import require_finite
 from .config import ModelEntry, model_entry, shard_slice
+from .map_images import ShardMapImages
 from .model import build_model
 from .reductions import ShardReductions
 from .representations import ShardRepresentations
@@ -168,12 +170,16 @@ def extract_reduced(
     batch_size: int,
     progress: Progress,
     attention_kernel: str = "auto",
+    map_images: ShardMapImages | None = None,
+    map_images_path: str | None = None,
 ) -> None:
     """The model, the `AttentionReducer` (``analysis``: its settings) and the `RepresentationReducer`
     (token norms; Gram matrices of groups of ``group_size`` images) as one program per batch:
     neither the attention nor the block outputs leave the device. ``attention_kernel``: see
     `ProbeModel.forward_reduced`. Without a ``representations_path`` the program computes no
-    representation statistics (what `benchmarks/bench.py` measures their cost against)."""
+    representation statistics (what `benchmarks/bench.py` measures their cost against).
+    ``map_images`` (written to ``map_images_path``): the same program also returns the first
+    images of each batch for it, where the shard holds map images."""
     image_ids = rows["image_id"].tolist()
     crops = _open_shard_crops(crops_path, image_ids)
     fused = model.uses_fused_kernel(attention_kernel, model.reducer(**analysis))
@@ -185,9 +191,13 @@ def extract_reduced(
     reductions, logits = ShardReductions(entry.key), []
     statistics = representations_path is not None
     representations = ShardRepresentations(entry.key, group_size)
+    k = min(map_images.count, batch_size) if map_images else 0
     for start, n, batch in batches(crops, batch_size):
-        out = model.forward_reduced(batch, attention_kernel, statistics, group_size, **analysis)
+        out = model.forward_reduced(batch, attention_kernel, statistics, group_size, map_images=k, **analysis)
         reductions.add(image_ids[start : start + n], {name: v[:n] for name, v in out.reductions.items()})
+        wanted = map_images.wanted(start, n) if map_images else 0
+        if wanted:
+            map_images.add(image_ids[start : start + wanted], out.map_features[:wanted], out.map_attention[:wanted])
         if statistics:
             representations.add(image_ids[start : start + n], out.representations)
         if out.logits is not None:
@@ -197,6 +207,8 @@ def extract_reduced(
     reductions.write(per_image_path, maps_path)
     if statistics:
         representations.write(representations_path)
+    if map_images:
+        map_images.write(map_images_path)
     _predictions(entry, rows, logits, class_names, predictions_path)
 
 
@@ -214,9 +226,12 @@ def extract_attention(
     group_size: int | None = None,
     batch_size: int,
     progress: Progress,
+    map_images: ShardMapImages | None = None,
+    map_images_path: str | None = None,
 ) -> None:
     """The model's raw attention, stored as ``dtype`` in a self-describing shard (see `shards`)
-    for the reduce stage and for users, and the block-output statistics (as in `extract_reduced`)."""
+    for the reduce stage and for users, and the block-output statistics and map images (as in
+    `extract_reduced`)."""
     spec = model.spec
     image_ids = rows["image_id"].tolist()
     crops = _open_shard_crops(crops_path, image_ids)
@@ -224,8 +239,12 @@ def extract_attention(
     logits, representations = [], ShardRepresentations(entry.key, group_size)
     with ShardWriter(attention_path, info, (spec.depth, spec.num_heads, spec.num_tokens, spec.num_tokens), dtype) as writer:
         for start, n, batch in batches(crops, batch_size):
-            out = model.forward(batch, representations=True, group_size=group_size)
+            wanted = map_images.wanted(start, n) if map_images else 0
+            out = model.forward(batch, block_outputs=wanted > 0, representations=True, group_size=group_size)
             representations.add(image_ids[start : start + n], out.representations)
+            if wanted:
+                features = model.final_patch_tokens(out.block_outputs[-1][:wanted])
+                map_images.add(image_ids[start : start + wanted], features, np.stack(out.attentions[: spec.depth], 1)[:wanted])
             for block, attention in enumerate(out.attentions):
                 require_finite(entry.key, f"block {block} attention", attention[:n], image_ids[start : start + n])
             writer.write_blocks([a[:n] for a in out.attentions])
@@ -234,6 +253,8 @@ def extract_attention(
             progress.update(n)
     progress.close()
     representations.write(representations_path)
+    if map_images:
+        map_images.write(map_images_path)
     _predictions(entry, rows, logits, class_names, predictions_path)
 
 
@@ -255,9 +276,11 @@ def run_extract(
     compile_mode: str = "auto",
     threads: int = 1,
     dtype: str | None = None,
+    map_rows: int = 0,
 ) -> None:
     """The extract rules' stage: `extract_attention` when ``outputs`` has ``attention``, else
-    `extract_reduced`; both write ``outputs["representations"]`` (groups of ``group_size`` images).
+    `extract_reduced`; both write ``outputs["representations"]`` (groups of ``group_size`` images)
+    and ``outputs["map_images"]`` (the shard's first ``map_rows`` images are map images).
     ``compile_mode`` (``extract.compile``) is resolved for this machine by
     `choose_compile_mode` (``threads``: the job's, part of the calibration's key); the log
     names the mode taken and why."""
@@ -279,6 +302,7 @@ def run_extract(
     log.info("%s: %d images of %s, batches of %d, %s", what, len(rows), entry.label, batch_size, precision)
     progress = Progress(len(rows), what, time.perf_counter() - loading)
     common = dict(batch_size=batch_size, group_size=group_size, progress=progress)
+    map_images = ShardMapImages(entry.key, model.spec, map_rows)
     names = list(source_class_names())
     if "attention" in outputs:
         extract_attention(
@@ -291,6 +315,8 @@ def run_extract(
             outputs["attention"],
             outputs["representations"],
             dtype=dtype,
+            map_images=map_images,
+            map_images_path=outputs["map_images"],
             **common,
         )
     else:
@@ -306,6 +332,8 @@ def run_extract(
             outputs["representations"],
             analysis=analysis or {},
             attention_kernel=attention_kernel,
+            map_images=map_images,
+            map_images_path=outputs["map_images"],
             **common,
         )
 

@@ -1,4 +1,5 @@
-"""The maps stage: the map images' rollout and CLS maps of one model, with the crops it saw."""
+"""The maps stage: the map images' rollout and CLS maps of one model, with the crops it saw, and
+what the extract jobs kept of them for the PCA views and the explorer (`map_images`)."""
 
 from __future__ import annotations
 
@@ -8,14 +9,19 @@ from ..atomic import write_npz
 from ..shards import open_crops
 
 
-def merge_maps(paths: list[str], crop_paths: list[str], count: int, out_path: str) -> None:
-    """One file per model with the first ``count`` manifest images' rollout and CLS maps and
-    the crops the model saw (the first rows of the concatenated shards, in manifest order)."""
+def merge_maps(paths: list[str], map_image_paths: list[str], crop_paths: list[str], count: int, out_path: str) -> None:
+    """One file per model with the first ``count`` manifest images' rollout and CLS maps, the
+    crops the model saw (the first rows of the concatenated shards, in manifest order), and their
+    patch ``features`` and explorer rows (``codes``, ``scales``; see `map_images.ShardMapImages`)."""
     parts = [np.load(p, allow_pickle=False) for p in paths]
+    extras = [np.load(p, allow_pickle=False) for p in map_image_paths]
     image_ids = np.concatenate([p["image_ids"] for p in parts])
     if len(image_ids) < count:  # a manifest made before map_images was raised
         raise ValueError(f"analysis.map_images: {count} map images but the manifest has {len(image_ids)}; lower it")
     image_ids = image_ids[:count]
+    kept = np.concatenate([p["image_ids"] for p in extras])
+    if kept.tolist() != image_ids.tolist():  # shards extracted with another analysis.map_images
+        raise ValueError(f"the extract jobs kept map images {kept.tolist()}, not the first {count}; rerun them")
     crops = np.concatenate([open_crops(p) for p in crop_paths])[:count]
     write_npz(
         out_path,
@@ -23,4 +29,5 @@ def merge_maps(paths: list[str], crop_paths: list[str], count: int, out_path: st
         crops=np.ascontiguousarray(crops),
         rollout=np.concatenate([p["rollout"] for p in parts])[:count],
         cls=np.concatenate([p["cls"] for p in parts])[:count],
+        **{name: np.concatenate([p[name] for p in extras]) for name in ("features", "codes", "scales")},
     )

@@ -1,53 +1,36 @@
-"""The PCA stage: the DINOv2 PCA views of one model's patch features on the map images."""
+"""The PCA stage: the DINOv2 PCA views of one model's patch features on the map images (kept by
+the extract job of the shard that holds them: no model runs here)."""
 
 from __future__ import annotations
 
 import logging
 
 import numpy as np
-import pandas as pd
 
 from ..atomic import write_npz
 from ..metrics.pca import pca_feature_maps
-from ..shards import open_crops
-from .checks import require_finite
 from .config import model_entry
-from .model import build_model
 
 log = logging.getLogger("vitprobe")
-BATCH = 8  # a few map images: one small batch at a time bounds the memory of every block's output
 
 
-def run_pca_features(
-    key: str,
-    model_settings: dict,
-    crop_paths: list[str],
-    manifest_path: str,
-    count: int,
-    threshold: float,
-    out_path: str,
-) -> None:
-    """Run the model on the first ``count`` manifest images (the map images) and write their PCA
-    views (`vitprobe.metrics.pca.pca_feature_maps`) with the crops and the grid to ``out_path``.
+def run_pca_features(key: str, model_settings: dict, maps_path: str, threshold: float, out_path: str) -> None:
+    """The PCA views (`vitprobe.metrics.pca.pca_feature_maps`) of the map images' patch features
+    (the maps file's ``features``: `ProbeModel.patch_features` computed in the extract program),
+    written with the crops and the grid to ``out_path``.
 
     Args:
         key: the config's model key.
         model_settings: its entry's settings (`ModelEntry.settings`).
-        crop_paths: the crop shards holding the map images, in shard order.
-        manifest_path: the sample's manifest (the image ids of the first rows).
-        count: how many map images (``analysis.map_images``).
+        maps_path: the model's maps file (`maps.merge_maps`).
         threshold: ``analysis.pca.threshold``, in standard deviations of the first component.
         out_path: the ``.npz`` to write.
     """
     entry = model_entry(key, model_settings)
-    image_ids = pd.read_parquet(manifest_path, columns=["image_id"])["image_id"].astype(str).tolist()[:count]
-    crops = np.concatenate([open_crops(p) for p in crop_paths])[:count]
-    if len(image_ids) < count or len(crops) < count:  # a manifest made before map_images was raised
-        raise ValueError(f"analysis.map_images: {count} map images but the manifest has {len(image_ids)}; lower it")
-    model = build_model(entry)
-    features = np.concatenate([model.patch_features(crops[start : start + BATCH]) for start in range(0, count, BATCH)])
-    require_finite(key, "patch features", features, image_ids)
-    what = "the last block's patch tokens after the final LayerNorm" if model.has_final_norm else "the last block's patch tokens"
+    final_norm = entry.spec.final_norm
+    with np.load(maps_path, allow_pickle=False) as maps:
+        image_ids, crops, features = maps["image_ids"], maps["crops"], maps["features"]
+    what = "the last block's patch tokens after the final LayerNorm" if final_norm else "the last block's patch tokens"
     log.info("%s: PCA of %s, %d images x %d patches x %d dims", entry.label, what, *features.shape)
     maps = pca_feature_maps(features, threshold)
     log.info(
@@ -61,8 +44,8 @@ def run_pca_features(
         out_path,
         image_ids=np.asarray(image_ids),
         crops=np.ascontiguousarray(crops),
-        grid=np.int64(model.grid_size),
-        final_norm=np.bool_(model.has_final_norm),
+        grid=np.int64(entry.spec.grid_size),
+        final_norm=np.bool_(final_norm),
         threshold=np.float64(threshold),
         projections=maps.projections.astype(np.float32),
         explained=maps.explained,

@@ -6,17 +6,20 @@ problems are collected and reported together, naming the file and the keys.
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
 import numpy as np
 
 from ..models.pos_embed import resample_grid
 from ..models.spec import ViTSpec
-from ..models.vit import VisionTransformer
 from .errors import WeightsError
 
+if TYPE_CHECKING:  # the converters below run without Keras (the parameters stage reads arrays only)
+    from ..models.vit import VisionTransformer
 
-def _to_keras_layout(name: str, value: np.ndarray) -> np.ndarray:
+
+def to_keras_layout(name: str, value: np.ndarray) -> np.ndarray:
+    """A timm tensor (PyTorch layout) in the layout of the model's variable of that name."""
     if name == "patch_embed.proj.weight":
         # (D, 3, p, p) -> (p, p, 3, D) -> (p*p*3, D), the row order the model flattens patches in.
         return np.transpose(value, (2, 3, 1, 0)).reshape(-1, value.shape[0]) if value.ndim == 4 else value
@@ -35,7 +38,7 @@ def _torch_shape(name: str, keras_shape) -> tuple:
     return tuple(keras_shape)
 
 
-def _fit_pos_embed(value: np.ndarray, spec: ViTSpec, antialias: bool) -> np.ndarray:
+def fit_pos_embed(value: np.ndarray, spec: ViTSpec, antialias: bool) -> np.ndarray:
     """Resample a (1, prefix + g*g, D) position embedding to the model's patch grid."""
     prefix = spec.num_pos_prefix
     patches = value.shape[1] - prefix
@@ -69,8 +72,8 @@ def assign_state(
             continue
         value = np.asarray(state[name], dtype=np.float32)
         if name == "pos_embed":
-            value = _fit_pos_embed(value, spec, pos_embed_antialias)
-        value = _to_keras_layout(name, value)
+            value = fit_pos_embed(value, spec, pos_embed_antialias)
+        value = to_keras_layout(name, value)
         if tuple(value.shape) != tuple(var.shape):
             misshapen.append(
                 f"{name}: checkpoint {tuple(np.shape(state[name]))}, the architecture needs {_torch_shape(name, var.shape)}"
