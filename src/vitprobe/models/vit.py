@@ -348,9 +348,7 @@ class VisionTransformer(keras.Model):
             out["head_logits"] = head_logits
             out["logits"] = head_logits[0] if len(head_logits) == 1 else ops.mean(ops.stack(head_logits), axis=0)
 
-    def call(
-        self, images, attend=None, return_block_outputs: bool = False, return_attention_logits: bool = False, probe=None
-    ):
+    def call(self, images, attend=None, return_block_outputs: bool = False, return_attention_logits: bool = False, probe=None):
         """``attend``: see `TransformerBlock.call`; with it, ``attentions`` holds what it returns.
         ``probe``: see `TransformerBlock.call`; the pooling query's attention reaches it as block
         ``"pool"``."""
