@@ -17,6 +17,7 @@ import yaml
 from ..backends import compile_modes
 from ..data import sources
 from ..data.preprocess import Preprocess, default_preprocess
+from ..environment import hub_offline, keras_backend
 from ..models.presets import get_preset
 from ..models.spec import SPECS, ViTSpec, get_spec
 from ..weights.errors import WeightsError
@@ -166,7 +167,7 @@ def check_config(config: dict, root: str | os.PathLike = ".") -> dict[str, Model
     for key, entry in entries.items():
         w = entry.weights
         source = weights_source(key, w)
-        if source.kind == "hf-hub" and os.environ.get("HF_HUB_OFFLINE") == "1" and not _in_hub_cache(source.value):
+        if source.kind == "hf-hub" and hub_offline() and not _in_hub_cache(source.value):
             raise ConfigError(
                 f"models.{key}.weights: {w} is not in the Hugging Face cache and HF_HUB_OFFLINE=1. "
                 "Download it once with network, or give a local .safetensors path."
@@ -186,14 +187,14 @@ def check_config(config: dict, root: str | os.PathLike = ".") -> dict[str, Model
                 "no relative position bias and no attention-pooling head; set attention_kernel: auto or unfused"
             )
     if config["extract"].get("attention_kernel") == "fused":
-        analysis, backend = config["analysis"], os.environ.get("KERAS_BACKEND", "tensorflow")
+        analysis, backend = config["analysis"], keras_backend()
         if backend != "jax" or analysis["head_fusion"] != "mean" or analysis["discard_ratio"] != 0:
             raise ConfigError(
                 f"extract.attention_kernel: fused needs KERAS_BACKEND=jax (it is {backend}), analysis.head_fusion: mean "
                 f"and analysis.discard_ratio: 0 (they are {analysis['head_fusion']}, {analysis['discard_ratio']}); "
                 "set attention_kernel: auto or unfused"
             )
-    mode, backend = config["extract"].get("compile", "auto"), os.environ.get("KERAS_BACKEND", "tensorflow")
+    mode, backend = config["extract"].get("compile", "auto"), keras_backend()
     if mode != "auto" and mode not in compile_modes(backend):
         raise ConfigError(
             f"extract.compile: {mode} is not a compile mode of the {backend} backend (KERAS_BACKEND); "
