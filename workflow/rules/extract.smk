@@ -39,9 +39,9 @@ if KEEP_ATTENTION:
             group_size=CKA_SETTINGS["group_size"] if CKA else None,
             compile_mode=EXTRACT_SETTINGS["compile"],
             dtype=EXTRACT_SETTINGS["dtype"],
-            code=code("extract.py"),
+            code=code("extract_attention.py"),
         script:
-            "../scripts/extract.py"
+            "../scripts/extract_attention.py"
 
     rule reduce:
         input:
