@@ -270,6 +270,7 @@ def test_preset_config_plans_jobs(tmp_path):
         ("models.m.weights", "hf-hub:timm/vit\n", ["models.m.weights", "malformed Hugging Face id"]),
         ("experiment", "cfg\n", ["does not match", "experiment"]),
         ("models", {"m\n": {"arch": "vit_tiny_patch16_224", "weights": "random"}}, ["does not match", "models"]),
+        ("video", {"path": "clip.mp4", "model": "m"}, ["video.path", "'clip.mp4' is not a clip Pillow reads", "ffmpeg -i"]),
     ],
 )
 def test_more_bad_configs_are_refused_before_any_job(tmp_path, path, value, words):

@@ -208,9 +208,18 @@ def check_config(config: dict, root: str | os.PathLike = ".") -> dict[str, Model
     video = config.get("video")
     if video and video["model"] not in entries:
         raise ConfigError(f"video.model: {video['model']!r} is not a key under models")
+    if video and Path(video["path"]).suffix.lower() not in VIDEO_SUFFIXES:
+        raise ConfigError(
+            f"video.path: {video['path']!r} is not a clip Pillow reads as frames ({', '.join(VIDEO_SUFFIXES)}); "
+            "convert it first, e.g. ffmpeg -i clip.mp4 clip.gif"
+        )
     check_explorer(config, entries)
     check_pca(config)
     return entries
+
+
+# The clips read_video (Pillow) takes: animated GIF, APNG, animated WebP, multi-page TIFF.
+VIDEO_SUFFIXES = (".gif", ".png", ".apng", ".webp", ".tif", ".tiff")
 
 
 def check_pca(config: dict) -> None:

@@ -17,7 +17,7 @@ from .style import _chars, _label, _model_rows, _save, _styled, _title, _wrap
 def plot_distance_by_block(table: pd.DataFrame, model: str, label: str, path: str | Path) -> Path:
     """Scatter the mean attention distance of every head against its block (ViT paper Fig. 7 right).
 
-    x is the block numbered from 1 (the first block) to L; the contract table's `block` is 0-based.
+    x is the block as the contract table numbers it, from 0.
     One point per head, offset slightly sideways and coloured by head; error bars are ±1 std over
     images (`std_px`).
     """
