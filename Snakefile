@@ -85,6 +85,6 @@ onstart:
 
 onsuccess:
     logger.info(f"Done. Figures: {OUT}/figures/  Tables: {OUT}/*.parquet  Logs: {OUT}/logs/")
-    if MAP_COUNT:
+    if MAP_IMAGES:
         logger.info(f"Explorer: open {OUT}/explorer.html in a browser (self-contained, works offline)")
     logger.info(f"Report: {report_command(OUT, workflow.overwrite_configfiles)}")

@@ -259,7 +259,7 @@ def test_preset_config_plans_jobs(tmp_path):
 @pytest.mark.parametrize(
     "path,value,words",
     [
-        ("analysis", {"map_images": 9}, ["analysis.map_images", "9 map images but the run samples 8 images"]),
+        ("analysis", {"map_images": 9}, ["analysis.map_images", "9 map images but the images the run samples are 8"]),
         ("analysis", {"pca": {"threshold": float("nan")}}, ["analysis.pca.threshold", "nan is not a finite number"]),
         ("analysis", {"pca": {"threshold": 5}}, ["5 is greater than the maximum of 3"]),
         ("analysis", {"pca": {"components": 4}}, ["Additional properties are not allowed", "components"]),

@@ -36,7 +36,7 @@ rule maps:
     conda:
         "../../envs/vitprobe.yaml"
     params:
-        map_images=MAP_COUNT,
+        map_images=MAP_IMAGES,
         code=code("maps.py"),
     script:
         "../scripts/maps.py"
@@ -60,7 +60,7 @@ rule pca_features:
         mem_mb=EXTRACT_SETTINGS["mem_mb"],
     params:
         model=get_model_settings,
-        map_images=MAP_COUNT,
+        map_images=MAP_IMAGES,
         threshold=PCA_SETTINGS["threshold"],
         code=code("pca_features.py"),
     script:

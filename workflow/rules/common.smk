@@ -5,7 +5,7 @@ from pathlib import Path
 import pandas as pd
 
 from vitprobe.pipeline.code_deps import code_version, files_version
-from vitprobe.pipeline.config import export_shards, image_listing, local_weights, shard_count
+from vitprobe.pipeline.config import check_map_images, export_shards, image_listing, local_weights, shard_count
 
 SRC = Path(workflow.basedir) / "src"
 SCRIPTS = Path(workflow.basedir) / "workflow" / "scripts"
@@ -24,10 +24,10 @@ GEOMETRIES = {entry.geometry: entry for entry in MODELS.values()}
 HEADED = [m for m, e in MODELS.items() if e.has_head]
 LABELS = {m: e.label for m, e in MODELS.items()}
 MAP_QUERIES = {m: e.map_query for m, e in MODELS.items()}  # whose attention the CLS maps and rollout rows are
-MAP_COUNT = ANALYSIS_SETTINGS["map_images"]
+MAP_IMAGES = ANALYSIS_SETTINGS["map_images"]
 PCA_SETTINGS = ANALYSIS_SETTINGS["pca"]
 # The PCA feature maps are drawn on the map images: none, no PCA.
-PCA_MODELS = list(MODELS) if MAP_COUNT and PCA_SETTINGS["enabled"] else []
+PCA_MODELS = list(MODELS) if MAP_IMAGES and PCA_SETTINGS["enabled"] else []
 # The explorer page's template, style and script (package data, not imported: hashed here).
 EXPLORER_PAGE = files_version(SRC / "vitprobe" / "pipeline" / "explorer_page", SRC)
 EXPORT_IMAGES = config["export"]["attention_parquet"]  # a count or a list of image ids; 0: no export
@@ -96,8 +96,12 @@ def get_model_settings(wildcards):
 
 
 def get_map_shards(wildcards=None):
-    """The first shards, which hold the map images (the first manifest rows)."""
-    return get_shards()[: max(-(-MAP_COUNT // SHARD_SIZE), 1)]
+    """The first shards, which hold the map images (the first manifest rows). Known once the
+    sample checkpoint has written the manifest, which is when its usable images (rejections
+    left out) can be held against analysis.map_images."""
+    manifest = checkpoints.sample.get().output.manifest
+    check_map_images(MAP_IMAGES, len(pd.read_parquet(manifest, columns=["image_id"])), "the manifest's usable images")
+    return get_shards()[: max(-(-MAP_IMAGES // SHARD_SIZE), 1)]
 
 
 def get_map_crops(wildcards):
@@ -140,9 +144,9 @@ def get_all_figures(wildcards=None):
             f"position_embedding_cosine_{m}.png",
             f"position_embedding_dot_{m}.png",
         ]
-    if MAP_COUNT:
+    if MAP_IMAGES:
         figures.append("attention_rollout.png")
-        figures += [f"cls_attention_heads_{m}_image{i}.png" for m in MODELS for i in range(MAP_COUNT)]
+        figures += [f"cls_attention_heads_{m}_image{i}.png" for m in MODELS for i in range(MAP_IMAGES)]
         figures += [f"top1_gallery_{m}.png" for m in HEADED]
         figures += [f"high_norm_{m}.png" for m in MODELS]
     figures += [f"pca_{m}.png" for m in PCA_MODELS]
@@ -155,7 +159,7 @@ def get_all_figures(wildcards=None):
 
 def get_explorer(wildcards=None):
     """The explorer page shows the map images: none, no page."""
-    return [result("explorer.html")] if MAP_COUNT else []
+    return [result("explorer.html")] if MAP_IMAGES else []
 
 
 def get_planned_outputs(wildcards=None):
@@ -164,7 +168,7 @@ def get_planned_outputs(wildcards=None):
     planned += [result("token_norms.parquet")] + [result(f"token_norms/{m}.parquet") for m in MODELS]
     if CKA:
         planned += [result("cka.parquet")] + [result(f"cka/{a}/{b}.parquet") for a, b in CKA_PAIRS]
-    if MAP_COUNT:
+    if MAP_IMAGES:
         planned += [result(f"maps/{m}.npz") for m in MODELS]
     planned += [result(f"pca/{m}.npz") for m in PCA_MODELS]
     return [path.removeprefix(f"{OUT}/") for path in planned]

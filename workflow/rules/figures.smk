@@ -72,7 +72,7 @@ rule figure_cls_heads:
                 caption="../report/cls_heads.rst",
                 category="Attention maps",
             )
-            for index in range(MAP_COUNT)
+            for index in range(MAP_IMAGES)
         ],
     log:
         result("logs/figures/cls_attention_heads_{model}.log"),
@@ -159,7 +159,7 @@ rule figure_predictions:
         accuracy=result("accuracy.parquet"),
         predictions=result("predictions.parquet"),
         # The map images, as the first model with a head saw them.
-        maps=[result(f"maps/{HEADED[0]}.npz")] if HEADED and MAP_COUNT else [],
+        maps=[result(f"maps/{HEADED[0]}.npz")] if HEADED and MAP_IMAGES else [],
     output:
         report(result("figures/top1_predictions.png"), caption="../report/accuracy.rst", category="Predictions"),
     log:

@@ -154,16 +154,23 @@ def fit_default_map_images(config: dict) -> str | None:
     return f"analysis.map_images: the default {default} lowered to the {images} images this run samples"
 
 
+def check_map_images(map_images: int, images: int, what: str) -> None:
+    """``analysis.map_images`` against the images there are: before any job, the images the
+    config samples; once the sample checkpoint has run, the manifest's usable images (rejected
+    ones left out, and a manifest sampled before map_images was raised)."""
+    if map_images > images:
+        raise ConfigError(
+            f"analysis.map_images: {map_images} map images but {what} are {images}; "
+            f"lower analysis.map_images to at most {images} (or sample more images)"
+        )
+
+
 def check_config(config: dict, root: str | os.PathLike = ".") -> dict[str, ModelEntry]:
     """Checks beyond the JSON Schema; raises `ConfigError` before any job runs."""
     entries = model_entries(config)
     images = check_images(config["images"])
-    map_images = config.get("analysis", {}).get("map_images", 0)
-    if images is not None and map_images > images:
-        raise ConfigError(
-            f"analysis.map_images: {map_images} map images but the run samples {images} images; "
-            f"lower analysis.map_images to at most {images} (or sample more images)"
-        )
+    if images is not None:
+        check_map_images(config["analysis"]["map_images"], images, "the images the run samples")
     for key, entry in entries.items():
         w = entry.weights
         source = weights_source(key, w)

@@ -23,11 +23,11 @@ def run_pca_features(
     model_settings: dict,
     crop_paths: list[str],
     manifest_path: str,
-    count: int,
+    map_images: int,
     threshold: float,
     out_path: str,
 ) -> None:
-    """Run the model on the first ``count`` manifest images (the map images) and write their PCA
+    """Run the model on the first ``map_images`` manifest images (the map images) and write their PCA
     views (`vitprobe.metrics.pca.pca_feature_maps`) with the crops and the grid to ``out_path``.
 
     Args:
@@ -35,17 +35,15 @@ def run_pca_features(
         model_settings: its entry's settings (`ModelEntry.settings`).
         crop_paths: the crop shards holding the map images, in shard order.
         manifest_path: the sample's manifest (the image ids of the first rows).
-        count: how many map images (``analysis.map_images``).
+        map_images: how many (``analysis.map_images``; the rules checked the manifest holds them).
         threshold: ``analysis.pca.threshold``, in standard deviations of the first component.
         out_path: the ``.npz`` to write.
     """
     entry = model_entry(key, model_settings)
-    image_ids = pd.read_parquet(manifest_path, columns=["image_id"])["image_id"].astype(str).tolist()[:count]
-    crops = np.concatenate([open_crops(p) for p in crop_paths])[:count]
-    if len(image_ids) < count or len(crops) < count:  # a manifest made before map_images was raised
-        raise ValueError(f"analysis.map_images: {count} map images but the manifest has {len(image_ids)}; lower it")
+    image_ids = pd.read_parquet(manifest_path, columns=["image_id"])["image_id"].astype(str).tolist()[:map_images]
+    crops = np.concatenate([open_crops(p) for p in crop_paths])[:map_images]
     model = build_model(entry)
-    features = np.concatenate([model.patch_features(crops[start : start + BATCH]) for start in range(0, count, BATCH)])
+    features = np.concatenate([model.patch_features(crops[start : start + BATCH]) for start in range(0, map_images, BATCH)])
     require_finite(key, "patch features", features, image_ids)
     what = "the last block's patch tokens after the final LayerNorm" if model.has_final_norm else "the last block's patch tokens"
     log.info("%s: PCA of %s, %d images x %d patches x %d dims", entry.label, what, *features.shape)
