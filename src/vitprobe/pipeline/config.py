@@ -166,7 +166,8 @@ def check_map_images(map_images: int, images: int, what: str) -> None:
 
 
 def check_config(config: dict, root: str | os.PathLike = ".") -> dict[str, ModelEntry]:
-    """Checks beyond the JSON Schema; raises `ConfigError` before any job runs."""
+    """Checks beyond the JSON Schema, on the config it validated (every default filled in); raises
+    `ConfigError` before any job runs."""
     entries = model_entries(config)
     images = check_images(config["images"])
     if images is not None:
@@ -182,18 +183,18 @@ def check_config(config: dict, root: str | os.PathLike = ".") -> dict[str, Model
         if source.is_local and not Path(root, w).is_file():
             raise ConfigError(f"models.{key}.weights: file {Path(root, w)} not found. {HELP}")
     for key, entry in entries.items():
-        if config["extract"].get("keep_attention") and entry.spec.has_pool_query:
+        if config["extract"]["keep_attention"] and entry.spec.has_pool_query:
             raise ConfigError(
                 f"extract.keep_attention: models.{key} ({entry.arch}) has an attention-pooling head whose (heads, 1, N) "
                 "attention does not fit the (blocks, heads, N, N) attention shards; set keep_attention: false "
                 "(its reductions are computed inside the forward pass)"
             )
-        if config["extract"].get("attention_kernel") == "fused" and not entry.spec.supports_fused_attention:
+        if config["extract"]["attention_kernel"] == "fused" and not entry.spec.supports_fused_attention:
             raise ConfigError(
                 f"extract.attention_kernel: fused cannot run models.{key} ({entry.arch}): the kernel needs a class token, "
                 "no relative position bias and no attention-pooling head; set attention_kernel: auto or unfused"
             )
-    if config["extract"].get("attention_kernel") == "fused":
+    if config["extract"]["attention_kernel"] == "fused":
         analysis, backend = config["analysis"], keras_backend()
         if backend != "jax" or analysis["head_fusion"] != "mean" or analysis["discard_ratio"] != 0:
             raise ConfigError(
@@ -201,13 +202,13 @@ def check_config(config: dict, root: str | os.PathLike = ".") -> dict[str, Model
                 f"and analysis.discard_ratio: 0 (they are {analysis['head_fusion']}, {analysis['discard_ratio']}); "
                 "set attention_kernel: auto or unfused"
             )
-    mode, backend = config["extract"].get("compile", "auto"), keras_backend()
+    mode, backend = config["extract"]["compile"], keras_backend()
     if mode != "auto" and mode not in compile_modes(backend):
         raise ConfigError(
             f"extract.compile: {mode} is not a compile mode of the {backend} backend (KERAS_BACKEND); "
             f"set auto or one of {', '.join(compile_modes(backend))}"
         )
-    for pair in config.get("comparisons", []):
+    for pair in config["comparisons"]:
         for key in pair:
             if key not in entries:
                 raise ConfigError(f"comparisons: {key!r} is not a key under models ({', '.join(entries)})")
@@ -231,22 +232,22 @@ VIDEO_SUFFIXES = (".gif", ".png", ".apng", ".webp", ".tif", ".tiff")
 
 def check_pca(config: dict) -> None:
     """``analysis.pca.threshold`` is a number of standard deviations; NaN passes the schema's range."""
-    threshold = ((config.get("analysis") or {}).get("pca") or {}).get("threshold", 0.0)
+    threshold = config["analysis"]["pca"]["threshold"]
     if not math.isfinite(threshold):
         raise ConfigError(f"analysis.pca.threshold: {threshold} is not a finite number; give standard deviations, e.g. 0")
 
 
 def check_explorer(config: dict, entries: dict[str, ModelEntry]) -> None:
     """The explorer shows map images only, and only blocks that every model has."""
-    explorer = config.get("explorer") or {}
-    images, map_images = explorer.get("images"), (config.get("analysis") or {}).get("map_images", 4)
+    explorer = config["explorer"]
+    images, map_images = explorer["images"], config["analysis"]["map_images"]
     if images is not None and images > map_images:
         raise ConfigError(
             f"explorer.images: {images} exceeds analysis.map_images ({map_images}); the explorer shows map images only. "
             "Raise analysis.map_images or lower explorer.images"
         )
     for key, entry in entries.items():
-        explorer_blocks(explorer.get("blocks"), entry.spec.depth, key)
+        explorer_blocks(explorer["blocks"], entry.spec.depth, key)
 
 
 def explorer_blocks(blocks: list[int] | None, depth: int, key: str = "") -> list[int]:
@@ -287,7 +288,7 @@ def cka_runs(config: dict) -> bool:
 def check_images(images: dict) -> int | None:
     """Refuse an image source that cannot deliver ``count`` images, before any job runs.
     Returns the number of images the run will sample, when it is cheap to know."""
-    kind, path, count = images["source"], images.get("path"), images.get("count")
+    kind, path, count = images["source"], images["path"], images["count"]
     if kind == "imagenet2012":
         tar = Path(path or sources.DEFAULT_MANUAL_DIR).expanduser() / sources.IMAGENET_VAL_TAR
         if not tar.is_file():

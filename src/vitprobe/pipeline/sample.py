@@ -27,12 +27,12 @@ def load_configured_source(images: dict) -> list:
 def sample_stage(images: dict, manifest_path: str, rejected_path: str) -> None:
     """Sample, decode and write the manifest and the table of rejected images."""
     records = load_configured_source(images)
-    chosen = sample_records(records, images.get("count"), images.get("seed", 0))
+    chosen = sample_records(records, images["count"], images["seed"])
     manifest, rejected = build_manifest(chosen)
     log.info("sampled %d of %d images from %s; %d rejected", len(chosen), len(records), images["source"], len(rejected))
     for row in rejected.itertuples(index=False):
         log.warning("rejected %s (%s): %s", row.image_id, row.source, row.reason)
-    if images.get("strict") and len(rejected):
+    if images["strict"] and len(rejected):
         listing = "\n  ".join(f"{r.source}: {r.reason}" for r in rejected.itertuples(index=False))
         raise ValueError(f"images.strict is set and {len(rejected)} images cannot be used:\n  {listing}")
     if manifest.empty:
