@@ -1,7 +1,7 @@
 rule aggregate:
     input:
-        per_image=lambda w: [result(f"shards/{m}/distance_{s}.parquet") for m in MODELS for s in get_shards()],
-        predictions=lambda w: [result(f"shards/{m}/predictions_{s}.parquet") for m in MODELS for s in get_shards()],
+        per_image=get_all_distances,
+        predictions=get_all_predictions,
     output:
         per_image=report(
             result("attention_distance_per_image.parquet"),
@@ -27,7 +27,7 @@ rule aggregate:
 
 rule maps:
     input:
-        maps=lambda w: [result(f"shards/{w.model}/maps_{s}.npz") for s in get_map_shards()],
+        maps=get_model_maps,
         crops=get_map_crops,
     output:
         result("maps/{model}.npz"),

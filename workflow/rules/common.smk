@@ -45,6 +45,20 @@ def code(script):
     return code_version(SCRIPTS / script, SRC)
 
 
+# A model's files per shard, by kind, and their suffixes.
+SHARD_FILES = {"predictions": "parquet", "distance": "parquet", "maps": "npz", "representations": "npz"}
+
+
+def crop_path(geometry, shard="{shard}"):
+    """The uint8 crops of one shard of the manifest at one crop geometry (wildcards by default)."""
+    return result(f"crops/{geometry}/shard_{shard}.npy")
+
+
+def shard_path(model, kind, shard="{shard}"):
+    """One of a model's per-shard files (`SHARD_FILES`: predictions, distance, maps, representations)."""
+    return result(f"shards/{model}/{kind}_{shard}.{SHARD_FILES[kind]}")
+
+
 def get_shards(wildcards=None):
     """Shard indices; known once the sample checkpoint has written the manifest."""
     manifest = checkpoints.sample.get().output.manifest
@@ -62,7 +76,7 @@ def get_local_weights(wildcards):
 
 
 def get_crops(wildcards):
-    return result(f"crops/{MODELS[wildcards.model].geometry}/shard_{wildcards.shard}.npy")
+    return crop_path(MODELS[wildcards.model].geometry, wildcards.shard)
 
 
 def get_kept_attention(wildcards=None):
@@ -82,7 +96,7 @@ def get_export_crops(wildcards):
     manifest = checkpoints.sample.get().output.manifest
     image_ids = pd.read_parquet(manifest, columns=["image_id"])["image_id"].astype(str).tolist()
     geometry = MODELS[wildcards.model].geometry
-    return [result(f"crops/{geometry}/shard_{s}.npy") for s in export_shards(image_ids, EXPORT_IMAGES, SHARD_SIZE)]
+    return [crop_path(geometry, s) for s in export_shards(image_ids, EXPORT_IMAGES, SHARD_SIZE)]
 
 
 def model_settings(model):
@@ -106,7 +120,7 @@ def get_map_shards(wildcards=None):
 
 def get_map_crops(wildcards):
     geometry = MODELS[wildcards.model].geometry
-    return [result(f"crops/{geometry}/shard_{s}.npy") for s in get_map_shards()]
+    return [crop_path(geometry, s) for s in get_map_shards()]
 
 
 def comparison_name(models):
@@ -128,7 +142,7 @@ CKA_PAIRS = list(
 
 
 def get_representation_shards(model):
-    return [result(f"shards/{model}/representations_{s}.npz") for s in get_shards()]
+    return [shard_path(model, "representations", s) for s in get_shards()]
 
 
 def get_all_figures(wildcards=None):
@@ -194,8 +208,94 @@ def get_all_outputs(wildcards=None):
             "attention_distance_per_image.parquet",
         )
     ]
-    files += [result(f"crops/{g}/shard_{s}.npy") for g in GEOMETRIES for s in shards]
-    kinds = ["predictions_{}.parquet", "distance_{}.parquet", "maps_{}.npz", "representations_{}.npz"]
-    files += [result(f"shards/{m}/{kind.format(s)}") for m in MODELS for s in shards for kind in kinds]
+    files += [crop_path(g, s) for g in GEOMETRIES for s in shards]
+    files += [shard_path(m, kind, s) for m in MODELS for s in shards for kind in SHARD_FILES]
     files += get_kept_attention() + [result(path) for path in get_planned_outputs()]
     return sorted(files)
+
+
+# Input functions and parameters of one model, one comparison or one crop geometry (wildcards).
+
+
+def get_label(wildcards):
+    """The model's label for titles: its exact checkpoint."""
+    return LABELS[wildcards.model]
+
+
+def get_model_labels(wildcards):
+    return {wildcards.model: LABELS[wildcards.model]}
+
+
+def get_comparison_models(wildcards):
+    return COMPARISONS[wildcards.comparison]
+
+
+def get_comparison_labels(wildcards):
+    return {m: LABELS[m] for m in COMPARISONS[wildcards.comparison]}
+
+
+def get_map_query(wildcards):
+    return MAP_QUERIES[wildcards.model]
+
+
+def get_prefix_kinds(wildcards):
+    """The model's prefix tokens in order (cls, distillation, register)."""
+    return list(MODELS[wildcards.model].spec.prefix_tokens)
+
+
+def get_model_representations(wildcards):
+    return get_representation_shards(wildcards.model)
+
+
+def get_map_representations(wildcards):
+    """The representation shards that hold the map images."""
+    return [shard_path(wildcards.model, "representations", s) for s in get_map_shards()]
+
+
+def get_model_maps(wildcards):
+    """The per-shard maps files that hold the map images."""
+    return [shard_path(wildcards.model, "maps", s) for s in get_map_shards()]
+
+
+def get_all_distances(wildcards):
+    return [shard_path(m, "distance", s) for m in MODELS for s in get_shards()]
+
+
+def get_all_predictions(wildcards):
+    return [shard_path(m, "predictions", s) for m in MODELS for s in get_shards()]
+
+
+def get_all_local_weights(wildcards):
+    return [path for m in MODELS for path in local_weights(MODELS[m])]
+
+
+def get_shard_count(wildcards):
+    return len(get_shards())
+
+
+def get_image_size(wildcards):
+    return GEOMETRIES[wildcards.geometry].spec.image_size
+
+
+def get_geometry(wildcards):
+    return GEOMETRIES[wildcards.geometry].preprocess.geometry_dict()
+
+
+def get_representations_a(wildcards):
+    return get_representation_shards(wildcards.model_a)
+
+
+def get_representations_b(wildcards):
+    return get_representation_shards(wildcards.model_b)
+
+
+def get_comparison_cka_tables(wildcards):
+    return [result(f"cka/{a}/{b}.parquet") for a, b in comparison_pairs(COMPARISONS[wildcards.comparison])]
+
+
+def get_output_listing(wildcards):
+    return [path.removeprefix(f"{OUT}/") for path in get_all_outputs()]
+
+
+def get_output_folder(wildcards, output):
+    return str(Path(output[0]).parent)

@@ -7,7 +7,7 @@ rule explorer:
     input:
         maps=[result(f"maps/{m}.npz") for m in MODELS],
         table=result("mean_attention_distance.parquet"),
-        weights=lambda w: [path for m in MODELS for path in local_weights(MODELS[m])],
+        weights=get_all_local_weights,
     output:
         report(result("explorer.html"), caption="../report/explorer.rst", category="Explorer"),
     log:

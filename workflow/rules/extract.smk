@@ -4,11 +4,11 @@
 
 EXTRACT_RESOURCES = dict(mem_mb=EXTRACT_SETTINGS["mem_mb"], runtime=60, gpu=EXTRACT_SETTINGS["gpus"])
 REDUCTIONS = dict(
-    per_image=result("shards/{model}/distance_{shard}.parquet"),
-    maps=result("shards/{model}/maps_{shard}.npz"),
+    per_image=shard_path("{model}", "distance"),
+    maps=shard_path("{model}", "maps"),
 )
 # Gram matrices per image group and token norms, from the block outputs inside the forward pass.
-REPRESENTATIONS = result("shards/{model}/representations_{shard}.npz")
+REPRESENTATIONS = shard_path("{model}", "representations")
 
 if KEEP_ATTENTION:
 
@@ -18,7 +18,7 @@ if KEEP_ATTENTION:
             manifest=result("manifest.parquet"),
             weights=get_local_weights,
         output:
-            predictions=result("shards/{model}/predictions_{shard}.parquet"),
+            predictions=shard_path("{model}", "predictions"),
             attention=result("attention/{model}/shard_{shard}.npz"),
             representations=REPRESENTATIONS,
         log:
@@ -34,7 +34,7 @@ if KEEP_ATTENTION:
             model=get_model_settings,
             batch_size=EXTRACT_SETTINGS["batch_size"],
             shard_size=SHARD_SIZE,
-            shard_count=lambda w: len(get_shards()),
+            shard_count=get_shard_count,
             precision=EXTRACT_SETTINGS["precision"],
             group_size=CKA_SETTINGS["group_size"] if CKA else None,
             compile_mode=EXTRACT_SETTINGS["compile"],
@@ -71,7 +71,7 @@ else:
             weights=get_local_weights,
         output:
             **REDUCTIONS,
-            predictions=result("shards/{model}/predictions_{shard}.parquet"),
+            predictions=shard_path("{model}", "predictions"),
             representations=REPRESENTATIONS,
         log:
             result("logs/extract/{model}_{shard}.log"),
@@ -86,7 +86,7 @@ else:
             model=get_model_settings,
             batch_size=EXTRACT_SETTINGS["batch_size"],
             shard_size=SHARD_SIZE,
-            shard_count=lambda w: len(get_shards()),
+            shard_count=get_shard_count,
             precision=EXTRACT_SETTINGS["precision"],
             group_size=CKA_SETTINGS["group_size"] if CKA else None,
             compile_mode=EXTRACT_SETTINGS["compile"],

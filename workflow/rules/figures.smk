@@ -17,7 +17,7 @@ rule figure_distance_by_block:
         "../../envs/vitprobe.yaml"
     params:
         code=code("figure_distance_by_block.py"),
-        label=lambda w: LABELS[w.model],
+        label=get_label,
     script:
         "../scripts/figure_distance_by_block.py"
 
@@ -37,7 +37,7 @@ rule figure_distance_comparison:
         "../../envs/vitprobe.yaml"
     params:
         code=code("figure_distance_comparison.py"),
-        models=lambda w: COMPARISONS[w.comparison],
+        models=get_comparison_models,
         labels=LABELS,
     script:
         "../scripts/figure_distance_comparison.py"
@@ -80,8 +80,8 @@ rule figure_cls_heads:
         "../../envs/vitprobe.yaml"
     params:
         code=code("figure_cls_heads.py"),
-        label=lambda w: LABELS[w.model],
-        query=lambda w: MAP_QUERIES[w.model],
+        label=get_label,
+        query=get_map_query,
     script:
         "../scripts/figure_cls_heads.py"
 
@@ -97,7 +97,7 @@ rule figure_pca:
         "../../envs/vitprobe.yaml"
     params:
         code=code("figure_pca.py"),
-        label=lambda w: LABELS[w.model],
+        label=get_label,
     script:
         "../scripts/figure_pca.py"
 
@@ -122,7 +122,7 @@ rule figure_patch_filters:
         "../../envs/vitprobe.yaml"
     params:
         code=code("figure_patch_filters.py"),
-        label=lambda w: LABELS[w.model],
+        label=get_label,
         filters=FIGURE_SETTINGS["filters"],
         components=FIGURE_SETTINGS["components"],
     script:
@@ -149,7 +149,7 @@ rule figure_position_similarity:
         "../../envs/vitprobe.yaml"
     params:
         code=code("figure_position_similarity.py"),
-        label=lambda w: LABELS[w.model],
+        label=get_label,
     script:
         "../scripts/figure_position_similarity.py"
 
@@ -186,7 +186,7 @@ rule figure_top1_gallery:
         "../../envs/vitprobe.yaml"
     params:
         code=code("figure_top1_gallery.py"),
-        label=lambda w: LABELS[w.model],
+        label=get_label,
     script:
         "../scripts/figure_top1_gallery.py"
 
