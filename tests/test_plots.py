@@ -24,8 +24,8 @@ from vitprobe.metrics.pca import pca_feature_maps
 from vitprobe.pipeline.aggregate import accuracy_table
 from vitprobe.plots import distance, parameters, predictions, style, video
 from vitprobe.plots import maps as map_plots
-from vitprobe.plots import norms as norm_plots
 from vitprobe.plots import pca as pca_plots
+from vitprobe.plots import token_norms as norm_plots
 
 LABELS = {
     "vit_b16_i21k": "vit_b16_i21k (vit_base_patch16_224.augreg_in21k)",

@@ -23,8 +23,8 @@ from .calibration import choose_compile_mode
 from .checks import require_finite
 from .config import ModelEntry, model_entry, shard_slice
 from .model import build_model
-from .reductions import ShardReductions
 from .representations import ShardRepresentations
+from .shard_reductions import ShardReductions
 
 log = logging.getLogger("vitprobe")
 
