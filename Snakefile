@@ -20,7 +20,7 @@ from vitprobe.pipeline.config import (
     load_config_file,
     raw_attention_bytes,
 )
-from vitprobe.pipeline.outputs import quarantine, stale_outputs
+from vitprobe.pipeline.outputs import quarantine, report_command, stale_outputs
 
 min_version("9.0")
 
@@ -88,7 +88,6 @@ onstart:
 
 onsuccess:
     logger.info(f"Done. Figures: {OUT}/figures/  Tables: {OUT}/*.parquet  Logs: {OUT}/logs/")
-    if MAP_COUNT:
+    if MAP_IMAGES:
         logger.info(f"Explorer: open {OUT}/explorer.html in a browser (self-contained, works offline)")
-    config_args = "".join(f" --configfile {path}" for path in workflow.overwrite_configfiles)
-    logger.info(f"Report: snakemake --report {OUT}/report.html{config_args}")
+    logger.info(f"Report: {report_command(OUT, workflow.overwrite_configfiles)}")

@@ -3,7 +3,7 @@
 Runs `dinov2_s14_imgfocus` (real weights) on the bundled photos once per Keras backend,
 each in its own process, and prints the largest attention and mean-attention-distance
 differences against the tensorflow backend (the pipeline's default), with the CPU they were
-measured on; then writes <out>/backend_agreement.json and .md (--out: benchmarks/ by default).
+measured on; then writes <out>/backend_agreement.json and .md (--out: benchmarks/records/ by default).
 
 Usage: python benchmarks/backend_agreement.py [--images 10] [--out DIR]
 """
@@ -16,9 +16,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from record import cpu_info, describe_cpu, record
-
-HERE = Path(__file__).resolve().parent
+from record import RECORDS, cpu_info, describe_cpu, record
 
 ONE_BACKEND = """
 import io, sys
@@ -40,7 +38,7 @@ np.savez(sys.argv[1], attention=attn, distance=dist)
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=10, help="how many of the bundled photos (10 at most)")
-    parser.add_argument("--out", default=str(HERE), help="folder for backend_agreement.json and .md (created)")
+    parser.add_argument("--out", default=str(RECORDS), help="folder for backend_agreement.json and .md (created)")
     args = parser.parse_args()
     results = {}
     with tempfile.TemporaryDirectory() as tmp:

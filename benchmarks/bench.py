@@ -17,7 +17,7 @@ On a GPU machine: ``KERAS_BACKEND=jax python benchmarks/bench.py --batch 256 --i
 --sides "vitprobe float32" "vitprobe bfloat16" "timm float32" "timm bfloat16 autocast"`` (timm
 then runs on CUDA, vitprobe on jax's default device; keep_attention would write 86 GB).
 Prints the Markdown table, then writes <out>/<date>-<host>-<machine>.json and .md (--out:
-benchmarks/ by default).
+benchmarks/records/ by default).
 
 Usage: python benchmarks/bench.py [--images 48] [--batch 8] [--runs 3] [--arch vit_base_patch16_224] [--depth N] [--out DIR]
 """
@@ -37,9 +37,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from record import cpu_info, describe_cpu, record
-
-HERE = Path(__file__).resolve().parent
+from record import RECORDS, cpu_info, describe_cpu, record
 
 WEIGHTS_SIDE = r"""
 import json, sys, torch, timm
@@ -178,7 +176,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--sharpen", type=float, default=4.0, help="query/key scale of the random weights (peaked attention)")
     parser.add_argument("--sides", nargs="*", default=[name for name, _, _ in SIDES], help="which sides to run")
-    parser.add_argument("--out", default=str(HERE), help="folder for <date>-<host>-<machine>.json and .md (created)")
+    parser.add_argument("--out", default=str(RECORDS), help="folder for <date>-<host>-<machine>.json and .md (created)")
     args = parser.parse_args()
     if args.images <= args.batch:
         parser.error(f"--images {args.images} must exceed --batch {args.batch}: the rate is measured after the first batch")

@@ -16,7 +16,7 @@ one batch of seeded random inputs at the model's shapes:
 
 The floor it reports is the whole program with its projections at the ceiling and everything
 else as measured: the best ratio to the ceiling that speeding up the matmuls alone could reach.
-Writes benchmarks/<date>-<cpu model>-<flags hash>-<arch>-b<batch>-t<threads>-breakdown.{json,md}.
+Writes benchmarks/records/<date>-<cpu model>-<flags hash>-<arch>-b<batch>-t<threads>-breakdown.{json,md}.
 
 Usage: python benchmarks/breakdown.py [--arch vit_base_patch16_224] [--batch 8] [--threads 2] [--repeats 7]
 """
@@ -28,11 +28,11 @@ import datetime
 import os
 import statistics
 import time
-from pathlib import Path
+
+from record import RECORDS
 
 from vitprobe.pipeline.threads import limit_threads
 
-HERE = Path(__file__).resolve().parent
 WHOLE = "whole extract program (forward_reduced)"
 MODEL = "model alone (to the pooled features; attention computed, not reduced)"
 PROJECTIONS = "projections (qkv, proj, MLP with its bias and activation)"
@@ -57,7 +57,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--depth", type=int, default=None, help="blocks (default: the arch's); for a quick check")
-    parser.add_argument("--out", default=str(HERE))
+    parser.add_argument("--out", default=str(RECORDS))
     args = parser.parse_args()
     limit_threads(args.threads)
 

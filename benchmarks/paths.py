@@ -13,7 +13,7 @@ img/s with the model's FLOPs (an upper bound: softmax, norms and GELU are not co
 The float32 record is also stored as this machine's calibration, which the extract jobs read
 to pick their compile mode (``extract.compile: auto``; ``--no-save`` skips this).
 
-Writes benchmarks/<date>-<cpu model>-<flags hash>-<arch>-b<batch>-t<threads>-paths.json and .md (printing the
+Writes benchmarks/records/<date>-<cpu model>-<flags hash>-<arch>-b<batch>-t<threads>-paths.json and .md (printing the
 table first).
 
 Usage: python benchmarks/paths.py [--arch vit_base_patch16_224] [--batch 8] [--threads 1] [--runs 3] [--depth N]
@@ -30,12 +30,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+from record import RECORDS
+
 from vitprobe.atomic import write_text
 from vitprobe.hardware import cpu_flags, cpu_model, machine_key, native_bfloat16
 from vitprobe.models.spec import ViTSpec, get_spec
 from vitprobe.pipeline.calibration import CANDIDATES, measure, record_path, save
 
-HERE = Path(__file__).resolve().parent
 SHOWN_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile")
 
 TIMM_SIDE = r"""
@@ -145,7 +146,7 @@ def main() -> None:
     parser.add_argument("--candidates", nargs="+", default=[f"{b}:{m}" for b, m in CANDIDATES], help="backend:mode pairs")
     parser.add_argument("--no-save", action="store_true", help="do not store the record as this machine's calibration")
     parser.add_argument("--depth", type=int, default=None, help="blocks (default: the arch's); for a quick check")
-    parser.add_argument("--out", default=str(HERE))
+    parser.add_argument("--out", default=str(RECORDS))
     args = parser.parse_args()
     precisions = args.precisions or ["float32"] + (["bfloat16"] if native_bfloat16() else [])
     overrides = {"depth": args.depth} if args.depth else {}

@@ -6,7 +6,7 @@ times over the same images (logits only, steady state, each model alone on all c
 same batch size), the time of a no-op ``snakemake -n`` on the finished run, the time
 of a rerun after changing one figure option, the peak RSS of the extract jobs and the disk
 the run left, with the CPU model and its AVX/AMX flags. Prints the Markdown table, then writes
-<out>/<date>-<host>-<machine>-pipeline.json and .md (--out: benchmarks/ by default).
+<out>/<date>-<host>-<machine>-pipeline.json and .md (--out: benchmarks/records/ by default).
 
 ``--config`` and ``--depth`` run another experiment's models (random weights) or shallower ones,
 for a quick check that the script works.
@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import yaml
-from record import cpu_info, describe_cpu, record
+from record import RECORDS, cpu_info, describe_cpu, record
 
 from vitprobe.pipeline.config import model_entry
 
@@ -127,7 +127,7 @@ def main() -> None:
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--config", default=str(REPO / "config.yaml"), help="the experiment whose models run (random weights)")
     parser.add_argument("--depth", type=int, default=None, help="blocks of every model (default: each arch's)")
-    parser.add_argument("--out", default=str(REPO / "benchmarks"), help="folder for the .json and .md (created)")
+    parser.add_argument("--out", default=str(RECORDS), help="folder for the .json and .md (created)")
     args = parser.parse_args()
     paper = yaml.safe_load(Path(args.config).read_text())
     spec = {"spec": {"depth": args.depth}} if args.depth else {}

@@ -1,6 +1,7 @@
 """What every benchmark script shares: the machine its numbers were measured on, and how a
 result is recorded (the table printed first, then the JSON and Markdown files written
-atomically into ``--out``, which is created with its parents)."""
+atomically into ``--out``, which is created with its parents; by default `RECORDS`, the
+folder docs/performance.md cites)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ from pathlib import Path
 
 from vitprobe.atomic import write_text
 from vitprobe.hardware import cpu_flags, cpu_model
+
+# Where every script writes its records unless told otherwise (--out).
+RECORDS = Path(__file__).resolve().parent / "records"
 
 # The CPU flags that decide which kernels run: AVX2-only AMD EPYCs against Intel Xeons with
 # AVX-512 and AMX (bfloat16 is fast only with avx512_bf16 / amx_bf16).

@@ -10,7 +10,7 @@ formats are measured in pairs, one right after the other, alternating which goes
 record holds medians, the ratio of the medians and the median of the per-pair ratios (robust
 to the load changing during the runs), the CPU model and flags, and the load average.
 
-Usage: python benchmarks/shard_write.py [--images 32] [--runs 15] [--dir .] [--out benchmarks/shard_write.json]
+Usage: python benchmarks/shard_write.py [--images 32] [--runs 15] [--dir .] [--out benchmarks/records/shard_write.json]
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from record import RECORDS
 
 from vitprobe.atomic import atomic_path, write_text
 from vitprobe.shards import ShardInfo, ShardWriter
@@ -77,7 +78,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=32)
     parser.add_argument("--runs", type=int, default=15, help="pairs of runs (one per format)")
     parser.add_argument("--dir", default=".", help="folder on the disk to measure (a temporary folder is made inside)")
-    parser.add_argument("--out", default=str(Path(__file__).with_name("shard_write.json")))
+    parser.add_argument("--out", default=str(RECORDS / "shard_write.json"))
     args = parser.parse_args()
 
     rng = np.random.default_rng(0)

@@ -10,7 +10,7 @@ import vitprobe
 from vitprobe.data.preprocess import normalize
 from vitprobe.pipeline.config import ConfigError, model_entry
 from vitprobe.pipeline.export import export_attention
-from vitprobe.pipeline.extract import run_extract
+from vitprobe.pipeline.extract import run_extract_attention
 from vitprobe.pipeline.model import build_model
 
 KEY = "deit_dist"
@@ -34,13 +34,7 @@ def shards(tmp_path_factory):
 
 def test_kept_shard_equals_the_forward_pass(shards, tmp_path):
     folder, ids, attention = shards
-    outputs = {
-        "predictions": str(tmp_path / "predictions.parquet"),
-        "attention": str(tmp_path / "shard_1.npz"),
-        "representations": str(tmp_path / "representations_1.npz"),
-        "map_images": str(tmp_path / "map_images_1.npz"),
-    }
-    run_extract(
+    run_extract_attention(
         KEY,
         SETTINGS,
         str(folder / "shard_1.npy"),
@@ -48,10 +42,17 @@ def test_kept_shard_equals_the_forward_pass(shards, tmp_path):
         1,
         2,
         SHARD_SIZE,
-        outputs,
+        predictions=str(tmp_path / "predictions.parquet"),
+        attention=str(tmp_path / "shard_1.npz"),
+        representations=str(tmp_path / "representations_1.npz"),
+        map_images=str(tmp_path / "map_images_1.npz"),
         batch_size=1,
         precision="float32",
+        group_size=None,
         dtype="float32",
+        compile_mode="auto",
+        threads=1,
+        map_rows=0,
     )
     shard = vitprobe.open_attention(tmp_path / "shard_1.npz")
     assert isinstance(shard.attention, np.memmap)

@@ -8,14 +8,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 
+from helpers import REPO
 from vitprobe.data import manifest as mf
 from vitprobe.data import sources
 from vitprobe.data.preprocess import MAX_RESIZED_CROPS, Preprocess, crop
 from vitprobe.pipeline.config import ConfigError, load_config_file
 from vitprobe.pipeline.outputs import quarantine, stale_outputs, write_outputs
-from vitprobe.pipeline.sample import sample_stage
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -158,15 +159,28 @@ def test_good_labels_csv(tmp_path):
     assert [r.label for r in sources.folder(tmp_path)] == [999, -1]
 
 
-def test_rejections_below_map_images_stop_the_sample_stage(tmp_path):
+def test_rejections_below_map_images_stop_the_run_before_the_map_jobs(tmp_path):
+    """The config check passes (the folder holds 2 files for 2 map images); one of them cannot be
+    decoded, so the manifest holds 1: once the sample job has written it, the run stops naming
+    analysis.map_images and the count, before any job that would read the maps."""
     photos = tmp_path / "photos"
     photos.mkdir()
     Image.new("RGB", (20, 20)).save(photos / "good.png")
     (photos / "bad.png").write_bytes(b"not a png")
-    images = {"source": "folder", "path": str(photos)}
-    with pytest.raises(ValueError, match=r"analysis.map_images: 2 map images but only 1 of the 2 sampled images are usable"):
-        sample_stage(images, str(tmp_path / "m.parquet"), str(tmp_path / "r.parquet"), map_images=2)
-    sample_stage(images, str(tmp_path / "m.parquet"), str(tmp_path / "r.parquet"), map_images=1)
+    config = {
+        "experiment": "rej",
+        "images": {"source": "folder", "path": str(photos)},
+        "models": {"m": {"arch": "vit_tiny_patch16_224", "weights": "random", "spec": {"depth": 1}}},
+        "analysis": {"map_images": 2},
+    }
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    command = [sys.executable, "-m", "snakemake", "--cores", "1", "-s", str(REPO / "Snakefile"), "-d", str(tmp_path)]
+    result = subprocess.run([*command, "--configfile", str(tmp_path / "c.yaml")], capture_output=True, text=True)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "analysis.map_images: 2 map images but the manifest's usable images are 1" in output, output[-3000:]
+    assert (tmp_path / "results" / "rej" / "manifest.parquet").exists()  # the sample job ran
+    assert not (tmp_path / "results" / "rej" / "maps").exists() and not (tmp_path / "results" / "rej" / "crops").exists()
 
 
 # ---------------------------------------------------------------- config files and stale outputs

@@ -201,9 +201,12 @@ def test_calibration_end_to_end_then_the_extract_job_logs_its_choice(tmp_path, m
             0,
             1,
             3,
-            outputs,
+            **outputs,
             batch_size=2,
             precision="float32",
+            group_size=None,
+            analysis={},
+            attention_kernel="auto",
             compile_mode="auto",
             threads=1,
         )

@@ -199,3 +199,14 @@ def test_map_image_and_parameter_stages_run_no_model(script):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().splitlines()[-1] == "[]", script
+
+
+def test_only_the_scripts_that_load_a_model_depend_on_the_downloader():
+    """Machine concerns (the cache folder, thread limits, the backend) live in vitprobe.environment
+    and vitprobe.hardware, not in the download code: an edit of weights/fetch.py reruns the rules
+    that load weights and no other (every job starts through pipeline/runlog.py)."""
+    fetching = {script.name for script in SCRIPTS if "vitprobe.weights.fetch" in module_closure(script, SRC)}
+    loading = {script.name for script in SCRIPTS if "vitprobe.pipeline.model" in module_closure(script, SRC)}
+    assert fetching == loading and {"extract.py", "extract_attention.py"} <= fetching
+    assert not {"sample.py", "prepare.py", "aggregate.py", "cka.py", "figure_rollout.py"} & fetching
+    assert "vitprobe.weights.fetch" not in module_closure(SRC / "vitprobe" / "pipeline" / "runlog.py", SRC)

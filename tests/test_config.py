@@ -290,7 +290,7 @@ def test_preset_config_plans_jobs(tmp_path):
 @pytest.mark.parametrize(
     "path,value,words",
     [
-        ("analysis", {"map_images": 9}, ["analysis.map_images", "9 map images but the run samples 8 images"]),
+        ("analysis", {"map_images": 9}, ["analysis.map_images", "9 map images but the images the run samples are 8"]),
         ("analysis", {"pca": {"threshold": float("nan")}}, ["analysis.pca.threshold", "nan is not a finite number"]),
         ("analysis", {"pca": {"threshold": 5}}, ["5 is greater than the maximum of 3"]),
         ("analysis", {"pca": {"components": 4}}, ["Additional properties are not allowed", "components"]),
@@ -301,6 +301,7 @@ def test_preset_config_plans_jobs(tmp_path):
         ("models.m.weights", "hf-hub:timm/vit\n", ["models.m.weights", "malformed Hugging Face id"]),
         ("experiment", "cfg\n", ["does not match", "experiment"]),
         ("models", {"m\n": {"arch": "vit_tiny_patch16_224", "weights": "random"}}, ["does not match", "models"]),
+        ("video", {"path": "clip.mp4", "model": "m"}, ["video.path", "'clip.mp4' is not a clip Pillow reads", "ffmpeg -i"]),
     ],
 )
 def test_more_bad_configs_are_refused_before_any_job(tmp_path, path, value, words):

@@ -220,3 +220,26 @@ def test_attribution_maps_are_layers(page, explorer):
     assert shown(page, "vit_t")["values"] is None
     assert "no attribution maps for this image" in page.text_content(".panel[data-model='vit_t'] .status")
     page.screenshot(path=page.shots / "7_attribution.png")
+
+
+def test_panels_align_and_grey_points_are_explained(browser, explorer, tmp_path):
+    """A model name that wraps moves every panel's map down alike, and a page that leaves blocks
+    out says under each chart what its grey points are."""
+    folder = explorer[0].parent
+    long_name = "a checkpoint label long enough to wrap over three lines of a panel heading " * 2
+    labels = {key: (long_name if i == 0 else key) for i, key in enumerate(MODELS)}
+    maps = {key: str(folder / f"{key}.npz") for key in MODELS}
+    path = tmp_path / "explorer.html"
+    write_explorer(MODELS, labels, maps, str(folder / "mean_attention_distance.parquet"), [list(MODELS)], IMAGES, [-1], str(path))
+    opened = OfflinePage(browser, path, viewport={"width": 1000, "height": 1100})
+    text_heights = """hs => hs.map(h => { const r = document.createRange(); r.selectNodeContents(h);
+        return r.getBoundingClientRect().height; })"""
+    heading_heights = opened.tab.eval_on_selector_all(".panel h2", text_heights)  # of the text, not the grid cell
+    map_tops = opened.tab.eval_on_selector_all(".panel canvas.map", "cs => cs.map(c => c.getBoundingClientRect().top)")
+    notes = opened.tab.eval_on_selector_all(".panel .chart-note", "ps => ps.map(p => p.textContent)")
+    grey = opened.tab.eval_on_selector_all(".head-point.missing", "ps => ps.length")
+    opened.close()
+    assert len(map_tops) == 2 and heading_heights[0] > 2 * heading_heights[1]  # the first name wraps
+    assert map_tops[0] == map_tops[1]
+    assert grey > 0 and len(notes) == 2
+    assert all(note.startswith("Grey points: 1 of the 2 blocks are not in this page (explorer.blocks)") for note in notes)

@@ -343,7 +343,7 @@ def test_row_sum_error() -> None:
 
 
 def test_shard_reductions_check_and_table(tmp_path) -> None:
-    from vitprobe.pipeline.reductions import ShardReductions
+    from vitprobe.pipeline.shard_reductions import ShardReductions
     from vitprobe.tables import PER_IMAGE_COLUMNS
 
     rng = np.random.default_rng(6)

@@ -417,6 +417,14 @@ def test_model_code_reruns_extraction(run):
     assert planned_jobs(workdir, config) == {}  # restored: nothing to do again
 
 
+def test_download_code_reruns_only_what_loads_weights(run):
+    """runlog.py, which every job starts with, no longer imports the downloader: sampling and
+    cropping stay put when weights/fetch.py changes."""
+    workdir, config, _ = run
+    jobs = jobs_after_editing(workdir, config, "src/vitprobe/weights/fetch.py")
+    assert jobs["extract_attention"] == 2 * 2 and "sample" not in jobs and "prepare" not in jobs
+
+
 def test_preprocessing_change_reruns_extraction(run):
     workdir, config, _ = run
     changed = yaml.safe_load(config.read_text())

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
+from pathlib import Path
 
 import matplotlib
 
@@ -24,8 +24,8 @@ from vitprobe.metrics.pca import pca_feature_maps
 from vitprobe.pipeline.aggregate import accuracy_table
 from vitprobe.plots import distance, parameters, predictions, style, video
 from vitprobe.plots import maps as map_plots
-from vitprobe.plots import norms as norm_plots
 from vitprobe.plots import pca as pca_plots
+from vitprobe.plots import token_norms as norm_plots
 
 LABELS = {
     "vit_b16_i21k": "vit_b16_i21k (vit_base_patch16_224.augreg_in21k)",
@@ -316,14 +316,35 @@ def test_write_gif(tmp_path):
         assert gif.info["duration"] == 200 and gif.info["loop"] == 0
         gif.seek(2)
         assert np.asarray(gif.convert("RGB"))[0, 9].tolist() == [255, 255, 255]
-    with pytest.raises(ValueError, match="unsupported video suffix '.avi'"):
-        video.write_video(frames, tmp_path / "a.avi")
+    for suffix in (".avi", ".mp4"):
+        with pytest.raises(ValueError, match="videos are written as animated GIFs"):
+            video.write_video(frames, tmp_path / f"a{suffix}")
     with pytest.raises(ValueError, match="uint8"):
         video.write_video(frames.astype(np.float32), tmp_path / "a.gif")
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["attention.gif", "sub"]  # no temporary file left
 
 
-@pytest.mark.skipif(importlib.util.find_spec("imageio_ffmpeg") is not None, reason="imageio-ffmpeg is installed")
-def test_mp4_without_ffmpeg_is_a_clear_error(tmp_path):
-    frames = np.zeros((2, 16, 16, 3), dtype=np.uint8)
-    with pytest.raises(RuntimeError, match="imageio-ffmpeg"):
-        video.write_video(frames, tmp_path / "a.mp4")
+def test_figures_are_written_atomically(tmp_path, monkeypatch):
+    """A figure or video is written to a temporary name beside it and renamed into place: a write
+    that fails half-way leaves neither a partial file under the final name nor the temporary one."""
+
+    def half_then_fail(self, fp, *args, **kwargs):  # Image.save: some bytes, then the disk is full
+        Path(fp).write_bytes(b"GIF89a")
+        raise OSError("disk full")
+
+    def half_bytes_then_fail(self, data):  # Path.write_bytes likewise
+        with open(self, "wb") as f:
+            f.write(data[: len(data) // 2])
+        raise OSError("disk full")
+
+    frames = np.zeros((2, 8, 8, 3), dtype=np.uint8)
+    with monkeypatch.context() as patch:
+        patch.setattr(Image.Image, "save", half_then_fail)
+        with pytest.raises(OSError, match="disk full"):
+            video.write_video(frames, tmp_path / "a.gif")
+    table = pd.DataFrame({"model": "m", "block": [0, 1], "head": 0, "distance_px": [1.0, 2.0], "std_px": 0.0, "n_images": 1})
+    with monkeypatch.context() as patch:
+        patch.setattr(Path, "write_bytes", half_bytes_then_fail)
+        with pytest.raises(OSError, match="disk full"):
+            distance.plot_distance_by_block(table, "m", "m", tmp_path / "d.png")
+    assert list(tmp_path.iterdir()) == []

@@ -5,7 +5,7 @@ AVX512_BF16 or AMX-BF16). Elsewhere the libraries emulate it: TensorFlow's oneDN
 (AVX-512 CPUs) at a quarter to half of float32's speed, its Eigen kernels (AVX2-only CPUs) with
 the product truncated to bfloat16. vitprobe then multiplies the bfloat16-rounded operands in
 float32 instead (`bfloat16_matmul_dtype`): the same products, no speed gain over float32.
-Measured: benchmarks/2026-11-25-icelake-avx512-no-bf16.json.
+Measured: benchmarks/records/2026-11-25-icelake-avx512-no-bf16.json.
 """
 
 from __future__ import annotations
@@ -13,10 +13,11 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
-import os
 import platform
 import re
 from pathlib import Path
+
+from .environment import bfloat16_matmul_override
 
 log = logging.getLogger("vitprobe")
 
@@ -105,10 +106,8 @@ def bfloat16_matmul_dtype() -> str:
     where the CPU is unknown), else "float32" on the bfloat16-rounded operands (exact products,
     float32 sums: the result native hardware gives, before its output rounding). Forced by
     VITPROBE_BFLOAT16_MATMUL=bfloat16|float32 (benchmarks and tests of both paths)."""
-    forced = os.environ.get("VITPROBE_BFLOAT16_MATMUL")
+    forced = bfloat16_matmul_override()
     if forced:
-        if forced not in ("bfloat16", "float32"):
-            raise ValueError(f"VITPROBE_BFLOAT16_MATMUL must be bfloat16 or float32, got {forced!r}")
         return forced
     return "float32" if native_bfloat16() is False and not accelerator() else "bfloat16"
 

@@ -1,7 +1,7 @@
 rule aggregate:
     input:
-        per_image=lambda w: [result(f"shards/{m}/distance_{s}.parquet") for m in MODELS for s in get_shards()],
-        predictions=lambda w: [result(f"shards/{m}/predictions_{s}.parquet") for m in MODELS for s in get_shards()],
+        per_image=get_all_distances,
+        predictions=get_all_predictions,
     output:
         per_image=report(
             result("attention_distance_per_image.parquet"),
@@ -27,8 +27,8 @@ rule aggregate:
 
 rule maps:
     input:
-        maps=lambda w: [result(f"shards/{w.model}/maps_{s}.npz") for s in get_map_shards()],
-        map_images=lambda w: [result(f"shards/{w.model}/map_images_{s}.npz") for s in get_map_shards()],
+        maps=get_model_maps,
+        map_images=get_model_map_images,
         crops=get_map_crops,
     output:
         result("maps/{model}.npz"),
@@ -37,7 +37,7 @@ rule maps:
     conda:
         "../../envs/vitprobe.yaml"
     params:
-        map_images=MAP_COUNT,
+        map_images=MAP_IMAGES,
         code=code("maps.py"),
     script:
         "../scripts/maps.py"

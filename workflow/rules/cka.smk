@@ -4,8 +4,8 @@
 
 rule cka_pair:
     input:
-        a=lambda w: get_representation_shards(w.model_a),
-        b=lambda w: get_representation_shards(w.model_b),
+        a=get_representations_a,
+        b=get_representations_b,
     output:
         result("cka/{model_a}/{model_b}.parquet"),
     log:
@@ -46,7 +46,7 @@ rule figure_cka_model:
     conda:
         "../../envs/vitprobe.yaml"
     params:
-        labels=lambda w: {w.model: LABELS[w.model]},
+        labels=get_model_labels,
         features=CKA_SETTINGS["features"],
         code=code("figure_cka.py"),
     script:
@@ -55,7 +55,7 @@ rule figure_cka_model:
 
 rule figure_cka_comparison:
     input:
-        lambda w: [result(f"cka/{a}/{b}.parquet") for a, b in comparison_pairs(COMPARISONS[w.comparison])],
+        get_comparison_cka_tables,
     output:
         report(result("figures/cka_between_{comparison}.png"), caption="../report/cka_comparison.rst", category="Representations"),
     log:
@@ -63,7 +63,7 @@ rule figure_cka_comparison:
     conda:
         "../../envs/vitprobe.yaml"
     params:
-        labels=lambda w: {m: LABELS[m] for m in COMPARISONS[w.comparison]},
+        labels=get_comparison_labels,
         features=CKA_SETTINGS["features"],
         code=code("figure_cka.py"),
     script:

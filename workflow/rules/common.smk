@@ -5,7 +5,7 @@ from pathlib import Path
 import pandas as pd
 
 from vitprobe.pipeline.code_deps import code_version, files_version
-from vitprobe.pipeline.config import export_shards, image_listing, local_weights, shard_count
+from vitprobe.pipeline.config import check_map_images, export_shards, image_listing, local_weights, shard_count
 
 SRC = Path(workflow.basedir) / "src"
 SCRIPTS = Path(workflow.basedir) / "workflow" / "scripts"
@@ -24,17 +24,17 @@ GEOMETRIES = {entry.geometry: entry for entry in MODELS.values()}
 HEADED = [m for m, e in MODELS.items() if e.has_head]
 LABELS = {m: e.label for m, e in MODELS.items()}
 MAP_QUERIES = {m: e.map_query for m, e in MODELS.items()}  # whose attention the CLS maps and rollout rows are
-MAP_COUNT = ANALYSIS_SETTINGS["map_images"]
+MAP_IMAGES = ANALYSIS_SETTINGS["map_images"]
 PCA_SETTINGS = ANALYSIS_SETTINGS["pca"]
 # The PCA feature maps are drawn on the map images: none, no PCA.
-PCA_MODELS = list(MODELS) if MAP_COUNT and PCA_SETTINGS["enabled"] else []
+PCA_MODELS = list(MODELS) if MAP_IMAGES and PCA_SETTINGS["enabled"] else []
 # The explorer page's template, style and script (package data, not imported: hashed here).
 EXPLORER_PAGE = files_version(SRC / "vitprobe" / "pipeline" / "explorer_page", SRC)
 EXPORT_IMAGES = config["export"]["attention_parquet"]  # a count or a list of image ids; 0: no export
 ATTRIBUTION_SETTINGS = config["attribution"]
 ATTRIBUTION_COUNT = ATTRIBUTION_SETTINGS["images"]  # 0: no attribution stage
 # The attribution images that are also map images get a figure of every method's maps.
-ATTRIBUTION_MAP_COUNT = min(ATTRIBUTION_COUNT, MAP_COUNT)
+ATTRIBUTION_MAP_COUNT = min(ATTRIBUTION_COUNT, MAP_IMAGES)
 
 
 def result(path):
@@ -47,6 +47,20 @@ def code(script):
     from its import statements), as a content hash per file. Given as a parameter, so an edit
     of any module in the closure reruns the rule, and nothing else does (a touch alone neither)."""
     return code_version(SCRIPTS / script, SRC)
+
+
+# A model's files per shard, by kind, and their suffixes.
+SHARD_FILES = {"predictions": "parquet", "distance": "parquet", "maps": "npz", "representations": "npz", "map_images": "npz"}
+
+
+def crop_path(geometry, shard="{shard}"):
+    """The uint8 crops of one shard of the manifest at one crop geometry (wildcards by default)."""
+    return result(f"crops/{geometry}/shard_{shard}.npy")
+
+
+def shard_path(model, kind, shard="{shard}"):
+    """One of a model's per-shard files (`SHARD_FILES`: predictions, distance, maps, representations, map images)."""
+    return result(f"shards/{model}/{kind}_{shard}.{SHARD_FILES[kind]}")
 
 
 def get_shards(wildcards=None):
@@ -66,7 +80,7 @@ def get_local_weights(wildcards):
 
 
 def get_crops(wildcards):
-    return result(f"crops/{MODELS[wildcards.model].geometry}/shard_{wildcards.shard}.npy")
+    return crop_path(MODELS[wildcards.model].geometry, wildcards.shard)
 
 
 def get_kept_attention(wildcards=None):
@@ -86,7 +100,7 @@ def get_export_crops(wildcards):
     manifest = checkpoints.sample.get().output.manifest
     image_ids = pd.read_parquet(manifest, columns=["image_id"])["image_id"].astype(str).tolist()
     geometry = MODELS[wildcards.model].geometry
-    return [result(f"crops/{geometry}/shard_{s}.npy") for s in export_shards(image_ids, EXPORT_IMAGES, SHARD_SIZE)]
+    return [crop_path(geometry, s) for s in export_shards(image_ids, EXPORT_IMAGES, SHARD_SIZE)]
 
 
 def model_settings(model):
@@ -100,8 +114,12 @@ def get_model_settings(wildcards):
 
 
 def get_map_shards(wildcards=None):
-    """The first shards, which hold the map images (the first manifest rows)."""
-    return get_shards()[: max(-(-MAP_COUNT // SHARD_SIZE), 1)]
+    """The first shards, which hold the map images (the first manifest rows). Known once the
+    sample checkpoint has written the manifest, which is when its usable images (rejections
+    left out) can be held against analysis.map_images."""
+    manifest = checkpoints.sample.get().output.manifest
+    check_map_images(MAP_IMAGES, len(pd.read_parquet(manifest, columns=["image_id"])), "the manifest's usable images")
+    return get_shards()[: max(-(-MAP_IMAGES // SHARD_SIZE), 1)]
 
 
 def get_attribution_crops(wildcards):
@@ -134,12 +152,12 @@ def get_map_rows(wildcards):
     """How many of the map images (the first manifest rows) shard ``wildcards.shard`` holds: its
     extract job computes their PCA features and explorer rows (0 for most shards, whose jobs
     therefore do not rerun when analysis.map_images changes)."""
-    return max(0, min(SHARD_SIZE, MAP_COUNT - int(wildcards.shard) * SHARD_SIZE))
+    return max(0, min(SHARD_SIZE, MAP_IMAGES - int(wildcards.shard) * SHARD_SIZE))
 
 
 def get_map_crops(wildcards):
     geometry = MODELS[wildcards.model].geometry
-    return [result(f"crops/{geometry}/shard_{s}.npy") for s in get_map_shards()]
+    return [crop_path(geometry, s) for s in get_map_shards()]
 
 
 def comparison_name(models):
@@ -161,7 +179,7 @@ CKA_PAIRS = list(
 
 
 def get_representation_shards(model):
-    return [result(f"shards/{model}/representations_{s}.npz") for s in get_shards()]
+    return [shard_path(model, "representations", s) for s in get_shards()]
 
 
 def get_all_figures(wildcards=None):
@@ -177,9 +195,9 @@ def get_all_figures(wildcards=None):
             f"position_embedding_cosine_{m}.png",
             f"position_embedding_dot_{m}.png",
         ]
-    if MAP_COUNT:
+    if MAP_IMAGES:
         figures.append("attention_rollout.png")
-        figures += [f"cls_attention_heads_{m}_image{i}.png" for m in MODELS for i in range(MAP_COUNT)]
+        figures += [f"cls_attention_heads_{m}_image{i}.png" for m in MODELS for i in range(MAP_IMAGES)]
         figures += [f"top1_gallery_{m}.png" for m in HEADED]
         figures += [f"high_norm_{m}.png" for m in MODELS]
     figures += [f"pca_{m}.png" for m in PCA_MODELS]
@@ -192,7 +210,7 @@ def get_all_figures(wildcards=None):
 
 def get_explorer(wildcards=None):
     """The explorer page shows the map images: none, no page."""
-    return [result("explorer.html")] if MAP_COUNT else []
+    return [result("explorer.html")] if MAP_IMAGES else []
 
 
 def get_planned_outputs(wildcards=None):
@@ -201,7 +219,7 @@ def get_planned_outputs(wildcards=None):
     planned += [result("token_norms.parquet")] + [result(f"token_norms/{m}.parquet") for m in MODELS]
     if CKA:
         planned += [result("cka.parquet")] + [result(f"cka/{a}/{b}.parquet") for a, b in CKA_PAIRS]
-    if MAP_COUNT:
+    if MAP_IMAGES:
         planned += [result(f"maps/{m}.npz") for m in MODELS]
     planned += [result(f"pca/{m}.npz") for m in PCA_MODELS]
     planned += get_attribution_outputs()
@@ -228,8 +246,99 @@ def get_all_outputs(wildcards=None):
             "attention_distance_per_image.parquet",
         )
     ]
-    files += [result(f"crops/{g}/shard_{s}.npy") for g in GEOMETRIES for s in shards]
-    kinds = ["predictions_{}.parquet", "distance_{}.parquet", "maps_{}.npz", "representations_{}.npz", "map_images_{}.npz"]
-    files += [result(f"shards/{m}/{kind.format(s)}") for m in MODELS for s in shards for kind in kinds]
+    files += [crop_path(g, s) for g in GEOMETRIES for s in shards]
+    files += [shard_path(m, kind, s) for m in MODELS for s in shards for kind in SHARD_FILES]
     files += get_kept_attention() + [result(path) for path in get_planned_outputs()]
     return sorted(files)
+
+
+# Input functions and parameters of one model, one comparison or one crop geometry (wildcards).
+
+
+def get_label(wildcards):
+    """The model's label for titles: its exact checkpoint."""
+    return LABELS[wildcards.model]
+
+
+def get_model_labels(wildcards):
+    return {wildcards.model: LABELS[wildcards.model]}
+
+
+def get_comparison_models(wildcards):
+    return COMPARISONS[wildcards.comparison]
+
+
+def get_comparison_labels(wildcards):
+    return {m: LABELS[m] for m in COMPARISONS[wildcards.comparison]}
+
+
+def get_map_query(wildcards):
+    return MAP_QUERIES[wildcards.model]
+
+
+def get_prefix_kinds(wildcards):
+    """The model's prefix tokens in order (cls, distillation, register)."""
+    return list(MODELS[wildcards.model].spec.prefix_tokens)
+
+
+def get_model_representations(wildcards):
+    return get_representation_shards(wildcards.model)
+
+
+def get_map_representations(wildcards):
+    """The representation shards that hold the map images."""
+    return [shard_path(wildcards.model, "representations", s) for s in get_map_shards()]
+
+
+def get_model_maps(wildcards):
+    """The per-shard maps files that hold the map images."""
+    return [shard_path(wildcards.model, "maps", s) for s in get_map_shards()]
+
+
+def get_model_map_images(wildcards):
+    """The per-shard files of the map images' patch features and explorer rows."""
+    return [shard_path(wildcards.model, "map_images", s) for s in get_map_shards()]
+
+
+def get_all_distances(wildcards):
+    return [shard_path(m, "distance", s) for m in MODELS for s in get_shards()]
+
+
+def get_all_predictions(wildcards):
+    return [shard_path(m, "predictions", s) for m in MODELS for s in get_shards()]
+
+
+def get_all_local_weights(wildcards):
+    return [path for m in MODELS for path in local_weights(MODELS[m])]
+
+
+def get_shard_count(wildcards):
+    return len(get_shards())
+
+
+def get_image_size(wildcards):
+    return GEOMETRIES[wildcards.geometry].spec.image_size
+
+
+def get_geometry(wildcards):
+    return GEOMETRIES[wildcards.geometry].preprocess.geometry_dict()
+
+
+def get_representations_a(wildcards):
+    return get_representation_shards(wildcards.model_a)
+
+
+def get_representations_b(wildcards):
+    return get_representation_shards(wildcards.model_b)
+
+
+def get_comparison_cka_tables(wildcards):
+    return [result(f"cka/{a}/{b}.parquet") for a, b in comparison_pairs(COMPARISONS[wildcards.comparison])]
+
+
+def get_output_listing(wildcards):
+    return [path.removeprefix(f"{OUT}/") for path in get_all_outputs()]
+
+
+def get_output_folder(wildcards, output):
+    return str(Path(output[0]).parent)

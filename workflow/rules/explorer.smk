@@ -22,7 +22,7 @@ rule explorer:
         models={m: model_settings(m) for m in MODELS},
         labels=LABELS,
         comparisons=list(COMPARISONS.values()),
-        images=EXPLORER_SETTINGS["images"] or MAP_COUNT,
+        images=EXPLORER_SETTINGS["images"] or MAP_IMAGES,
         blocks=EXPLORER_SETTINGS["blocks"],
     script:
         "../scripts/explorer.py"

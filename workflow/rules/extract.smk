@@ -4,14 +4,14 @@
 
 EXTRACT_RESOURCES = dict(mem_mb=EXTRACT_SETTINGS["mem_mb"], runtime=60, gpu=EXTRACT_SETTINGS["gpus"])
 REDUCTIONS = dict(
-    per_image=result("shards/{model}/distance_{shard}.parquet"),
-    maps=result("shards/{model}/maps_{shard}.npz"),
+    per_image=shard_path("{model}", "distance"),
+    maps=shard_path("{model}", "maps"),
 )
 # Gram matrices per image group and token norms, from the block outputs inside the forward pass.
-REPRESENTATIONS = result("shards/{model}/representations_{shard}.npz")
+REPRESENTATIONS = shard_path("{model}", "representations")
 # The map images' patch features and attention rows (PCA views, explorer), from the same program;
 # empty in the shards that hold none.
-MAP_IMAGES = result("shards/{model}/map_images_{shard}.npz")
+MAP_IMAGE_ROWS = shard_path("{model}", "map_images")
 
 if KEEP_ATTENTION:
 
@@ -21,10 +21,10 @@ if KEEP_ATTENTION:
             manifest=result("manifest.parquet"),
             weights=get_local_weights,
         output:
-            predictions=result("shards/{model}/predictions_{shard}.parquet"),
+            predictions=shard_path("{model}", "predictions"),
             attention=result("attention/{model}/shard_{shard}.npz"),
             representations=REPRESENTATIONS,
-            map_images=MAP_IMAGES,
+            map_images=MAP_IMAGE_ROWS,
         log:
             result("logs/extract/{model}_{shard}.log"),
         benchmark:
@@ -38,15 +38,15 @@ if KEEP_ATTENTION:
             model=get_model_settings,
             batch_size=EXTRACT_SETTINGS["batch_size"],
             shard_size=SHARD_SIZE,
-            shard_count=lambda w: len(get_shards()),
+            shard_count=get_shard_count,
             precision=EXTRACT_SETTINGS["precision"],
             group_size=CKA_SETTINGS["group_size"] if CKA else None,
             compile_mode=EXTRACT_SETTINGS["compile"],
             dtype=EXTRACT_SETTINGS["dtype"],
             map_rows=get_map_rows,
-            code=code("extract.py"),
+            code=code("extract_attention.py"),
         script:
-            "../scripts/extract.py"
+            "../scripts/extract_attention.py"
 
     rule reduce:
         input:
@@ -76,9 +76,9 @@ else:
             weights=get_local_weights,
         output:
             **REDUCTIONS,
-            predictions=result("shards/{model}/predictions_{shard}.parquet"),
+            predictions=shard_path("{model}", "predictions"),
             representations=REPRESENTATIONS,
-            map_images=MAP_IMAGES,
+            map_images=MAP_IMAGE_ROWS,
         log:
             result("logs/extract/{model}_{shard}.log"),
         benchmark:
@@ -92,7 +92,7 @@ else:
             model=get_model_settings,
             batch_size=EXTRACT_SETTINGS["batch_size"],
             shard_size=SHARD_SIZE,
-            shard_count=lambda w: len(get_shards()),
+            shard_count=get_shard_count,
             precision=EXTRACT_SETTINGS["precision"],
             group_size=CKA_SETTINGS["group_size"] if CKA else None,
             compile_mode=EXTRACT_SETTINGS["compile"],

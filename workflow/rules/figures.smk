@@ -43,7 +43,7 @@ rule figure_distance_comparison:
         "../../envs/vitprobe.yaml"
     params:
         code=code("figure_distance_comparison.py"),
-        models=lambda w: COMPARISONS[w.comparison],
+        models=get_comparison_models,
         labels=LABELS,
     script:
         "../scripts/figure_distance_comparison.py"
@@ -78,7 +78,7 @@ rule figure_cls_heads:
                 caption="../report/cls_heads.rst",
                 category="Attention maps",
             )
-            for index in range(MAP_COUNT)
+            for index in range(MAP_IMAGES)
         ],
     log:
         result("logs/figures/cls_attention_heads_{model}.log"),
@@ -86,8 +86,8 @@ rule figure_cls_heads:
         "../../envs/vitprobe.yaml"
     params:
         code=code("figure_cls_heads.py"),
-        label=lambda w: LABELS[w.model],
-        query=lambda w: MAP_QUERIES[w.model],
+        label=get_label,
+        query=get_map_query,
     script:
         "../scripts/figure_cls_heads.py"
 
@@ -103,7 +103,7 @@ rule figure_pca:
         "../../envs/vitprobe.yaml"
     params:
         code=code("figure_pca.py"),
-        label=lambda w: LABELS[w.model],
+        label=get_label,
     script:
         "../scripts/figure_pca.py"
 
@@ -177,7 +177,7 @@ rule figure_predictions:
         accuracy=result("accuracy.parquet"),
         predictions=result("predictions.parquet"),
         # The map images, as the first model with a head saw them.
-        maps=[result(f"maps/{HEADED[0]}.npz")] if HEADED and MAP_COUNT else [],
+        maps=[result(f"maps/{HEADED[0]}.npz")] if HEADED and MAP_IMAGES else [],
     output:
         report(result("figures/top1_predictions.png"), caption="../report/accuracy.rst", category="Predictions"),
     log:
@@ -204,7 +204,7 @@ rule figure_top1_gallery:
         "../../envs/vitprobe.yaml"
     params:
         code=code("figure_top1_gallery.py"),
-        label=lambda w: LABELS[w.model],
+        label=get_label,
     script:
         "../scripts/figure_top1_gallery.py"
 

@@ -4,7 +4,7 @@
 
 rule token_norms:
     input:
-        lambda w: get_representation_shards(w.model),
+        get_model_representations,
     output:
         result("token_norms/{model}.parquet"),
     log:
@@ -14,7 +14,7 @@ rule token_norms:
     resources:
         mem_mb=2000,
     params:
-        prefix_kinds=lambda w: list(MODELS[w.model].spec.prefix_tokens),
+        prefix_kinds=get_prefix_kinds,
         min_gap=NORM_SETTINGS["min_gap"],
         code=code("token_norms.py"),
     script:
@@ -38,7 +38,7 @@ rule token_norms_combine:
 
 rule figure_token_norms:
     input:
-        shards=lambda w: get_representation_shards(w.model),
+        shards=get_model_representations,
         table=result("token_norms/{model}.parquet"),
     output:
         report(
@@ -51,8 +51,8 @@ rule figure_token_norms:
     conda:
         "../../envs/vitprobe.yaml"
     params:
-        prefix_kinds=lambda w: list(MODELS[w.model].spec.prefix_tokens),
-        label=lambda w: LABELS[w.model],
+        prefix_kinds=get_prefix_kinds,
+        label=get_label,
         code=code("figure_token_norms.py"),
     script:
         "../scripts/figure_token_norms.py"
@@ -61,7 +61,7 @@ rule figure_token_norms:
 rule figure_high_norm:
     input:
         maps=result("maps/{model}.npz"),
-        shards=lambda w: [result(f"shards/{w.model}/representations_{s}.npz") for s in get_map_shards()],
+        shards=get_map_representations,
         table=result("token_norms/{model}.parquet"),
     output:
         report(result("figures/high_norm_{model}.png"), caption="../report/high_norm.rst", category="Attention maps"),
@@ -70,8 +70,8 @@ rule figure_high_norm:
     conda:
         "../../envs/vitprobe.yaml"
     params:
-        prefix_kinds=lambda w: list(MODELS[w.model].spec.prefix_tokens),
-        label=lambda w: LABELS[w.model],
+        prefix_kinds=get_prefix_kinds,
+        label=get_label,
         code=code("figure_high_norm.py"),
     script:
         "../scripts/figure_high_norm.py"

@@ -15,8 +15,8 @@ rule outputs:
     params:
         # The list itself: a config that drops or adds outputs reruns this rule (so a run happens
         # and the onstart handler moves the dropped files away).
-        files=lambda w: [path.removeprefix(f"{OUT}/") for path in get_all_outputs()],
-        out_dir=lambda w, output: str(Path(output[0]).parent),
+        files=get_output_listing,
+        out_dir=get_output_folder,
         code=code("outputs.py"),
     script:
         "../scripts/outputs.py"

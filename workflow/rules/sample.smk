@@ -18,14 +18,14 @@ rule prepare:
     input:
         manifest=result("manifest.parquet"),
     output:
-        result("crops/{geometry}/shard_{shard}.npy"),
+        crop_path("{geometry}"),
     log:
         result("logs/prepare/{geometry}_{shard}.log"),
     conda:
         "../../envs/vitprobe.yaml"
     params:
-        image_size=lambda w: GEOMETRIES[w.geometry].spec.image_size,
-        geometry=lambda w: GEOMETRIES[w.geometry].preprocess.geometry_dict(),
+        image_size=get_image_size,
+        geometry=get_geometry,
         shard_size=SHARD_SIZE,
         code=code("prepare.py"),
     script:

@@ -12,14 +12,13 @@ run_extract(
     int(snakemake.wildcards.shard),
     p.shard_count,
     p.shard_size,
-    dict(snakemake.output.items()),
+    **dict(snakemake.output.items()),  # predictions, per_image, maps, representations, map_images
     batch_size=p.batch_size,
     precision=p.precision,
     group_size=p.group_size,
-    analysis=p.get("analysis"),  # rule extract
-    attention_kernel=p.get("attention_kernel", "auto"),  # rule extract
+    analysis=p.analysis,
+    attention_kernel=p.attention_kernel,
     compile_mode=p.compile_mode,
     threads=snakemake.threads,
-    dtype=p.get("dtype"),  # rule extract_attention
     map_rows=p.map_rows,
 )

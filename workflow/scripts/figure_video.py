@@ -4,4 +4,4 @@ start(snakemake.log, snakemake.threads)
 from vitprobe.pipeline.video import attention_video  # noqa: E402  (after the thread limit)
 
 i, o, p, w = snakemake.input, snakemake.output, snakemake.params, snakemake.wildcards
-attention_video(p.model, w.model, i.video, o[0], p.video.get("fps", 8), p.video.get("max_frames", 64))
+attention_video(p.model, w.model, i.video, o[0], p.video["fps"], p.video["max_frames"])

@@ -26,12 +26,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..environment import tfds_data_dir
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 IMAGENET_VAL_TAR = "ILSVRC2012_img_val.tar"
 IMAGENET_VAL_COUNT = 50_000
 IMAGENET_CLASSES = 1000  # labels are indices into ImageNet-1k (tfds order)
 DEFAULT_MANUAL_DIR = Path("~/tensorflow_datasets/downloads/manual")
-DEFAULT_TFDS_DATA_DIR = Path("~/tensorflow_datasets")
 SOURCE_DESCRIPTIONS = {
     "imagenet2012": "manual ImageNet validation tar",
     "imagenet_v2": "public ImageNetV2 download",
@@ -325,7 +326,7 @@ def imagenet_v2(data_dir: str | os.PathLike | None = None, variant: str = "match
     by its folder; this reads the extracted archive the same way, without building the tfds
     dataset (which would decode and re-write every image). Downloads 1.2 GB once.
     """
-    data_dir = Path(data_dir or os.environ.get("TFDS_DATA_DIR") or DEFAULT_TFDS_DATA_DIR).expanduser().resolve()
+    data_dir = Path(data_dir or tfds_data_dir()).expanduser().resolve()
     try:
         root = _imagenet_v2_root(data_dir, variant)
     except Exception as error:  # offline, blocked, checksum mismatch ...

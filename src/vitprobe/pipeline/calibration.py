@@ -40,8 +40,8 @@ from pathlib import Path
 
 from ..atomic import write_text
 from ..backends import compile_modes
+from ..environment import cache_dir
 from ..hardware import cpu_flags, cpu_model, machine_key
-from ..weights.fetch import cache_dir
 
 # (backend, compile mode); see `vitprobe.backends.COMPILE_MODES`.
 CANDIDATES = (("tensorflow", "graph"), ("tensorflow", "xla"), ("jax", "jit"), ("torch", "eager"))

@@ -17,6 +17,7 @@ import yaml
 from ..backends import compile_modes
 from ..data import sources
 from ..data.preprocess import Preprocess, default_preprocess
+from ..environment import hub_offline, keras_backend
 from ..models.presets import get_preset
 from ..models.spec import ViTSpec, get_spec
 from ..weights.errors import WeightsError
@@ -183,20 +184,28 @@ def fit_default_counts(config: dict, given: set[tuple[str, str]]) -> list[str]:
     return notes
 
 
-def check_config(config: dict, root: str | os.PathLike = ".") -> dict[str, ModelEntry]:
-    """Checks beyond the JSON Schema; raises `ConfigError` before any job runs."""
-    entries = model_entries(config)
-    images = check_images(config["images"])
-    map_images = config.get("analysis", {}).get("map_images", 0)
-    if images is not None and map_images > images:
+def check_map_images(map_images: int, images: int, what: str) -> None:
+    """``analysis.map_images`` against the images there are: before any job, the images the
+    config samples; once the sample checkpoint has run, the manifest's usable images (rejected
+    ones left out, and a manifest sampled before map_images was raised)."""
+    if map_images > images:
         raise ConfigError(
-            f"analysis.map_images: {map_images} map images but the run samples {images} images; "
+            f"analysis.map_images: {map_images} map images but {what} are {images}; "
             f"lower analysis.map_images to at most {images} (or sample more images)"
         )
+
+
+def check_config(config: dict, root: str | os.PathLike = ".") -> dict[str, ModelEntry]:
+    """Checks beyond the JSON Schema, on the config it validated (every default filled in); raises
+    `ConfigError` before any job runs."""
+    entries = model_entries(config)
+    images = check_images(config["images"])
+    if images is not None:
+        check_map_images(config["analysis"]["map_images"], images, "the images the run samples")
     for key, entry in entries.items():
         w = entry.weights
         source = weights_source(key, w)
-        if source.kind == "hf-hub" and os.environ.get("HF_HUB_OFFLINE") == "1" and not _in_hub_cache(source.value):
+        if source.kind == "hf-hub" and hub_offline() and not _in_hub_cache(source.value):
             raise ConfigError(
                 f"models.{key}.weights: {w} is not in the Hugging Face cache and HF_HUB_OFFLINE=1. "
                 "Download it once with network, or give a local .safetensors path."
@@ -204,32 +213,32 @@ def check_config(config: dict, root: str | os.PathLike = ".") -> dict[str, Model
         if source.is_local and not Path(root, w).is_file():
             raise ConfigError(f"models.{key}.weights: file {Path(root, w)} not found. {HELP}")
     for key, entry in entries.items():
-        if config["extract"].get("keep_attention") and entry.spec.has_pool_query:
+        if config["extract"]["keep_attention"] and entry.spec.has_pool_query:
             raise ConfigError(
                 f"extract.keep_attention: models.{key} ({entry.arch}) has an attention-pooling head whose (heads, 1, N) "
                 "attention does not fit the (blocks, heads, N, N) attention shards; set keep_attention: false "
                 "(its reductions are computed inside the forward pass)"
             )
-        if config["extract"].get("attention_kernel") == "fused" and not entry.spec.supports_fused_attention:
+        if config["extract"]["attention_kernel"] == "fused" and not entry.spec.supports_fused_attention:
             raise ConfigError(
                 f"extract.attention_kernel: fused cannot run models.{key} ({entry.arch}): the kernel needs a class token, "
                 "no relative position bias and no attention-pooling head; set attention_kernel: auto or unfused"
             )
-    if config["extract"].get("attention_kernel") == "fused":
-        analysis, backend = config["analysis"], os.environ.get("KERAS_BACKEND", "tensorflow")
+    if config["extract"]["attention_kernel"] == "fused":
+        analysis, backend = config["analysis"], keras_backend()
         if backend != "jax" or analysis["head_fusion"] != "mean" or analysis["discard_ratio"] != 0:
             raise ConfigError(
                 f"extract.attention_kernel: fused needs KERAS_BACKEND=jax (it is {backend}), analysis.head_fusion: mean "
                 f"and analysis.discard_ratio: 0 (they are {analysis['head_fusion']}, {analysis['discard_ratio']}); "
                 "set attention_kernel: auto or unfused"
             )
-    mode, backend = config["extract"].get("compile", "auto"), os.environ.get("KERAS_BACKEND", "tensorflow")
+    mode, backend = config["extract"]["compile"], keras_backend()
     if mode != "auto" and mode not in compile_modes(backend):
         raise ConfigError(
             f"extract.compile: {mode} is not a compile mode of the {backend} backend (KERAS_BACKEND); "
             f"set auto or one of {', '.join(compile_modes(backend))}"
         )
-    for pair in config.get("comparisons", []):
+    for pair in config["comparisons"]:
         for key in pair:
             if key not in entries:
                 raise ConfigError(f"comparisons: {key!r} is not a key under models ({', '.join(entries)})")
@@ -237,6 +246,11 @@ def check_config(config: dict, root: str | os.PathLike = ".") -> dict[str, Model
     video = config.get("video")
     if video and video["model"] not in entries:
         raise ConfigError(f"video.model: {video['model']!r} is not a key under models")
+    if video and Path(video["path"]).suffix.lower() not in VIDEO_SUFFIXES:
+        raise ConfigError(
+            f"video.path: {video['path']!r} is not a clip Pillow reads as frames ({', '.join(VIDEO_SUFFIXES)}); "
+            "convert it first, e.g. ffmpeg -i clip.mp4 clip.gif"
+        )
     check_explorer(config, entries)
     check_pca(config)
     check_attribution(config, entries, images)
@@ -279,24 +293,28 @@ def check_attribution(config: dict, entries: dict[str, ModelEntry], images: int 
             )
 
 
+# The clips read_video (Pillow) takes: animated GIF, APNG, animated WebP, multi-page TIFF.
+VIDEO_SUFFIXES = (".gif", ".png", ".apng", ".webp", ".tif", ".tiff")
+
+
 def check_pca(config: dict) -> None:
     """``analysis.pca.threshold`` is a number of standard deviations; NaN passes the schema's range."""
-    threshold = ((config.get("analysis") or {}).get("pca") or {}).get("threshold", 0.0)
+    threshold = config["analysis"]["pca"]["threshold"]
     if not math.isfinite(threshold):
         raise ConfigError(f"analysis.pca.threshold: {threshold} is not a finite number; give standard deviations, e.g. 0")
 
 
 def check_explorer(config: dict, entries: dict[str, ModelEntry]) -> None:
     """The explorer shows map images only, and only blocks that every model has."""
-    explorer = config.get("explorer") or {}
-    images, map_images = explorer.get("images"), (config.get("analysis") or {}).get("map_images", 4)
+    explorer = config["explorer"]
+    images, map_images = explorer["images"], config["analysis"]["map_images"]
     if images is not None and images > map_images:
         raise ConfigError(
             f"explorer.images: {images} exceeds analysis.map_images ({map_images}); the explorer shows map images only. "
             "Raise analysis.map_images or lower explorer.images"
         )
     for key, entry in entries.items():
-        explorer_blocks(explorer.get("blocks"), entry.spec.depth, key)
+        explorer_blocks(explorer["blocks"], entry.spec.depth, key)
 
 
 def explorer_blocks(blocks: list[int] | None, depth: int, key: str = "") -> list[int]:
@@ -337,7 +355,7 @@ def cka_runs(config: dict) -> bool:
 def check_images(images: dict) -> int | None:
     """Refuse an image source that cannot deliver ``count`` images, before any job runs.
     Returns the number of images the run will sample, when it is cheap to know."""
-    kind, path, count = images["source"], images.get("path"), images.get("count")
+    kind, path, count = images["source"], images["path"], images["count"]
     if kind == "imagenet2012":
         tar = Path(path or sources.DEFAULT_MANUAL_DIR).expanduser() / sources.IMAGENET_VAL_TAR
         if not tar.is_file():

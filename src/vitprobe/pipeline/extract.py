@@ -25,8 +25,8 @@ from .checks import require_finite
 from .config import ModelEntry, model_entry, shard_slice
 from .map_images import ShardMapImages
 from .model import build_model
-from .reductions import ShardReductions
 from .representations import ShardRepresentations
+from .shard_reductions import ShardReductions
 
 log = logging.getLogger("vitprobe")
 
@@ -258,32 +258,21 @@ def extract_attention(
     _predictions(entry, rows, logits, class_names, predictions_path)
 
 
-def run_extract(
+def _start_job(
     key: str,
     model_settings: dict,
-    crops_path: str,
     manifest_path: str,
     shard: int,
     shard_count: int,
     shard_size: int,
-    outputs: dict[str, str],
-    *,
     batch_size: int,
     precision: str,
-    group_size: int | None = None,
-    analysis: dict | None = None,
-    attention_kernel: str = "auto",
-    compile_mode: str = "auto",
-    threads: int = 1,
-    dtype: str | None = None,
-    map_rows: int = 0,
-) -> None:
-    """The extract rules' stage: `extract_attention` when ``outputs`` has ``attention``, else
-    `extract_reduced`; both write ``outputs["representations"]`` (groups of ``group_size`` images)
-    and ``outputs["map_images"]`` (the shard's first ``map_rows`` images are map images).
-    ``compile_mode`` (``extract.compile``) is resolved for this machine by
-    `choose_compile_mode` (``threads``: the job's, part of the calibration's key); the log
-    names the mode taken and why."""
+    compile_mode: str,
+    threads: int,
+) -> tuple[ModelEntry, ProbeModel, pd.DataFrame, Progress]:
+    """What both extract stages do first: the shard's manifest rows, and the model compiled as
+    ``compile_mode`` (``extract.compile``) resolves on this machine (`choose_compile_mode`;
+    ``threads``, the job's, is part of the calibration's key). The log names the mode and why."""
     loading = time.perf_counter()
     entry = model_entry(key, model_settings)
     rows = pd.read_parquet(manifest_path).iloc[shard_slice(shard, shard_size)]
@@ -300,42 +289,101 @@ def run_extract(
     model = build_model(entry, precision, choice.mode)
     what = f"extract {key} shard {shard + 1}/{shard_count}"
     log.info("%s: %d images of %s, batches of %d, %s", what, len(rows), entry.label, batch_size, precision)
-    progress = Progress(len(rows), what, time.perf_counter() - loading)
-    common = dict(batch_size=batch_size, group_size=group_size, progress=progress)
-    map_images = ShardMapImages(entry.key, model.spec, map_rows)
-    names = list(source_class_names())
-    if "attention" in outputs:
-        extract_attention(
-            entry,
-            model,
-            crops_path,
-            rows,
-            names,
-            outputs["predictions"],
-            outputs["attention"],
-            outputs["representations"],
-            dtype=dtype,
-            map_images=map_images,
-            map_images_path=outputs["map_images"],
-            **common,
-        )
-    else:
-        extract_reduced(
-            entry,
-            model,
-            crops_path,
-            rows,
-            names,
-            outputs["predictions"],
-            outputs["per_image"],
-            outputs["maps"],
-            outputs["representations"],
-            analysis=analysis or {},
-            attention_kernel=attention_kernel,
-            map_images=map_images,
-            map_images_path=outputs["map_images"],
-            **common,
-        )
+    return entry, model, rows, Progress(len(rows), what, time.perf_counter() - loading)
+
+
+def run_extract(
+    key: str,
+    model_settings: dict,
+    crops_path: str,
+    manifest_path: str,
+    shard: int,
+    shard_count: int,
+    shard_size: int,
+    *,
+    predictions: str,
+    per_image: str,
+    maps: str,
+    representations: str,
+    map_images: str,
+    batch_size: int,
+    precision: str,
+    group_size: int | None,
+    analysis: dict,
+    attention_kernel: str,
+    compile_mode: str,
+    threads: int,
+    map_rows: int,
+) -> None:
+    """Rule extract's stage (``extract.keep_attention: false``): `extract_reduced` over one shard,
+    writing the five paths named by their outputs (``map_images``: the PCA features and explorer
+    rows of the shard's first ``map_rows`` images, the map images it holds)."""
+    entry, model, rows, progress = _start_job(
+        key, model_settings, manifest_path, shard, shard_count, shard_size, batch_size, precision, compile_mode, threads
+    )
+    extract_reduced(
+        entry,
+        model,
+        crops_path,
+        rows,
+        list(source_class_names()),
+        predictions,
+        per_image,
+        maps,
+        representations,
+        analysis=analysis,
+        attention_kernel=attention_kernel,
+        batch_size=batch_size,
+        group_size=group_size,
+        progress=progress,
+        map_images=ShardMapImages(entry.key, model.spec, map_rows),
+        map_images_path=map_images,
+    )
+
+
+def run_extract_attention(
+    key: str,
+    model_settings: dict,
+    crops_path: str,
+    manifest_path: str,
+    shard: int,
+    shard_count: int,
+    shard_size: int,
+    *,
+    predictions: str,
+    attention: str,
+    representations: str,
+    map_images: str,
+    batch_size: int,
+    precision: str,
+    group_size: int | None,
+    dtype: str,
+    compile_mode: str,
+    threads: int,
+    map_rows: int,
+) -> None:
+    """Rule extract_attention's stage (``extract.keep_attention: true``): `extract_attention`
+    over one shard, the raw attention kept as ``dtype`` for the reduce stage, and the map images'
+    PCA features and explorer rows as `run_extract` writes them."""
+    entry, model, rows, progress = _start_job(
+        key, model_settings, manifest_path, shard, shard_count, shard_size, batch_size, precision, compile_mode, threads
+    )
+    extract_attention(
+        entry,
+        model,
+        crops_path,
+        rows,
+        list(source_class_names()),
+        predictions,
+        attention,
+        representations,
+        dtype=dtype,
+        batch_size=batch_size,
+        group_size=group_size,
+        progress=progress,
+        map_images=ShardMapImages(entry.key, model.spec, map_rows),
+        map_images_path=map_images,
+    )
 
 
 def predictions_table(model: str, manifest: pd.DataFrame, logits: np.ndarray | None, class_names: list[str]) -> pd.DataFrame:

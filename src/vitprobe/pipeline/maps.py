@@ -9,25 +9,23 @@ from ..atomic import write_npz
 from ..shards import open_crops
 
 
-def merge_maps(paths: list[str], map_image_paths: list[str], crop_paths: list[str], count: int, out_path: str) -> None:
-    """One file per model with the first ``count`` manifest images' rollout and CLS maps, the
-    crops the model saw (the first rows of the concatenated shards, in manifest order), and their
-    patch ``features`` and explorer rows (``codes``, ``scales``; see `map_images.ShardMapImages`)."""
+def merge_maps(paths: list[str], map_image_paths: list[str], crop_paths: list[str], map_images: int, out_path: str) -> None:
+    """One file per model with the first ``map_images`` manifest images' rollout and CLS maps, the
+    crops the model saw (the first rows of the concatenated shards, in manifest order; the rules
+    checked that the manifest holds that many), and their patch ``features`` and explorer rows
+    (``codes``, ``scales``; see `map_images.ShardMapImages`)."""
     parts = [np.load(p, allow_pickle=False) for p in paths]
     extras = [np.load(p, allow_pickle=False) for p in map_image_paths]
-    image_ids = np.concatenate([p["image_ids"] for p in parts])
-    if len(image_ids) < count:  # a manifest made before map_images was raised
-        raise ValueError(f"analysis.map_images: {count} map images but the manifest has {len(image_ids)}; lower it")
-    image_ids = image_ids[:count]
+    image_ids = np.concatenate([p["image_ids"] for p in parts])[:map_images]
     kept = np.concatenate([p["image_ids"] for p in extras])
     if kept.tolist() != image_ids.tolist():  # shards extracted with another analysis.map_images
-        raise ValueError(f"the extract jobs kept map images {kept.tolist()}, not the first {count}; rerun them")
-    crops = np.concatenate([open_crops(p) for p in crop_paths])[:count]
+        raise ValueError(f"the extract jobs kept map images {kept.tolist()}, not the first {map_images}; rerun them")
+    crops = np.concatenate([open_crops(p) for p in crop_paths])[:map_images]
     write_npz(
         out_path,
         image_ids=image_ids,
         crops=np.ascontiguousarray(crops),
-        rollout=np.concatenate([p["rollout"] for p in parts])[:count],
-        cls=np.concatenate([p["cls"] for p in parts])[:count],
+        rollout=np.concatenate([p["rollout"] for p in parts])[:map_images],
+        cls=np.concatenate([p["cls"] for p in parts])[:map_images],
         **{name: np.concatenate([p[name] for p in extras]) for name in ("features", "codes", "scales")},
     )

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shlex
 import shutil
+import sys
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -71,3 +74,18 @@ def write_outputs(out_dir: str | Path, files: Iterable[str], path: str | Path) -
     quarantine(out_dir, stale_outputs(out_dir, files))
     listing = {name: (out_dir / name).stat().st_size for name in files}
     write_text(path, json.dumps({"files": listing}, indent=1) + "\n")
+
+
+def report_command(out_dir: str, configfiles: Iterable[str]) -> str:
+    """The ``snakemake --report`` command for this run, runnable as printed: it names the Python
+    that runs this workflow (``.venv/bin/python -m snakemake``), since a virtual environment's
+    ``snakemake`` need not be on PATH. Paths inside the working directory are shown relative to it."""
+
+    def shown(path: str) -> str:
+        relative = os.path.relpath(path)
+        return path if relative.startswith("..") else relative
+
+    command = [shown(sys.executable), "-m", "snakemake", "--report", f"{out_dir}/report.html"]
+    for path in configfiles:
+        command += ["--configfile", shown(str(path))]
+    return shlex.join(command)

@@ -9,7 +9,7 @@ import numpy as np
 from ..compiled import ReducingProgram
 from ..metrics.attention import AttentionReducer
 from ..shards import open_attention
-from .reductions import ShardReductions
+from .shard_reductions import ShardReductions
 
 
 def reduce(attention_path: str, per_image_path: str, maps_path: str, chunk: int = 8, **settings) -> None:

@@ -12,8 +12,8 @@ import os
 import sys
 from importlib import metadata
 
+from ..environment import cache_dir, keras_backend
 from ..hardware import machine_key
-from ..weights.fetch import cache_dir
 from .threads import THREAD_VARIABLES, limit_threads
 
 
@@ -47,7 +47,7 @@ def start(log_paths, threads: int = 1) -> logging.Logger:
     # the console interleaves parallel jobs: naming the log file says which job this is.
     settings = " ".join(f"{var}={os.environ.get(var)}" for var in THREAD_VARIABLES)
     logger.info("threads: %d (%s), log: %s", max(1, int(threads)), settings, paths[0] if paths else "none")
-    if compile_cache and os.environ.get("KERAS_BACKEND") == "jax":
+    if compile_cache and keras_backend() == "jax":
         logger.info("jax compilation cache: %s", compile_cache)
 
     def log_failure(kind, error, tb):  # the reason a job failed belongs in its log file and on the console

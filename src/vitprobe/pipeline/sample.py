@@ -24,24 +24,18 @@ def load_configured_source(images: dict) -> list:
     return load_source(images["source"], **options)
 
 
-def sample_stage(images: dict, manifest_path: str, rejected_path: str, map_images: int = 0) -> None:
-    """Sample, decode and write the manifest; ``map_images`` (analysis.map_images) must not
-    exceed the usable images, which rejections can bring below what the config check saw."""
+def sample_stage(images: dict, manifest_path: str, rejected_path: str) -> None:
+    """Sample, decode and write the manifest and the table of rejected images."""
     records = load_configured_source(images)
-    chosen = sample_records(records, images.get("count"), images.get("seed", 0))
+    chosen = sample_records(records, images["count"], images["seed"])
     manifest, rejected = build_manifest(chosen)
     log.info("sampled %d of %d images from %s; %d rejected", len(chosen), len(records), images["source"], len(rejected))
     for row in rejected.itertuples(index=False):
         log.warning("rejected %s (%s): %s", row.image_id, row.source, row.reason)
-    if images.get("strict") and len(rejected):
+    if images["strict"] and len(rejected):
         listing = "\n  ".join(f"{r.source}: {r.reason}" for r in rejected.itertuples(index=False))
         raise ValueError(f"images.strict is set and {len(rejected)} images cannot be used:\n  {listing}")
     if manifest.empty:
         raise ValueError(f"no usable image in source {images['source']} (all {len(chosen)} rejected)")
-    if map_images > len(manifest):
-        raise ValueError(
-            f"analysis.map_images: {map_images} map images but only {len(manifest)} of the {len(chosen)} sampled "
-            f"images are usable ({len(rejected)} rejected, listed above); lower analysis.map_images to {len(manifest)}"
-        )
     write_parquet(rejected, rejected_path)
     write_parquet(manifest, manifest_path)

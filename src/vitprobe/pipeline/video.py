@@ -10,24 +10,17 @@ from .model import build_model
 
 
 def read_video(path: str, max_frames: int) -> list:
-    """Frames of a video as PIL images: GIF/APNG/TIFF through Pillow; other formats need imageio."""
+    """The first ``max_frames`` frames of a clip Pillow reads as frames (animated GIF, APNG,
+    animated WebP, multi-page TIFF), as RGB PIL images."""
     from PIL import Image, ImageSequence
 
     try:
         with Image.open(path) as video:
             return [frame.convert("RGB") for frame, _ in zip(ImageSequence.Iterator(video), range(max_frames))]
-    except OSError:
-        pass
-    try:
-        import imageio.v3 as iio
-    except ImportError:
-        raise ValueError(f"{path}: Pillow cannot read this video; install imageio with ffmpeg or convert it to .gif") from None
-    frames = []
-    for frame in iio.imiter(path):
-        if len(frames) == max_frames:
-            break
-        frames.append(Image.fromarray(frame).convert("RGB"))
-    return frames
+    except OSError as e:
+        raise ValueError(
+            f"{path}: not a clip Pillow can read ({e}); convert it to .gif, e.g. ffmpeg -i clip.mp4 clip.gif"
+        ) from None
 
 
 def attention_video(

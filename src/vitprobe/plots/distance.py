@@ -17,7 +17,7 @@ from .style import _chars, _label, _model_rows, _save, _styled, _title, _wrap
 def plot_distance_by_block(table: pd.DataFrame, model: str, label: str, path: str | Path) -> Path:
     """Scatter the mean attention distance of every head against its block (ViT paper Fig. 7 right).
 
-    x is the block numbered from 1 (the first block) to L; the contract table's `block` is 0-based.
+    x is the block as the contract table numbers it, from 0.
     One point per head, offset slightly sideways and coloured by head; error bars are ±1 std over
     images (`std_px`).
     """
@@ -34,7 +34,7 @@ def plot_distance_by_block(table: pd.DataFrame, model: str, label: str, path: st
         offset = (i / max(n_heads - 1, 1) - 0.5) * spread
         colour = cmap(i / 19 if n_heads <= 20 else i / max(n_heads - 1, 1))
         ax.errorbar(
-            r["block"].to_numpy() + 1 + offset,
+            r["block"].to_numpy() + offset,
             r["distance_px"].to_numpy(),
             yerr=r["std_px"].fillna(0).to_numpy(),
             fmt="o",
@@ -45,10 +45,10 @@ def plot_distance_by_block(table: pd.DataFrame, model: str, label: str, path: st
             alpha=0.9,
             label=str(head),
         )
-    ax.set_xticks(np.arange(1, n_blocks + 1))
-    ax.set_xlim(0.4, n_blocks + 0.6)
+    ax.set_xticks(np.arange(n_blocks))
+    ax.set_xlim(-0.6, n_blocks - 0.4)
     ax.set_ylim(bottom=0)
-    ax.set_xlabel("block (1 = first)")
+    ax.set_xlabel("block (0 = first)")
     ax.set_ylabel("mean attention distance (px)")
     ax.grid(axis="y", lw=0.4, alpha=0.5)
     fig.legend(
@@ -80,15 +80,15 @@ def plot_distance_comparison(
     for i, model in enumerate(models):
         rows = _model_rows(table, model)
         stats = rows.groupby("block")["distance_px"].agg(["mean", "min", "max"]).sort_index()
-        x = stats.index.to_numpy() + 1
-        max_blocks = max(max_blocks, int(x.max()))
+        x = stats.index.to_numpy()
+        max_blocks = max(max_blocks, int(x.max()) + 1)
         colour = colours(i % 10)
         ax.fill_between(x, stats["min"], stats["max"], color=colour, alpha=0.16, lw=0)
         ax.plot(x, stats["mean"], marker="o", ms=3.2, lw=1.6, color=colour, label=_wrap(_label(labels, model), 80))
-    ax.set_xticks(np.arange(1, max_blocks + 1, 1 if max_blocks <= 16 else 2))
-    ax.set_xlim(0.6, max_blocks + 0.4)
+    ax.set_xticks(np.arange(0, max_blocks, 1 if max_blocks <= 16 else 2))
+    ax.set_xlim(-0.4, max_blocks - 0.6)
     ax.set_ylim(bottom=0)
-    ax.set_xlabel("block (1 = first)")
+    ax.set_xlabel("block (0 = first)")
     ax.set_ylabel("mean attention distance (px)")
     ax.grid(axis="y", lw=0.4, alpha=0.5)
     fig.legend(loc="outside lower center", ncols=1, frameon=False)

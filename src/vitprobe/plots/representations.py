@@ -35,8 +35,8 @@ def plot_cka(
             ax, matrix = axes[r, c], matrices[name]
             image = ax.imshow(matrix, origin="lower", vmin=0, vmax=1, cmap="magma", interpolation="nearest", aspect="auto")
             ticks_a, ticks_b = _ticks(matrix.shape[0]), _ticks(matrix.shape[1])
-            ax.set_yticks(ticks_a - 1, ticks_a)
-            ax.set_xticks(ticks_b - 1, ticks_b)
+            ax.set_yticks(ticks_a)
+            ax.set_xticks(ticks_b)
             ax.set_title(f"features: {name}", fontsize=8.5)
             width = _chars(2.9, 7.5)
             ax.set_xlabel(_wrap(f"block of {label_b}", width), fontsize=7.5)
@@ -48,4 +48,4 @@ def plot_cka(
 
 def _ticks(blocks: int) -> np.ndarray:
     step = max(1, int(np.ceil(blocks / 8)))
-    return np.arange(1, blocks + 1, step)
+    return np.arange(0, blocks, step)

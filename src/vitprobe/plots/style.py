@@ -28,6 +28,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
 
+from ..atomic import atomic_path, write_bytes
 from ..metrics.arrays import minmax_scale
 from ..tables import DISTANCE_COLUMNS
 
@@ -50,7 +51,6 @@ STYLE = {
     "axes.grid": False,
     "image.origin": "upper",
 }
-VIDEO_SUFFIXES = (".gif", ".mp4")
 
 
 def _styled(func):
@@ -75,11 +75,11 @@ def _save(fig: Figure, path: str | Path, palette: bool = False) -> Path:
     suffix = path.suffix.lower()
     if suffix not in (".png", ".svg", ".pdf"):
         raise ValueError(f"figures are written as .png, .svg or .pdf; got {path}")
-    path.parent.mkdir(parents=True, exist_ok=True)
     canvas = FigureCanvasAgg(fig)
     try:
         if suffix != ".png":
-            fig.savefig(path, dpi=DPI, facecolor="white")
+            with atomic_path(path) as tmp:
+                fig.savefig(tmp, format=suffix[1:], dpi=DPI, facecolor="white")
             return path
         canvas.draw()
         image = Image.fromarray(np.ascontiguousarray(np.asarray(canvas.buffer_rgba())[..., :3]))
@@ -89,9 +89,11 @@ def _save(fig: Figure, path: str | Path, palette: bool = False) -> Path:
     image.save(buffer, format="PNG", optimize=True, dpi=(DPI, DPI))
     if palette and buffer.tell() > PALETTE_ABOVE:
         colours = image.quantize(colors=256, method=Image.Quantize.MEDIANCUT)
-        image.quantize(palette=colours, dither=Image.Dither.FLOYDSTEINBERG).save(path, optimize=True, dpi=(DPI, DPI))
-    else:
-        path.write_bytes(buffer.getvalue())
+        buffer = io.BytesIO()
+        image.quantize(palette=colours, dither=Image.Dither.FLOYDSTEINBERG).save(
+            buffer, format="PNG", optimize=True, dpi=(DPI, DPI)
+        )
+    write_bytes(path, buffer.getvalue())
     return path
 
 

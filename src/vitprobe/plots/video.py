@@ -1,8 +1,7 @@
-"""Attention videos: pure numpy frames, written as a Pillow GIF or, with imageio and ffmpeg, an MP4."""
+"""Attention videos: pure numpy frames, written as an animated GIF with Pillow."""
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from typing import Literal
 
@@ -10,8 +9,9 @@ import matplotlib
 import numpy as np
 from PIL import Image
 
+from ..atomic import atomic_path
 from ..metrics.arrays import minmax_scale, upsample_map
-from .style import OVERLAY_CMAP, VIDEO_SUFFIXES
+from .style import OVERLAY_CMAP
 
 
 def _lut(cmap: str) -> np.ndarray:
@@ -85,8 +85,7 @@ def attention_video_frames(
 
 
 def write_video(frames: np.ndarray, path: str | Path, fps: float = 8.0) -> Path:
-    """Write uint8 (T, H, W, 3) frames as an animated GIF (Pillow, looping) or, with imageio-ffmpeg
-    installed, an MP4 (H.264); the suffix of `path` decides. Returns the path.
+    """Write uint8 (T, H, W, 3) frames as a looping animated GIF (Pillow), atomically. Returns the path.
 
     GIF frame times are whole hundredths of a second, and Pillow merges identical consecutive
     frames into one longer frame.
@@ -97,27 +96,10 @@ def write_video(frames: np.ndarray, path: str | Path, fps: float = 8.0) -> Path:
     if fps <= 0:
         raise ValueError(f"fps must be positive, got {fps}")
     path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in VIDEO_SUFFIXES:
-        raise ValueError(f"unsupported video suffix {path.suffix!r} for {path}; use one of {VIDEO_SUFFIXES}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if suffix == ".gif":
-        images = [Image.fromarray(np.ascontiguousarray(f)) for f in frames]
-        duration = max(10, int(round(1000.0 / fps / 10.0)) * 10)
-        images[0].save(path, save_all=True, append_images=images[1:], duration=duration, loop=0)
-        return path
-    if importlib.util.find_spec("imageio_ffmpeg") is None:
-        raise RuntimeError(f"writing {path} needs the imageio-ffmpeg package; install it or write a .gif instead")
-    import imageio_ffmpeg
-
-    height, width = frames.shape[1:3]
-    writer = imageio_ffmpeg.write_frames(
-        str(path), (width, height), fps=fps, codec="libx264", pix_fmt_in="rgb24", pix_fmt_out="yuv420p", quality=7
-    )
-    writer.send(None)
-    try:
-        for frame in frames:
-            writer.send(np.ascontiguousarray(frame))
-    finally:
-        writer.close()
+    if path.suffix.lower() != ".gif":
+        raise ValueError(f"videos are written as animated GIFs; got {path}")
+    images = [Image.fromarray(np.ascontiguousarray(f)) for f in frames]
+    duration = max(10, int(round(1000.0 / fps / 10.0)) * 10)
+    with atomic_path(path) as tmp:
+        images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=duration, loop=0)
     return path

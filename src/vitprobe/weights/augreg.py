@@ -78,6 +78,130 @@ def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
     return arrays
 
 
+class _Tensors:
+    """The file's arrays as the conversion reads them: each key taken is marked used, checked for
+    a float dtype and its expected shape, and converted to float32; every problem is collected so
+    that one `WeightsError` can list them all."""
+
+    def __init__(self, arrays: Mapping[str, np.ndarray]):
+        self.arrays = arrays
+        self.used: set[str] = set()
+        self.needed: list[str] = []  # every key required, to report the missing ones together
+        self.problems: list[str] = []
+        self.state: dict[str, np.ndarray] = {}
+
+    def get(self, key: str, shape: tuple | None) -> np.ndarray | None:
+        """``key`` as float32, or None (a problem recorded) if it is absent, misshapen or not float."""
+        self.needed.append(key)
+        if key not in self.arrays:
+            return None  # reported with all the other missing keys
+        self.used.add(key)
+        value = np.asarray(self.arrays[key])
+        if value.dtype.kind != "f":
+            self.problems.append(f"{key}: dtype {value.dtype}, expected a float type")
+            return None
+        if shape is not None and value.shape != shape:
+            expected = "(" + ", ".join("?" if n < 0 else str(n) for n in shape) + ")"
+            self.problems.append(f"{key}: shape {value.shape}, expected {expected}")
+            return None
+        return value.astype(np.float32)
+
+    def size(self, key: str, ndim: int, axis: int) -> int:
+        """A size read off another tensor; -1 (matches nothing, shown as ?) if that tensor is unusable."""
+        value = self.arrays.get(key)
+        return value.shape[axis] if value is not None and value.ndim == ndim else -1
+
+    def put(self, name: str, key: str, shape: tuple | None, convert=lambda x: x) -> None:
+        """timm's ``name`` from the file's ``key``, converted to timm's layout."""
+        value = self.get(key, shape)
+        if value is not None:
+            self.state[name] = np.ascontiguousarray(convert(value))
+
+
+def _refuse_representation_layer(arrays: Mapping[str, np.ndarray], source: str) -> None:
+    """The original ViT ImageNet-21k files have a tanh representation layer between the encoder and
+    the head; timm (and our model) have none, so dropping it would change outputs."""
+    if any(k.startswith("pre_logits/") for k in arrays):
+        raise WeightsError(
+            f"{source}: has a representation layer ({_listing(k for k in arrays if k.startswith('pre_logits/'))}) "
+            "that this Vision Transformer cannot represent. Use an AugReg checkpoint without pre_logits."
+        )
+
+
+def _architecture(arrays: Mapping[str, np.ndarray], source: str) -> tuple[int, int, int, int]:
+    """(depth, width, heads, head width), read off the block names, the patch embedding and the
+    first block's query kernel."""
+    depth = 1 + max((int(m.group(1)) for k in arrays if (m := _BLOCK.match(k))), default=-1)
+    embed = arrays.get("embedding/kernel")
+    q0 = arrays.get("Transformer/encoderblock_0/MultiHeadDotProductAttention_1/query/kernel")
+    if embed is None or np.ndim(embed) != 4 or depth == 0 or q0 is None or np.ndim(q0) != 3:
+        raise WeightsError(
+            f"{source}: not an AugReg ViT checkpoint: needs a 4-d 'embedding/kernel' and encoder blocks "
+            f"'Transformer/encoderblock_<i>/...' with 3-d attention kernels. Keys found: {_listing(arrays)}"
+        )
+    _, heads, head_dim = q0.shape
+    return depth, embed.shape[-1], heads, head_dim
+
+
+def _convert_embeddings(t: _Tensors, dim: int) -> None:
+    t.put("patch_embed.proj.weight", "embedding/kernel", None, lambda k: k.transpose(3, 2, 0, 1))  # HWIO -> OIHW
+    t.put("patch_embed.proj.bias", "embedding/bias", (dim,))
+    t.put("cls_token", "cls", (1, 1, dim))
+    pos = "Transformer/posembed_input/pos_embedding"
+    t.put("pos_embed", pos, (1, t.size(pos, 3, 1), dim))
+
+
+def _convert_block(t: _Tensors, i: int, dim: int, heads: int, head_dim: int) -> None:
+    bp, tp = f"Transformer/encoderblock_{i}/", f"blocks.{i}."
+    t.put(tp + "norm1.weight", bp + "LayerNorm_0/scale", (dim,))
+    t.put(tp + "norm1.bias", bp + "LayerNorm_0/bias", (dim,))
+    t.put(tp + "norm2.weight", bp + "LayerNorm_2/scale", (dim,))
+    t.put(tp + "norm2.bias", bp + "LayerNorm_2/bias", (dim,))
+
+    mha = bp + "MultiHeadDotProductAttention_1/"
+    qkv = [t.get(f"{mha}{n}/kernel", (dim, heads, head_dim)) for n in ("query", "key", "value")]
+    qkv_b = [t.get(f"{mha}{n}/bias", (heads, head_dim)) for n in ("query", "key", "value")]
+    if all(x is not None for x in qkv):  # (D, H, d) -> (H*d, D), stacked q, k, v
+        t.state[tp + "attn.qkv.weight"] = np.concatenate([x.reshape(dim, -1).T for x in qkv])
+    if all(x is not None for x in qkv_b):
+        t.state[tp + "attn.qkv.bias"] = np.concatenate([x.reshape(-1) for x in qkv_b])
+    t.put(tp + "attn.proj.weight", mha + "out/kernel", (heads, head_dim, dim), lambda k: k.reshape(-1, dim).T)
+    t.put(tp + "attn.proj.bias", mha + "out/bias", (dim,))
+
+    # Use whichever MLP name the block has; keys under the other one stay unused and are reported.
+    mlp_name = next((n for n in _MLP_NAMES if f"{bp}{n}/Dense_0/kernel" in t.arrays), _MLP_NAMES[0])
+    mlp = f"{bp}{mlp_name}/"
+    hidden = t.size(mlp + "Dense_0/kernel", 2, 1)
+    t.put(tp + "mlp.fc1.weight", mlp + "Dense_0/kernel", (dim, hidden), np.transpose)
+    t.put(tp + "mlp.fc1.bias", mlp + "Dense_0/bias", (hidden,))
+    t.put(tp + "mlp.fc2.weight", mlp + "Dense_1/kernel", (hidden, dim), np.transpose)
+    t.put(tp + "mlp.fc2.bias", mlp + "Dense_1/bias", (dim,))
+
+
+def _convert_head(t: _Tensors, dim: int) -> None:
+    t.put("norm.weight", "Transformer/encoder_norm/scale", (dim,))
+    t.put("norm.bias", "Transformer/encoder_norm/bias", (dim,))
+    classes = t.size("head/kernel", 2, 1)
+    t.put("head.weight", "head/kernel", (dim, classes), np.transpose)
+    t.put("head.bias", "head/bias", (classes,))
+
+
+def _report(t: _Tensors, source: str, depth: int, dim: int, heads: int) -> None:
+    """One `WeightsError` listing every problem, missing key and key left over, if any."""
+    missing = [k for k in t.needed if k not in t.arrays]
+    unknown = sorted(set(t.arrays) - t.used)
+    problems = list(t.problems)
+    if missing:
+        problems.append(f"missing keys: {_listing(missing)}")
+    if unknown:
+        problems.append(f"unknown keys: {_listing(unknown)}")
+    if problems:
+        raise WeightsError(
+            f"{source}: does not match the AugReg ViT layout (depth {depth}, width {dim}, {heads} heads):\n  "
+            + "\n  ".join(problems)
+        )
+
+
 def augreg_to_timm(arrays: Mapping[str, np.ndarray], source: str) -> dict[str, np.ndarray]:
     """The timm-named float32 tensors in PyTorch layout that the file's arrays hold.
 
@@ -88,105 +212,12 @@ def augreg_to_timm(arrays: Mapping[str, np.ndarray], source: str) -> dict[str, n
         arrays: the file's arrays by Flax name (`read_npz`).
         source: the file, named in errors.
     """
-    if any(k.startswith("pre_logits/") for k in arrays):
-        # The original ViT ImageNet-21k files have a tanh representation layer between the
-        # encoder and the head; timm (and our model) have none, so dropping it would change outputs.
-        raise WeightsError(
-            f"{source}: has a representation layer ({_listing(k for k in arrays if k.startswith('pre_logits/'))}) "
-            "that this Vision Transformer cannot represent. Use an AugReg checkpoint without pre_logits."
-        )
-    problems: list[str] = []
-    used: set[str] = set()
-
-    def get(key: str, shape: tuple | None) -> np.ndarray | None:
-        """Fetch ``key`` as float32, recording a problem if it is absent or misshapen."""
-        if key not in arrays:
-            return None  # reported with all the other missing keys
-        used.add(key)
-        value = np.asarray(arrays[key])
-        if value.dtype.kind != "f":
-            problems.append(f"{key}: dtype {value.dtype}, expected a float type")
-            return None
-        if shape is not None and value.shape != shape:
-            expected = "(" + ", ".join("?" if n < 0 else str(n) for n in shape) + ")"
-            problems.append(f"{key}: shape {value.shape}, expected {expected}")
-            return None
-        return value.astype(np.float32)
-
-    def size(key: str, ndim: int, axis: int) -> int:
-        """A size read off another tensor; -1 (matches nothing, shown as ?) if that tensor is unusable."""
-        value = arrays.get(key)
-        return value.shape[axis] if value is not None and value.ndim == ndim else -1
-
-    depth = 1 + max((int(m.group(1)) for k in arrays if (m := _BLOCK.match(k))), default=-1)
-    embed = arrays.get("embedding/kernel")
-    q0 = arrays.get("Transformer/encoderblock_0/MultiHeadDotProductAttention_1/query/kernel")
-    if embed is None or np.ndim(embed) != 4 or depth == 0 or q0 is None or np.ndim(q0) != 3:
-        raise WeightsError(
-            f"{source}: not an AugReg ViT checkpoint: needs a 4-d 'embedding/kernel' and encoder blocks "
-            f"'Transformer/encoderblock_<i>/...' with 3-d attention kernels. Keys found: {_listing(arrays)}"
-        )
-    dim = embed.shape[-1]
-    _, heads, head_dim = q0.shape
-
-    needed: list[str] = []  # every key we require, to report the missing ones together
-    state: dict[str, np.ndarray] = {}
-
-    def put(name: str, key: str, shape: tuple | None, convert=lambda x: x) -> None:
-        needed.append(key)
-        value = get(key, shape)
-        if value is not None:
-            state[name] = np.ascontiguousarray(convert(value))
-
-    put("patch_embed.proj.weight", "embedding/kernel", None, lambda k: k.transpose(3, 2, 0, 1))  # HWIO -> OIHW
-    put("patch_embed.proj.bias", "embedding/bias", (dim,))
-    put("cls_token", "cls", (1, 1, dim))
-    pos = "Transformer/posembed_input/pos_embedding"
-    put("pos_embed", pos, (1, size(pos, 3, 1), dim))
-
+    _refuse_representation_layer(arrays, source)
+    depth, dim, heads, head_dim = _architecture(arrays, source)
+    tensors = _Tensors(arrays)
+    _convert_embeddings(tensors, dim)
     for i in range(depth):
-        bp = f"Transformer/encoderblock_{i}/"
-        tp = f"blocks.{i}."
-        put(tp + "norm1.weight", bp + "LayerNorm_0/scale", (dim,))
-        put(tp + "norm1.bias", bp + "LayerNorm_0/bias", (dim,))
-        put(tp + "norm2.weight", bp + "LayerNorm_2/scale", (dim,))
-        put(tp + "norm2.bias", bp + "LayerNorm_2/bias", (dim,))
-
-        mha = bp + "MultiHeadDotProductAttention_1/"
-        qkv = [get(f"{mha}{n}/kernel", (dim, heads, head_dim)) for n in ("query", "key", "value")]
-        qkv_b = [get(f"{mha}{n}/bias", (heads, head_dim)) for n in ("query", "key", "value")]
-        needed += [f"{mha}{n}/{t}" for n in ("query", "key", "value") for t in ("kernel", "bias")]
-        if all(x is not None for x in qkv):  # (D, H, d) -> (H*d, D), stacked q, k, v
-            state[tp + "attn.qkv.weight"] = np.concatenate([x.reshape(dim, -1).T for x in qkv])
-        if all(x is not None for x in qkv_b):
-            state[tp + "attn.qkv.bias"] = np.concatenate([x.reshape(-1) for x in qkv_b])
-        put(tp + "attn.proj.weight", mha + "out/kernel", (heads, head_dim, dim), lambda k: k.reshape(-1, dim).T)
-        put(tp + "attn.proj.bias", mha + "out/bias", (dim,))
-
-        # Use whichever MLP name the block has; keys under the other one stay unused and are reported.
-        mlp_name = next((n for n in _MLP_NAMES if f"{bp}{n}/Dense_0/kernel" in arrays), _MLP_NAMES[0])
-        mlp = f"{bp}{mlp_name}/"
-        hidden = size(mlp + "Dense_0/kernel", 2, 1)
-        put(tp + "mlp.fc1.weight", mlp + "Dense_0/kernel", (dim, hidden), np.transpose)
-        put(tp + "mlp.fc1.bias", mlp + "Dense_0/bias", (hidden,))
-        put(tp + "mlp.fc2.weight", mlp + "Dense_1/kernel", (hidden, dim), np.transpose)
-        put(tp + "mlp.fc2.bias", mlp + "Dense_1/bias", (dim,))
-
-    put("norm.weight", "Transformer/encoder_norm/scale", (dim,))
-    put("norm.bias", "Transformer/encoder_norm/bias", (dim,))
-    classes = size("head/kernel", 2, 1)
-    put("head.weight", "head/kernel", (dim, classes), np.transpose)
-    put("head.bias", "head/bias", (classes,))
-
-    missing = [k for k in needed if k not in arrays]
-    unknown = sorted(set(arrays) - used)
-    if missing:
-        problems.append(f"missing keys: {_listing(missing)}")
-    if unknown:
-        problems.append(f"unknown keys: {_listing(unknown)}")
-    if problems:
-        raise WeightsError(
-            f"{source}: does not match the AugReg ViT layout (depth {depth}, width {dim}, {heads} heads):\n  "
-            + "\n  ".join(problems)
-        )
-    return state
+        _convert_block(tensors, i, dim, heads, head_dim)
+    _convert_head(tensors, dim)
+    _report(tensors, source, depth, dim, heads)
+    return tensors.state

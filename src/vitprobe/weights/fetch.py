@@ -20,6 +20,7 @@ import zipfile
 from pathlib import Path
 
 from ..atomic import atomic_path, write_text
+from ..environment import cache_dir, lock_path
 from .errors import WeightsError
 from .source import parse_weights
 
@@ -46,14 +47,6 @@ def read_head(path: str | os.PathLike, n: int, fix: str) -> bytes:
     if not head:
         raise WeightsError(f"{path}: the file is empty (0 bytes), probably an interrupted download. {fix}")
     return head
-
-
-def lock_path() -> Path:
-    return Path(os.environ.get("VITPROBE_WEIGHTS_LOCK", "weights.lock.json"))
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("VITPROBE_CACHE", Path.home() / ".cache" / "vitprobe"))
 
 
 def _read_lock(path: Path) -> dict:

@@ -276,7 +276,16 @@ function buildPanel(model) {
     setQueryFromPointer(event);
     render();
   });
-  panel.querySelector(".row").appendChild(buildChart(panel, model));
+  const row = panel.querySelector(".row");
+  row.appendChild(buildChart(panel, model));
+  const missing = model.depth - model.blocks.length;
+  if (missing) {
+    const note = document.createElement("p");
+    note.className = "chart-note";
+    note.textContent = `Grey points: ${missing} of the ${model.depth} blocks are not in this page (explorer.blocks); ` +
+      "their distances come from the run's tables, their attention is not stored here.";
+    row.appendChild(note);
+  }
   return panel;
 }
 

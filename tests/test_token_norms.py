@@ -8,9 +8,9 @@ import pytest
 
 import vitprobe
 from helpers import PARITY_CASES
-from vitprobe.metrics.norms import MAD_TO_SIGMA, high_norm_threshold, token_kinds
-from vitprobe.pipeline.norms import load_token_norms, token_norm_table
+from vitprobe.metrics.token_norms import MAD_TO_SIGMA, high_norm_threshold, token_kinds
 from vitprobe.pipeline.representations import ShardRepresentations
+from vitprobe.pipeline.token_norms import load_token_norms, token_norm_table
 from vitprobe.tables import TOKEN_NORM_COLUMNS
 
 # CLS + DIST, CLS + 4 registers, CLS only.

@@ -54,11 +54,11 @@ def plot_norm_histograms(
         ax.xaxis.set_major_formatter(FormatStrFormatter("%.3g"))
         ax.xaxis.set_minor_formatter(NullFormatter())
         if np.isnan(thresholds[b]):
-            ax.set_title(f"block {b + 1}: no upper mode", fontsize=8)
+            ax.set_title(f"block {b}: no upper mode", fontsize=8)
         else:
             ax.axvline(thresholds[b], color="black", linestyle="--", linewidth=0.9)
             above = int((values["patch"] > thresholds[b]).sum())
-            ax.set_title(f"block {b + 1}: {above} patches > {thresholds[b]:.3g}", fontsize=8)
+            ax.set_title(f"block {b}: {above} patches > {thresholds[b]:.3g}", fontsize=8)
         ax.tick_params(labelsize=7)
     for ax in axes[blocks:]:
         ax.set_axis_off()

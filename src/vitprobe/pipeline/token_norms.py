@@ -1,5 +1,5 @@
 """The token-norm stages: every image's token norms per block and token kind, with each block's
-high-norm threshold (`vitprobe.metrics.norms.high_norm_threshold`), from the norms that the extract
+high-norm threshold (`vitprobe.metrics.token_norms.high_norm_threshold`), from the norms that the extract
 jobs stored in the representation shards (no model runs); all models in one table."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from ..atomic import write_parquet
-from ..metrics.norms import high_norm_threshold, token_kinds
+from ..metrics.token_norms import high_norm_threshold, token_kinds
 from ..tables import TOKEN_NORM_COLUMNS
 
 

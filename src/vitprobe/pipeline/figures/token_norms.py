@@ -7,9 +7,9 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from ...metrics.norms import token_kinds
-from ...plots.norms import plot_high_norm_maps, plot_norm_histograms
-from ..norms import load_token_norms
+from ...metrics.token_norms import token_kinds
+from ...plots.token_norms import plot_high_norm_maps, plot_norm_histograms
+from ..token_norms import load_token_norms
 
 
 def _thresholds(table_path: str, blocks: int) -> np.ndarray:
