@@ -124,12 +124,15 @@ function drawScale(panel, top) {
   );
 }
 
-async function renderPanel(panel) {
+// Draws one panel for render number `current`; a newer render (the state changed while this one
+// awaited its crop or rows) owns the panel, so this one then draws nothing.
+async function renderPanel(panel, current) {
   const model = MODELS.get(panel.dataset.model);
   const canvas = panel.querySelector("canvas.map");
   const ctx = canvas.getContext("2d");
   const img = await cropImage(model.crops[state.image]);
   const result = await layerValues(model);
+  if (current !== generation) return;
   ctx.drawImage(img, 0, 0, canvas.width, canvas.height);
   const cell = canvas.width / model.grid;
   const status = panel.querySelector(".status");
@@ -323,7 +326,7 @@ async function render() {
   syncControls();
   try {
     for (const panel of panels) {
-      await renderPanel(panel);
+      await renderPanel(panel, current);
       if (current !== generation) return;
     }
   } catch (error) {
