@@ -8,7 +8,7 @@ and one backward pass per batch. Throughput is the steady rate after the first b
 and compiles); the first batch is recorded apart, with peak RSS. The record names the CPU.
 
 Usage: python benchmarks/attribution.py [--arch vit_base_patch16_224] [--depth N] [--images 32] [--batch 8]
-       [--runs 3] [--threads 2] [--out benchmarks/records]
+       [--runs 3] [--threads 2] [--out DIR]
 """
 
 from __future__ import annotations
@@ -24,11 +24,9 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from record import cpu_info, describe_cpu, record
+from record import RECORDS, cpu_info, describe_cpu, record
 
 from vitprobe.models.spec import get_spec
-
-HERE = Path(__file__).resolve().parent
 
 WEIGHTS_SIDE = r"""
 import json, sys, torch, timm
@@ -125,7 +123,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
-    parser.add_argument("--out", default=str(HERE / "records"))
+    parser.add_argument("--out", default=str(RECORDS))
     args = parser.parse_args()
     if args.images < 2 * args.batch:
         parser.error("--images must hold at least two batches: the first one compiles and is not timed")

@@ -12,18 +12,16 @@ Usage: PYTHONPATH=src python benchmarks/cka_group_size.py [--images 64] [--order
 """
 
 import argparse
-from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from record import cpu_info, describe_cpu, record
+from record import RECORDS, cpu_info, describe_cpu, record
 from skimage import data
 
 import vitprobe
 from vitprobe.metrics.cka import cka_matrix
 from vitprobe.metrics.representations import block_features
 
-HERE = Path(__file__).resolve().parent
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "camera", "coins", "hubble_deep_field", "immunohistochemistry")
 
 
@@ -45,7 +43,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=64)
     parser.add_argument("--orderings", type=int, default=30, help="random orderings per group size")
     parser.add_argument("--groups", type=int, nargs="+", default=[4, 8, 16, 32, 64], help="group sizes (divisors of --images)")
-    parser.add_argument("--out", default=str(HERE))
+    parser.add_argument("--out", default=str(RECORDS))
     args = parser.parse_args()
     if any(args.images % group for group in args.groups):
         parser.error(f"every group size must divide --images {args.images}: got {args.groups}")
