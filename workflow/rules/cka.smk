@@ -46,7 +46,7 @@ rule figure_cka_model:
     conda:
         "../../envs/vitprobe.yaml"
     params:
-        labels=lambda w: {w.model: LABELS[w.model]},
+        labels=lambda w: report_param({w.model: LABELS[w.model]}),
         features=CKA_SETTINGS["features"],
         code=code("figure_cka.py"),
     script:
@@ -63,7 +63,7 @@ rule figure_cka_comparison:
     conda:
         "../../envs/vitprobe.yaml"
     params:
-        labels=lambda w: {m: LABELS[m] for m in COMPARISONS[w.comparison]},
+        labels=lambda w: report_param({m: LABELS[m] for m in COMPARISONS[w.comparison]}),
         features=CKA_SETTINGS["features"],
         code=code("figure_cka.py"),
     script:

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from vitprobe.escape import script_json
 from vitprobe.pipeline.code_deps import code_version, files_version
 from vitprobe.pipeline.config import export_shards, image_listing, local_weights, shard_count
 
@@ -36,6 +37,13 @@ EXPORT_IMAGES = config["export"]["attention_parquet"]  # a count or a list of im
 def result(path):
     """A path under this experiment's results folder; wildcards keep single braces."""
     return f"{OUT}/{path}"
+
+
+def report_param(value):
+    """A parameter of a rule whose output is in the report, as `script_json` text (the script
+    reads it with json.loads): Snakemake writes such a rule's parameters unescaped into the
+    report's <script id="results"> block, and a checkpoint label or a path is user text."""
+    return script_json(value)
 
 
 def code(script):

@@ -17,7 +17,7 @@ rule figure_distance_by_block:
         "../../envs/vitprobe.yaml"
     params:
         code=code("figure_distance_by_block.py"),
-        label=lambda w: LABELS[w.model],
+        label=lambda w: report_param(LABELS[w.model]),
     script:
         "../scripts/figure_distance_by_block.py"
 
@@ -38,7 +38,7 @@ rule figure_distance_comparison:
     params:
         code=code("figure_distance_comparison.py"),
         models=lambda w: COMPARISONS[w.comparison],
-        labels=LABELS,
+        labels=report_param(LABELS),
     script:
         "../scripts/figure_distance_comparison.py"
 
@@ -55,7 +55,7 @@ rule figure_rollout:
     params:
         code=code("figure_rollout.py"),
         models=list(MODELS),
-        labels=LABELS,
+        labels=report_param(LABELS),
         queries=MAP_QUERIES,
     script:
         "../scripts/figure_rollout.py"
@@ -80,7 +80,7 @@ rule figure_cls_heads:
         "../../envs/vitprobe.yaml"
     params:
         code=code("figure_cls_heads.py"),
-        label=lambda w: LABELS[w.model],
+        label=lambda w: report_param(LABELS[w.model]),
         query=lambda w: MAP_QUERIES[w.model],
     script:
         "../scripts/figure_cls_heads.py"
@@ -97,7 +97,7 @@ rule figure_pca:
         "../../envs/vitprobe.yaml"
     params:
         code=code("figure_pca.py"),
-        label=lambda w: LABELS[w.model],
+        label=lambda w: report_param(LABELS[w.model]),
     script:
         "../scripts/figure_pca.py"
 
@@ -122,7 +122,7 @@ rule figure_patch_filters:
         "../../envs/vitprobe.yaml"
     params:
         code=code("figure_patch_filters.py"),
-        label=lambda w: LABELS[w.model],
+        label=lambda w: report_param(LABELS[w.model]),
         filters=FIGURE_SETTINGS["filters"],
         components=FIGURE_SETTINGS["components"],
     script:
@@ -149,7 +149,7 @@ rule figure_position_similarity:
         "../../envs/vitprobe.yaml"
     params:
         code=code("figure_position_similarity.py"),
-        label=lambda w: LABELS[w.model],
+        label=lambda w: report_param(LABELS[w.model]),
     script:
         "../scripts/figure_position_similarity.py"
 
@@ -169,7 +169,7 @@ rule figure_predictions:
     params:
         code=code("figure_predictions.py"),
         published={m: MODELS[m].published_top1 for m in HEADED if MODELS[m].published_top1 is not None},
-        labels=LABELS,
+        labels=report_param(LABELS),
     script:
         "../scripts/figure_predictions.py"
 
@@ -186,7 +186,7 @@ rule figure_top1_gallery:
         "../../envs/vitprobe.yaml"
     params:
         code=code("figure_top1_gallery.py"),
-        label=lambda w: LABELS[w.model],
+        label=lambda w: report_param(LABELS[w.model]),
     script:
         "../scripts/figure_top1_gallery.py"
 
@@ -209,7 +209,7 @@ rule figure_video:
         mem_mb=4000,
     params:
         code=code("figure_video.py"),
-        model=get_model_settings,
-        video=config.get("video"),
+        model=lambda w: report_param(model_settings(w.model)),
+        video=report_param(config.get("video")),
     script:
         "../scripts/figure_video.py"

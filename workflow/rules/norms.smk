@@ -52,7 +52,7 @@ rule figure_token_norms:
         "../../envs/vitprobe.yaml"
     params:
         prefix_kinds=lambda w: list(MODELS[w.model].spec.prefix_tokens),
-        label=lambda w: LABELS[w.model],
+        label=lambda w: report_param(LABELS[w.model]),
         code=code("figure_token_norms.py"),
     script:
         "../scripts/figure_token_norms.py"
@@ -71,7 +71,7 @@ rule figure_high_norm:
         "../../envs/vitprobe.yaml"
     params:
         prefix_kinds=lambda w: list(MODELS[w.model].spec.prefix_tokens),
-        label=lambda w: LABELS[w.model],
+        label=lambda w: report_param(LABELS[w.model]),
         code=code("figure_high_norm.py"),
     script:
         "../scripts/figure_high_norm.py"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 
 from ..atomic import write_parquet
+from ..escape import terminal_text
 from ..data.manifest import build_manifest, sample_records
 from ..data.sources import load_source
 
@@ -34,7 +35,7 @@ def sample_stage(images: dict, manifest_path: str, rejected_path: str, map_image
     for row in rejected.itertuples(index=False):
         log.warning("rejected %s (%s): %s", row.image_id, row.source, row.reason)
     if images.get("strict") and len(rejected):
-        listing = "\n  ".join(f"{r.source}: {r.reason}" for r in rejected.itertuples(index=False))
+        listing = "\n  ".join(terminal_text(f"{r.source}: {r.reason}") for r in rejected.itertuples(index=False))
         raise ValueError(f"images.strict is set and {len(rejected)} images cannot be used:\n  {listing}")
     if manifest.empty:
         raise ValueError(f"no usable image in source {images['source']} (all {len(chosen)} rejected)")
