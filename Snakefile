@@ -7,6 +7,9 @@
 # A --configfile replaces config.yaml instead of being merged into it, so a run uses exactly
 # the models and images its file names.
 
+import os
+from pathlib import Path
+
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
 
@@ -22,6 +25,16 @@ from vitprobe.pipeline.config import (
 from vitprobe.pipeline.outputs import quarantine, stale_outputs
 
 min_version("9.0")
+
+# Downloaded weights are checked against the lock beside this Snakefile, wherever snakemake is
+# started from (found by the working directory, a run from another folder would skip the check
+# and pin whatever it downloaded in a new lock). Jobs, local or on a cluster, inherit it.
+os.environ.setdefault("VITPROBE_WEIGHTS_LOCK", str(Path(workflow.basedir) / "weights.lock.json"))
+
+
+envvars:
+    "VITPROBE_WEIGHTS_LOCK",
+
 
 try:
     if not config:
@@ -75,6 +88,9 @@ rule all:
         get_kept_attention,
         result("outputs.json"),
         get_attention_exports,
+        # Every intermediate (crop and model shards) as a target too: one that was deleted is
+        # rebuilt on the next run, not at the next unrelated change.
+        get_all_outputs,
 
 
 onstart:

@@ -60,8 +60,8 @@ def get_shards(wildcards=None):
 
 
 def get_image_listing(wildcards):
-    """What a folder source holds (names, sizes, labels.csv): an added image resamples."""
-    return image_listing(config["images"])
+    """What a folder source holds (names, contents, labels.csv): an added or changed image resamples."""
+    return image_listing(config["images"], result("image_hashes.json"))
 
 
 def get_local_weights(wildcards):

@@ -7,6 +7,7 @@ refuse a bad config before any job starts.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
 from dataclasses import dataclass
@@ -14,12 +15,14 @@ from pathlib import Path
 
 import yaml
 
+from ..atomic import write_text
 from ..backends import compile_modes
 from ..data import sources
 from ..data.preprocess import Preprocess, default_preprocess
 from ..models.presets import get_preset
 from ..models.spec import SPECS, ViTSpec, get_spec
 from ..weights.errors import WeightsError
+from ..weights.fetch import sha256_of
 from ..weights.source import HELP, WeightsSource, parse_weights
 
 
@@ -132,6 +135,17 @@ def weights_source(key: str, weights: str) -> WeightsSource:
 def local_weights(entry: ModelEntry) -> list[str]:
     """The weights file of a model when it is a local file (a rule input: replacing it reruns)."""
     return [entry.weights] if parse_weights(entry.weights).is_local else []
+
+
+def model_identity(entry: ModelEntry) -> str:
+    """A digest of what produces a model's outputs: its settings (architecture, weights source,
+    seed, spec, preprocessing) and, for a local weights file, the file's sha256 (downloads are
+    pinned by the weights lock). Stored in the shards a model writes, and checked by the stages
+    that read them, so that another run's shard (another model's, other weights') is refused."""
+    digest = hashlib.sha256(json.dumps(entry.settings, sort_keys=True).encode())
+    for path in local_weights(entry):
+        digest.update(sha256_of(Path(path)).encode())
+    return digest.hexdigest()
 
 
 def _checkpoint_name(key: str, arch: str, weights: str, seed: int) -> str:
@@ -280,7 +294,7 @@ def check_images(images: dict) -> int | None:
             )
         available = sources.IMAGENET_VAL_COUNT  # the sample step verifies the tar holds exactly these
     elif kind == "folder":
-        if not path or not Path(path).is_dir():
+        if not path or not Path(path).expanduser().is_dir():
             raise ConfigError(f"images.path: {path!r} is not a folder; images.source: folder needs a folder of images")
         try:
             available = len(sources.folder(path))
@@ -300,20 +314,44 @@ def check_images(images: dict) -> int | None:
     return count or available
 
 
-def image_listing(images: dict) -> str:
-    """A fingerprint of what a folder source holds (every image file's path and size, and
+def image_listing(images: dict, cache: str | os.PathLike | None = None) -> str:
+    """A fingerprint of what a folder source holds (every image file's path and sha256, and
     labels.csv's content): the sample checkpoint's parameter, so that adding, removing,
-    renaming or resizing an image, or relabelling one, resamples. Other sources are fixed."""
-    if images["source"] != "folder" or not images.get("path") or not Path(images["path"]).is_dir():
+    renaming or changing an image (even in place at the same size), or relabelling one,
+    resamples. Other sources are fixed.
+
+    Args:
+        images: the config's ``images``.
+        cache: a JSON file of the sha256 of each file by path, size, mtime and ctime (the
+            ctime changes with every write and cannot be set back), so that a rerun reads only
+            the files that changed; rewritten when it changes.
+    """
+    if images["source"] != "folder" or not images.get("path") or not Path(images["path"]).expanduser().is_dir():
         return ""
     root = Path(images["path"]).expanduser().resolve()
-    digest = hashlib.sha256()
+    known = _read_hash_cache(cache)
+    hashes, digest = {}, hashlib.sha256()
     for record in sources.folder(root):
         file = root / record.image_id
-        digest.update(f"{record.image_id}\t{file.stat().st_size}\n".encode())
+        st = file.stat()
+        stamp = f"{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}"
+        entry = known.get(str(file))
+        sha256 = entry[1] if entry and entry[0] == stamp else sha256_of(file)
+        hashes[str(file)] = (stamp, sha256)
+        digest.update(f"{record.image_id}\t{sha256}\n".encode())
     if (root / "labels.csv").is_file():
         digest.update((root / "labels.csv").read_bytes())
+    if cache is not None and hashes != known:
+        Path(cache).parent.mkdir(parents=True, exist_ok=True)
+        write_text(cache, json.dumps(hashes, sort_keys=True))
     return digest.hexdigest()
+
+
+def _read_hash_cache(cache: str | os.PathLike | None) -> dict:
+    try:
+        return {path: tuple(entry) for path, entry in json.loads(Path(cache).read_text()).items()}
+    except (TypeError, OSError, ValueError, AttributeError):  # none yet, or unreadable: hash every file
+        return {}
 
 
 class _StrictLoader(yaml.SafeLoader):

@@ -21,7 +21,7 @@ from ..shards import ShardInfo, ShardWriter, open_crops
 from ..tables import PREDICTION_COLUMNS, PREDICTION_DTYPES
 from .calibration import choose_compile_mode
 from .checks import require_finite
-from .config import ModelEntry, model_entry, shard_slice
+from .config import ModelEntry, model_entry, model_identity, shard_slice
 from .model import build_model
 from .reductions import ShardReductions
 from .representations import ShardRepresentations
@@ -138,6 +138,14 @@ def batches(crops: np.ndarray, batch_size: int) -> Iterator[tuple[int, int, np.n
         yield start, n, batch
 
 
+def fitted_batch_size(batch_size: int, images: int, group_size: int | None) -> int:
+    """``extract.batch_size``, lowered for a shard of fewer images: the last batch is padded to
+    one compiled shape, and padding a batch of 512 around 4 images would cost the memory of 512
+    (a multiple of ``group_size`` still, so that the CKA groups stay inside one batch)."""
+    step = group_size or 1
+    return min(batch_size, max(step, -(-images // step) * step))
+
+
 def _open_shard_crops(crops_path: str, image_ids: list[str]) -> np.ndarray:
     crops = open_crops(crops_path)
     if len(crops) != len(image_ids):
@@ -220,7 +228,9 @@ def extract_attention(
     spec = model.spec
     image_ids = rows["image_id"].tolist()
     crops = _open_shard_crops(crops_path, image_ids)
-    info = ShardInfo(entry.key, entry.checkpoint, image_ids, spec.prefix_tokens, spec.grid_size, spec.patch_size)
+    info = ShardInfo(
+        entry.key, entry.checkpoint, image_ids, spec.prefix_tokens, spec.grid_size, spec.patch_size, model_identity(entry)
+    )
     logits, representations = [], ShardRepresentations(entry.key, group_size)
     with ShardWriter(attention_path, info, (spec.depth, spec.num_heads, spec.num_tokens, spec.num_tokens), dtype) as writer:
         for start, n, batch in batches(crops, batch_size):
@@ -264,6 +274,7 @@ def run_extract(
     loading = time.perf_counter()
     entry = model_entry(key, model_settings)
     rows = pd.read_parquet(manifest_path).iloc[shard_slice(shard, shard_size)]
+    batch_size = fitted_batch_size(batch_size, len(rows), group_size)
     choice = choose_compile_mode(
         compile_mode,
         arch=entry.arch,

@@ -6,9 +6,9 @@ from __future__ import annotations
 import logging
 
 from ..atomic import write_parquet
-from ..escape import terminal_text
 from ..data.manifest import build_manifest, sample_records
 from ..data.sources import load_source
+from ..escape import terminal_text
 
 log = logging.getLogger("vitprobe")
 
