@@ -16,6 +16,7 @@ from snakemake.utils import min_version, validate
 from vitprobe.pipeline.config import (
     ConfigError,
     check_config,
+    check_finite,
     cka_runs,
     fit_default_map_images,
     check_images,
@@ -43,6 +44,7 @@ try:
     for path in workflow.overwrite_configfiles:
         load_config_file(path)
     map_images_given = "map_images" in (config.get("analysis") or {})
+    check_finite(config)  # before the schema, whose ranges pass NaN and name only the bound an Inf breaks
     validate(config, "workflow/schemas/config.schema.yaml")
     if not map_images_given and (note := fit_default_map_images(config)):
         logger.info(note)

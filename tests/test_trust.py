@@ -190,7 +190,7 @@ def test_weights_lock_is_the_workflows_wherever_snakemake_starts(tmp_path):
         env=env,
     )
     assert result.returncode != 0, result.stderr[-3000:]
-    log = (elsewhere / "results" / "lock" / "logs" / "parameters" / "focus.log")
+    log = elsewhere / "results" / "lock" / "logs" / "parameters" / "focus.log"
     assert log.is_file(), result.stderr[-3000:]
     log = log.read_text()
     assert f"differs from {'0' * 64} pinned for {source} in {workdir / 'weights.lock.json'}" in log

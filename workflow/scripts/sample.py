@@ -1,9 +1,12 @@
 from vitprobe.pipeline.runlog import start
 
 start(snakemake.log, snakemake.threads)
+from vitprobe.pipeline.config import cka_runs  # noqa: E402
 from vitprobe.pipeline.sample import sample_stage  # noqa: E402  (after the thread limit)
 
-# map_images is read from the config, not given as a parameter: changing it must not resample.
+# map_images and the CKA group are read from the config, not given as parameters: changing them must not resample.
+config = snakemake.config
+cka_group = config["cka"]["group_size"] if cka_runs(config) else 0
 sample_stage(
-    snakemake.params.images, snakemake.output.manifest, snakemake.output.rejected, snakemake.config["analysis"]["map_images"]
+    snakemake.params.images, snakemake.output.manifest, snakemake.output.rejected, config["analysis"]["map_images"], cka_group
 )

@@ -56,6 +56,23 @@ def _open(data: bytes) -> Image.Image:
     return image
 
 
+def check_header(record: ImageRecord) -> None:
+    """For a file on disk, what can be known before its bytes are read whole: that it is a file
+    (not a dangling link or a folder named like an image), that its header is an image format's,
+    and (Pillow's check at open) that its pixel count is within the decompression-bomb limit.
+    So a 3 GB file that is not an image is refused after its first bytes."""
+    scheme, _, rest = record.source.partition(":")
+    if scheme != "file":
+        return
+    path = Path(rest)
+    if path.is_symlink() and not path.exists():
+        raise FileNotFoundError(f"dangling symbolic link (to {os.readlink(path)})")
+    if path.is_dir():
+        raise IsADirectoryError("a folder (or a link to one) named like an image")
+    with Image.open(path):  # reads the header only
+        pass
+
+
 def _displayed_size(image: Image.Image) -> tuple[int, int]:
     """(width, height) after EXIF orientation, as preprocess.to_rgb will see it."""
     w, h = image.size
@@ -87,6 +104,7 @@ def build_manifest(records: Sequence[ImageRecord]) -> tuple[pd.DataFrame, pd.Dat
                 continue
             seen.add(record.image_id)
             try:
+                check_header(record)
                 data = record.read()
                 with _open(data) as image:
                     width, height = _displayed_size(image)

@@ -170,7 +170,7 @@ def fit_default_map_images(config: dict) -> str | None:
 def check_config(config: dict, root: str | os.PathLike = ".") -> dict[str, ModelEntry]:
     """Checks beyond the JSON Schema; raises `ConfigError` before any job runs."""
     entries = model_entries(config)
-    images = check_images(config["images"])
+    images = check_images(config["images"], Path(root) / "results" / str(config.get("experiment", "")))
     map_images = config.get("analysis", {}).get("map_images", 0)
     if images is not None and map_images > images:
         raise ConfigError(
@@ -222,15 +222,20 @@ def check_config(config: dict, root: str | os.PathLike = ".") -> dict[str, Model
     if video and video["model"] not in entries:
         raise ConfigError(f"video.model: {video['model']!r} is not a key under models")
     check_explorer(config, entries)
-    check_pca(config)
     return entries
 
 
-def check_pca(config: dict) -> None:
-    """``analysis.pca.threshold`` is a number of standard deviations; NaN passes the schema's range."""
-    threshold = ((config.get("analysis") or {}).get("pca") or {}).get("threshold", 0.0)
-    if not math.isfinite(threshold):
-        raise ConfigError(f"analysis.pca.threshold: {threshold} is not a finite number; give standard deviations, e.g. 0")
+def check_finite(value, key: str = "") -> None:
+    """Every number of the config is finite: YAML's ``.nan`` and ``.inf`` pass the schema's
+    ranges (a comparison with NaN is false) and would fail inside a job, or run to nonsense."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{key}: {value} is not a finite number; give a number (YAML's .nan and .inf are not settings)")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            check_finite(v, f"{key}.{k}" if key else str(k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            check_finite(v, f"{key}[{i}]")
 
 
 def check_explorer(config: dict, entries: dict[str, ModelEntry]) -> None:
@@ -281,8 +286,9 @@ def cka_runs(config: dict) -> bool:
     return count is None or count >= config["cka"]["group_size"]
 
 
-def check_images(images: dict) -> int | None:
-    """Refuse an image source that cannot deliver ``count`` images, before any job runs.
+def check_images(images: dict, results: str | os.PathLike | None = None) -> int | None:
+    """Refuse an image source that cannot deliver ``count`` images, or a folder that holds the
+    ``results`` folder (the run would analyse its own figures), before any job runs.
     Returns the number of images the run will sample, when it is cheap to know."""
     kind, path, count = images["source"], images.get("path"), images.get("count")
     if kind == "imagenet2012":
@@ -296,6 +302,12 @@ def check_images(images: dict) -> int | None:
     elif kind == "folder":
         if not path or not Path(path).expanduser().is_dir():
             raise ConfigError(f"images.path: {path!r} is not a folder; images.source: folder needs a folder of images")
+        folder, out = Path(path).expanduser().resolve(), Path(results or "results").resolve()
+        if out.is_relative_to(folder) or folder.is_relative_to(out):
+            raise ConfigError(
+                f"images.path: {folder} holds (or lies inside) this run's results folder {out}: the run would analyse its own "
+                "outputs. Keep the images and the results apart (run snakemake from another folder or move the images)"
+            )
         try:
             available = len(sources.folder(path))
         except ValueError as e:  # a bad labels.csv
@@ -333,6 +345,9 @@ def image_listing(images: dict, cache: str | os.PathLike | None = None) -> str:
     hashes, digest = {}, hashlib.sha256()
     for record in sources.folder(root):
         file = root / record.image_id
+        if not file.is_file():  # a dangling link or a folder named like an image: rejected by the sample stage
+            digest.update(f"{record.image_id}\tnot a file\n".encode())
+            continue
         st = file.stat()
         stamp = f"{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}"
         entry = known.get(str(file))

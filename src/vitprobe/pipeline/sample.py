@@ -25,9 +25,11 @@ def load_configured_source(images: dict) -> list:
     return load_source(images["source"], **options)
 
 
-def sample_stage(images: dict, manifest_path: str, rejected_path: str, map_images: int = 0) -> None:
-    """Sample, decode and write the manifest; ``map_images`` (analysis.map_images) must not
-    exceed the usable images, which rejections can bring below what the config check saw."""
+def sample_stage(images: dict, manifest_path: str, rejected_path: str, map_images: int = 0, cka_group: int = 0) -> None:
+    """Sample, decode and write the manifest. The counts the config check saw must hold for the
+    usable images, which rejections can lower: ``map_images`` (analysis.map_images) may not exceed
+    them, and a run that plans CKA needs one group of ``cka_group`` (cka.group_size) of them.
+    Refused here, before any extraction, never after it."""
     records = load_configured_source(images)
     chosen = sample_records(records, images.get("count"), images.get("seed", 0))
     manifest, rejected = build_manifest(chosen)
@@ -43,6 +45,12 @@ def sample_stage(images: dict, manifest_path: str, rejected_path: str, map_image
         raise ValueError(
             f"analysis.map_images: {map_images} map images but only {len(manifest)} of the {len(chosen)} sampled "
             f"images are usable ({len(rejected)} rejected, listed above); lower analysis.map_images to {len(manifest)}"
+        )
+    if cka_group > len(manifest):
+        raise ValueError(
+            f"cka.group_size: CKA needs one group of {cka_group} images but only {len(manifest)} of the {len(chosen)} "
+            f"sampled images are usable ({len(rejected)} rejected, listed above); add images, or lower cka.group_size "
+            f"(and extract.batch_size and extract.shard_size to multiples of it)"
         )
     write_parquet(rejected, rejected_path)
     write_parquet(manifest, manifest_path)
