@@ -15,7 +15,7 @@ rule token_norms:
         mem_mb=2000,
     params:
         prefix_kinds=lambda w: list(MODELS[w.model].spec.prefix_tokens),
-        min_gap=NORM_SETTINGS["min_gap"],
+        rule=NORM_SETTINGS,
         code=code("token_norms.py"),
     script:
         "../scripts/token_norms.py"
