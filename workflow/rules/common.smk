@@ -61,7 +61,8 @@ def get_shards(wildcards=None):
 
 def get_image_listing(wildcards):
     """What a folder source holds (names, contents, labels.csv): an added or changed image resamples."""
-    return image_listing(config["images"], result("image_hashes.json"))
+    # The hashes are bookkeeping, not results: cached beside Snakemake's own metadata.
+    return image_listing(config["images"], f".snakemake/vitprobe/image_hashes_{config['experiment']}.json")
 
 
 def get_local_weights(wildcards):
