@@ -24,6 +24,8 @@ RULES = ("mode", "gap", "fixed")
 # The mode rule's constants (see `mode_threshold`).
 _QUARTILE_Z = 0.6744897501960817  # the standard normal's upper quartile
 _BULK_EDGE = 2.6  # bands start this many bulk spreads above the bulk's median
+_MIN_RATIO = 2.0  # ... and at twice the median norm or more: real bulks are skewed, high-norm tokens far out
+_BULK_TAIL_EDGE = 0.5 * math.erfc(_BULK_EDGE / math.sqrt(2))  # the normal's share above _BULK_EDGE
 _BAND = 0.1  # band width in log-norm (a 10% range of norms)
 _SIGNIFICANCE = 4.5  # the excess of a mode, in Poisson standard deviations of what is expected
 _CONTRAST = 0.5  # ... and as a fraction of it: a mode holds at least 1.5 times what is expected
@@ -80,9 +82,12 @@ def mode_threshold(norms: np.ndarray) -> float:
 
     1. the bulk: its median m and spread s (a normal's standard deviation) from the median and
        lower quartile, corrected for the share of tokens above the bulk (`_bulk`);
-    2. every band [x_i, x_i + 0.1) that starts at a token above m + 2.6 s: its count c, and what it
+    2. every band [x_i, x_i + 0.1) that starts at a token above m + 2.6 s and above twice the median
+       norm (ln 2 above m: the norms of real blocks are skewed, and a shoulder of the bulk at 1.2x
+       the median is no high-norm mode; Darcet et al.'s tokens sit near 10x): its count c, and what it
        would hold without a mode, e: the bulk's normal tail in the band plus the density of the
-       tokens beyond that tail on either side of it (below the band, down to m + 2.6 s; above it,
+       tokens beyond that tail on either side of it (below the band, down to m + 2.6 s, so that a
+       skewed bulk's falling tail is its own background; above it,
        up to the largest token), whichever is higher, so that an even tail is no mode;
     3. the band whose excess c - e is largest against min(c - e - 4.5 sqrt(e) - 3, c - 1.5 e) is
        the upper mode if both are non-negative (significant, and 1.5 times denser than around it);
@@ -108,8 +113,10 @@ def mode_threshold(norms: np.ndarray) -> float:
     median, spread, f = _bulk(x)
     if not spread > 0:
         return float("nan")
-    low = median + _BULK_EDGE * spread
-    upper = x[np.searchsorted(x, low, side="right") :]
+    edge = median + _BULK_EDGE * spread  # where the tokens around a band are counted from
+    tail = x[np.searchsorted(x, edge, side="right") :]
+    first = np.searchsorted(tail, median + math.log(_MIN_RATIO), side="right") if edge < median + math.log(_MIN_RATIO) else 0
+    upper = tail[first:]  # the bands' starts
     if upper.size < 3:
         return float("nan")
     ends = np.searchsorted(upper, upper + _BAND, side="left")
@@ -117,8 +124,9 @@ def mode_threshold(norms: np.ndarray) -> float:
     z = (upper - median) / spread
     bulk_tail = (1 - f) * n * _upper_tail(z)
     in_band = bulk_tail - (1 - f) * n * _upper_tail(z + _BAND / spread)
-    below = np.maximum(np.arange(upper.size) - ((1 - f) * n * float(_upper_tail(np.array(_BULK_EDGE))) - bulk_tail), 0)
-    below_density = below * _BAND / np.maximum(upper - low, _BAND)
+    from_edge = (1 - f) * n * _BULK_TAIL_EDGE
+    below = np.maximum(first + np.arange(upper.size) - (from_edge - bulk_tail), 0)
+    below_density = below * _BAND / np.maximum(upper - edge, _BAND)
     above_density = (upper.size - ends) * _BAND / np.maximum(upper[-1] - upper - _BAND, _BAND)
     expected = in_band + np.maximum(below_density, above_density)
     excess = counts - expected
