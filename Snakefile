@@ -7,12 +7,16 @@
 # A --configfile replaces config.yaml instead of being merged into it, so a run uses exactly
 # the models and images its file names.
 
+import os
+from pathlib import Path
+
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
 
 from vitprobe.pipeline.config import (
     ConfigError,
     check_config,
+    check_finite,
     cka_runs,
     fit_default_counts,
     given_counts,
@@ -24,6 +28,16 @@ from vitprobe.pipeline.outputs import quarantine, report_command, stale_outputs
 
 min_version("9.0")
 
+# Downloaded weights are checked against the lock beside this Snakefile, wherever snakemake is
+# started from (found by the working directory, a run from another folder would skip the check
+# and pin whatever it downloaded in a new lock). Jobs, local or on a cluster, inherit it.
+os.environ.setdefault("VITPROBE_WEIGHTS_LOCK", str(Path(workflow.basedir) / "weights.lock.json"))
+
+
+envvars:
+    "VITPROBE_WEIGHTS_LOCK",
+
+
 try:
     if not config:
         config.update(load_config_file(workflow.source_path("config.yaml")))
@@ -31,6 +45,7 @@ try:
     for path in workflow.overwrite_configfiles:
         load_config_file(path)
     given = given_counts(config)
+    check_finite(config)  # before the schema, whose ranges pass NaN and name only the bound an Inf breaks
     validate(config, "workflow/schemas/config.schema.yaml")
     for note in fit_default_counts(config, given):
         logger.info(note)
@@ -78,6 +93,9 @@ rule all:
         result("outputs.json"),
         get_attention_exports,
         get_attribution_outputs,
+        # Every intermediate (crop and model shards) as a target too: one that was deleted is
+        # rebuilt on the next run, not at the next unrelated change.
+        get_all_outputs,
 
 
 onstart:

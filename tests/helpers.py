@@ -8,6 +8,8 @@ import re
 import shutil
 import subprocess
 import sys
+import textwrap
+import time
 from pathlib import Path
 from types import ModuleType
 
@@ -61,6 +63,46 @@ def snakemake(workdir: Path, *args, check=True) -> subprocess.CompletedProcess:
     if check and result.returncode:
         raise AssertionError(f"snakemake {args} failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}")
     return result
+
+
+def peak_memory_mb(code: str) -> float:
+    """Peak resident memory (MB) of a fresh interpreter running ``code`` (with ``vitprobe`` from
+    this checkout). The peak is reset first (``/proc/self/clear_refs``): the kernel carries the
+    forking parent's resident size into a child's ``ru_maxrss``, so a test process holding a few
+    hundred MB would otherwise show in every measurement."""
+    script = (
+        "open('/proc/self/clear_refs', 'w').write('5')\n"
+        + textwrap.dedent(code)
+        + "\nimport re\nprint('peak_kb', re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env={"PYTHONPATH": str(REPO / "src")})
+    assert result.returncode == 0, result.stderr[-2000:]
+    return int(result.stdout.split("peak_kb")[-1]) / 1024
+
+
+def latest_change(paths: list[Path]) -> float:
+    """The newest modification time (seconds) of any file under ``paths`` (0 when none)."""
+    times = [0.0]
+    for path in paths:
+        files = [path] if path.is_file() else path.rglob("*") if path.is_dir() else []
+        for file in files:
+            try:
+                times.append(file.stat().st_mtime)
+            except OSError:  # renamed or removed while listed
+                pass
+    return max(times)
+
+
+def wait_while_progressing(process: subprocess.Popen, watched: list[Path], stall: float = 900.0) -> bool:
+    """Wait for ``process`` to exit for as long as it makes progress: some file under ``watched``
+    (its log, its results folder) changed within the last ``stall`` seconds. No fixed budget, so a
+    loaded machine makes a run slower, never a failure; a hung one is still caught. Returns False
+    when it stalled (the process is left running for the caller to stop)."""
+    while process.poll() is None:
+        if time.time() - latest_change(watched) > stall:
+            return False
+        time.sleep(1.0)
+    return True
 
 
 def planned_jobs(workdir: Path, config: Path) -> dict[str, int]:

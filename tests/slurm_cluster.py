@@ -71,7 +71,7 @@ def node_hardware() -> dict[str, int]:
 
 
 class SlurmCluster:
-    def __init__(self, partition: str = "main", keep_logs_in: Path | None = None, startup_timeout: float = 60.0):
+    def __init__(self, partition: str = "main", keep_logs_in: Path | None = None, startup_timeout: float = 300.0):
         self.partition = partition
         self.keep_logs_in = keep_logs_in
         self.startup_timeout = startup_timeout

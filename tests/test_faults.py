@@ -61,14 +61,13 @@ def test_killed_run_keeps_finished_shards_and_ends_identical(reference_run, tmp_
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
-    deadline = time.monotonic() + 300
 
     # Wait until one shard is extracted and another extract job has started (its log
     # exists) but not finished.
     def shards(pattern):
         return {int(p.name.split("_")[1].split(".")[0]) for p in out.glob(pattern)}
 
-    while time.monotonic() < deadline and process.poll() is None:
+    while process.poll() is None:  # no time limit: the run itself ends the wait
         done, started = shards("attention/vit/shard_*.npz"), shards("logs/extract/vit_*.log")
         if done and started - done:
             break

@@ -138,7 +138,8 @@ def test_outputs_follow_the_contract(run):
     } <= set(figures)
 
     cka = pd.read_parquet(out / "cka.parquet")
-    assert list(cka.columns) == ["model_a", "block_a", "model_b", "block_b", "features", "cka", "n_images", "n_groups"]
+    assert list(cka.columns) == ["model_a", "block_a", "model_b", "block_b", "features", "cka", "cka_se", "n_images", "n_groups"]
+    assert (cka["cka_se"] >= 0).all()  # two groups: a jackknife over them
     pairs = set(zip(cka["model_a"], cka["model_b"]))
     assert pairs == {("vit_t", "vit_t"), ("deit_t_dist", "deit_t_dist"), ("vit_t", "deit_t_dist")}
     assert len(cka) == 3 * 3 * 2 * 2  # pairs x features x blocks x blocks

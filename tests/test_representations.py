@@ -9,7 +9,7 @@ from PIL import Image
 from skimage import data
 
 import vitprobe
-from vitprobe.metrics.cka import FEATURES, cka_matrix, hsic_matrix
+from vitprobe.metrics.cka import FEATURES, cka_matrix, cka_standard_error, hsic_matrix
 from vitprobe.metrics.representations import RepresentationReducer, group_grams
 
 
@@ -127,6 +127,40 @@ def test_groups_are_averaged_before_normalising():
     a = np.concatenate([x, x[rng.permutation(8)]])
     b = np.concatenate([x, 3 * a[8:]])
     assert cka_matrix(_grams(a, 8), _grams(b, 8))[0, 0] == pytest.approx(10 / np.sqrt(2 * 82), abs=1e-12)
+
+
+def _jackknife(estimates: list[float]) -> float:
+    m = len(estimates)
+    return float(np.sqrt((m - 1) / m * np.sum((np.array(estimates) - np.mean(estimates)) ** 2)))
+
+
+def test_standard_error_is_the_jackknife_of_the_reference_cka():
+    """Over groups (each left out in turn) with several, over images with one: the float64
+    reference CKA of the features without the left-out part."""
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(32, 6))
+    y = x @ rng.normal(size=(6, 6)) + rng.normal(size=(32, 6))
+    by_groups = [reference_cka([np.delete(x, rows, 0)], [np.delete(y, rows, 0)], 8)[0, 0] for rows in np.split(np.arange(32), 4)]
+    assert cka_standard_error(_grams(x, 8), _grams(y, 8))[0, 0] == pytest.approx(_jackknife(by_groups), rel=1e-9)
+    one_x, one_y = x[:8], y[:8]
+    by_images = [reference_cka([np.delete(one_x, i, 0)], [np.delete(one_y, i, 0)], 7)[0, 0] for i in range(8)]
+    assert cka_standard_error(_grams(one_x, 8), _grams(one_y, 8))[0, 0] == pytest.approx(_jackknife(by_images), rel=1e-9)
+    assert np.isnan(cka_standard_error(_grams(x[:4], 4), _grams(y[:4], 4))[0, 0])  # 3 images left: no HSIC
+
+
+def test_standard_error_predicts_the_spread_over_other_images():
+    """Features of one population (y a noisy linear function of x): over 300 independent samples
+    of 8 groups of 8 images, the standard deviation of the CKA and the mean jackknife standard
+    error agree within 25%."""
+    rng = np.random.default_rng(5)
+    mixing = rng.normal(size=(10, 10))
+    values, errors = [], []
+    for _ in range(300):
+        x = rng.normal(size=(64, 10))
+        y = x @ mixing + 2.0 * rng.normal(size=(64, 10))
+        values.append(cka_matrix(_grams(x, 8), _grams(y, 8))[0, 0])
+        errors.append(cka_standard_error(_grams(x, 8), _grams(y, 8))[0, 0])
+    assert np.mean(errors) == pytest.approx(np.std(values), rel=0.25), (np.mean(errors), np.std(values))
 
 
 def test_reducer_refuses_groups_smaller_than_four_and_partial_groups():

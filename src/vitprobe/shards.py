@@ -28,8 +28,9 @@ import io
 import os
 import struct
 import zipfile
+from collections.abc import Iterator
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +59,9 @@ class ShardInfo:
     prefix_tokens: tuple[str, ...]  # kinds of the tokens before the patches, in token order
     grid_size: int  # patches per side; the patches follow the prefix tokens, row-major
     patch_size: int  # pixels per patch side
+    # What produced the attention (a digest of the model's settings and weights, see
+    # `pipeline.config.model_identity`): a reader tells another run's shard from its own.
+    identity: str = ""
 
     @property
     def num_prefix_tokens(self) -> int:
@@ -69,7 +73,10 @@ class AttentionShard(ShardInfo):
     """An opened shard: its metadata, and ``attention`` (image, block, head, query, key)
     memory-mapped (slices are read from disk when used)."""
 
-    attention: np.ndarray
+    attention: np.ndarray = field(kw_only=True)
+    path: Path = field(kw_only=True)
+    crc: int = field(kw_only=True)  # the zip's CRC-32 of the attention member (its .npy header and array)
+    header_crc: int = field(kw_only=True)  # the CRC-32 of that member's .npy header alone
 
     @property
     def num_blocks(self) -> int:
@@ -79,11 +86,28 @@ class AttentionShard(ShardInfo):
     def num_heads(self) -> int:
         return self.attention.shape[2]
 
+    def checked_chunks(self, size: int, *, delete_if_damaged: bool = False) -> Iterator[tuple[int, np.ndarray]]:
+        """(first image, attention of up to ``size`` images) in order, read from the memory map
+        while the member's CRC-32 is computed over the same bytes (what `np.load` checks, which
+        a memory map skips): after the last chunk, a mismatch (a flipped bit) raises
+        `ShardError`, deleting the shard first when asked, so that the next run rebuilds it."""
+        crc = self.header_crc
+        for start in range(0, len(self.image_ids), size):
+            part = np.asarray(self.attention[start : start + size])
+            crc = crc32(part.data, crc)
+            yield start, part
+        if crc != self.crc:
+            if delete_if_damaged:
+                self.path.unlink(missing_ok=True)
+            action = "deleted it, rerun to rebuild it" if delete_if_damaged else "delete it and rerun to rebuild it"
+            raise ShardError(f"{self.path}: attention shard is corrupt (its CRC-32 fails: bytes changed on disk); {action}")
+
 
 METADATA = (
     "image_ids",
     "model",
     "checkpoint",
+    "identity",
     "prefix_tokens",
     "num_prefix_tokens",
     "grid_size",
@@ -101,6 +125,7 @@ def _metadata(info: ShardInfo, shape: tuple, dtype: np.dtype) -> dict[str, np.nd
         "image_ids": np.array(info.image_ids, dtype=str),
         "model": np.array(info.model, dtype=str),
         "checkpoint": np.array(info.checkpoint, dtype=str),
+        "identity": np.array(info.identity, dtype=str),
         "prefix_tokens": np.array(info.prefix_tokens, dtype=str).reshape(-1),
         "num_prefix_tokens": np.int64(info.num_prefix_tokens),
         "grid_size": np.int64(info.grid_size),
@@ -267,8 +292,9 @@ class ShardWriter:
             raise failed
 
 
-def _memmap_member(path: Path, member: zipfile.ZipInfo) -> np.ndarray:
-    """The ``.npy`` member ``member`` (stored, not compressed) as a read-only memory map."""
+def _memmap_member(path: Path, member: zipfile.ZipInfo) -> tuple[np.ndarray, int]:
+    """The ``.npy`` member ``member`` (stored, not compressed) as a read-only memory map, and
+    the CRC-32 of its .npy header (the start of the member's CRC)."""
     if member.compress_type != zipfile.ZIP_STORED:
         raise ValueError(f"{member.filename} is compressed; only stored members can be memory-mapped")
     with open(path, "rb") as f:
@@ -283,11 +309,13 @@ def _memmap_member(path: Path, member: zipfile.ZipInfo) -> np.ndarray:
         read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
         shape, fortran_order, dtype = read_header(f)
         array_at = f.tell()
+        f.seek(data_at)
+        header_crc = crc32(f.read(array_at - data_at))
     if fortran_order or dtype.hasobject:
         raise ValueError(f"{member.filename}: expected a C-ordered numeric array")
     if array_at - data_at + int(np.prod(shape)) * dtype.itemsize != member.file_size:
         raise ValueError(f"{member.filename}: its .npy header does not match the member size")
-    return np.memmap(path, dtype=dtype, mode="r", offset=array_at, shape=shape)
+    return np.memmap(path, dtype=dtype, mode="r", offset=array_at, shape=shape), header_crc
 
 
 def open_attention(path: str | os.PathLike, *, delete_if_damaged: bool = False) -> AttentionShard:
@@ -311,17 +339,26 @@ def open_attention(path: str | os.PathLike, *, delete_if_damaged: bool = False) 
         if not isinstance(npz, np.lib.npyio.NpzFile):
             raise ValueError("not an .npz archive")
         with npz:
+            # Shards are written stored: a compressed member is not one of ours, and inflating it
+            # could take any amount of memory (a zip bomb). Stored, every read is bounded by the file.
+            compressed = [m.filename for m in npz.zip.infolist() if m.compress_type != zipfile.ZIP_STORED]
+            if compressed:
+                raise ValueError(f"compressed members {compressed} (shards are written uncompressed)")
             meta = {name: npz[name] for name in METADATA}
             member = npz.zip.getinfo(ATTENTION_MEMBER)
-        attention = _memmap_member(path, member)
+        attention, header_crc = _memmap_member(path, member)
         shard = AttentionShard(
             model=meta["model"].item(),
             checkpoint=meta["checkpoint"].item(),
+            identity=meta["identity"].item(),
             image_ids=meta["image_ids"].tolist(),
             prefix_tokens=tuple(meta["prefix_tokens"].tolist()),
             grid_size=int(meta["grid_size"]),
             patch_size=int(meta["patch_size"]),
             attention=attention,
+            path=path,
+            crc=member.CRC,
+            header_crc=header_crc,
         )
         tokens = shard.num_prefix_tokens + shard.grid_size**2
         expected = (len(shard.image_ids), int(meta["num_blocks"]), int(meta["num_heads"]), tokens, tokens)

@@ -89,7 +89,7 @@ rule figure_attribution_maps:
         "../../envs/vitprobe.yaml"
     params:
         models=list(MODELS),
-        labels=LABELS,
+        labels=report_param(LABELS),
         code=code("figure_attribution_maps.py"),
     script:
         "../scripts/figure_attribution_maps.py"

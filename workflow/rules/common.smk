@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from vitprobe.escape import script_json
 from vitprobe.pipeline.code_deps import code_version, files_version
 from vitprobe.pipeline.config import check_map_images, export_shards, image_listing, local_weights, shard_count
 
@@ -42,6 +43,13 @@ def result(path):
     return f"{OUT}/{path}"
 
 
+def report_param(value):
+    """A parameter of a rule whose output is in the report, as `script_json` text (the script
+    reads it with json.loads): Snakemake writes such a rule's parameters unescaped into the
+    report's <script id="results"> block, and a checkpoint label or a path is user text."""
+    return script_json(value)
+
+
 def code(script):
     """The library code a script runs (the closure of the vitprobe modules it imports, read
     from its import statements), as a content hash per file. Given as a parameter, so an edit
@@ -70,8 +78,9 @@ def get_shards(wildcards=None):
 
 
 def get_image_listing(wildcards):
-    """What a folder source holds (names, sizes, labels.csv): an added image resamples."""
-    return image_listing(config["images"])
+    """What a folder source holds (names, contents, labels.csv): an added or changed image resamples."""
+    # The hashes are bookkeeping, not results: cached beside Snakemake's own metadata.
+    return image_listing(config["images"], f".snakemake/vitprobe/image_hashes_{config['experiment']}.json")
 
 
 def get_local_weights(wildcards):
@@ -109,6 +118,11 @@ def model_settings(model):
     return MODELS[model].settings
 
 
+def get_model_settings_text(wildcards):
+    """`model_settings` as report text (`report_param`): a rule in the report shows its parameters."""
+    return report_param(model_settings(wildcards.model))
+
+
 def get_model_settings(wildcards):
     return model_settings(wildcards.model)
 
@@ -126,10 +140,6 @@ def get_attribution_crops(wildcards):
     """The crop shards holding the attribution images (the first manifest rows)."""
     geometry = MODELS[wildcards.model].geometry
     return [result(f"crops/{geometry}/shard_{s}.npy") for s in get_shards()[: max(-(-ATTRIBUTION_COUNT // SHARD_SIZE), 1)]]
-
-
-def get_label(wildcards):
-    return LABELS[wildcards.model]
 
 
 def get_has_head(wildcards):
@@ -256,12 +266,12 @@ def get_all_outputs(wildcards=None):
 
 
 def get_label(wildcards):
-    """The model's label for titles: its exact checkpoint."""
-    return LABELS[wildcards.model]
+    """The model's label for titles: its exact checkpoint (report text: `report_param`)."""
+    return report_param(LABELS[wildcards.model])
 
 
 def get_model_labels(wildcards):
-    return {wildcards.model: LABELS[wildcards.model]}
+    return report_param({wildcards.model: LABELS[wildcards.model]})
 
 
 def get_comparison_models(wildcards):
@@ -269,7 +279,7 @@ def get_comparison_models(wildcards):
 
 
 def get_comparison_labels(wildcards):
-    return {m: LABELS[m] for m in COMPARISONS[wildcards.comparison]}
+    return report_param({m: LABELS[m] for m in COMPARISONS[wildcards.comparison]})
 
 
 def get_map_query(wildcards):

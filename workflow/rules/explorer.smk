@@ -19,8 +19,8 @@ rule explorer:
     params:
         code=code("explorer.py"),
         page=EXPLORER_PAGE,
-        models={m: model_settings(m) for m in MODELS},
-        labels=LABELS,
+        models=report_param({m: model_settings(m) for m in MODELS}),
+        labels=report_param(LABELS),
         comparisons=list(COMPARISONS.values()),
         images=EXPLORER_SETTINGS["images"] or MAP_IMAGES,
         blocks=EXPLORER_SETTINGS["blocks"],

@@ -51,6 +51,9 @@ if KEEP_ATTENTION:
     rule reduce:
         input:
             attention=result("attention/{model}/shard_{shard}.npz"),
+            # What the shard must belong to: the manifest's rows and the model's weights.
+            manifest=result("manifest.parquet"),
+            weights=get_local_weights,
         output:
             **REDUCTIONS,
         log:
@@ -63,6 +66,8 @@ if KEEP_ATTENTION:
             mem_mb=2000,
         params:
             analysis=REDUCER_SETTINGS,
+            model=get_model_settings,
+            shard_size=SHARD_SIZE,
             code=code("reduce.py"),
         script:
             "../scripts/reduce.py"

@@ -23,7 +23,7 @@ rule figure_distance_by_block:
     params:
         code=code("figure_distance_by_block.py"),
         models=list(MODELS),
-        labels=LABELS,
+        labels=report_param(LABELS),
     script:
         "../scripts/figure_distance_by_block.py"
 
@@ -44,7 +44,7 @@ rule figure_distance_comparison:
     params:
         code=code("figure_distance_comparison.py"),
         models=get_comparison_models,
-        labels=LABELS,
+        labels=report_param(LABELS),
     script:
         "../scripts/figure_distance_comparison.py"
 
@@ -61,7 +61,7 @@ rule figure_rollout:
     params:
         code=code("figure_rollout.py"),
         models=list(MODELS),
-        labels=LABELS,
+        labels=report_param(LABELS),
         queries=MAP_QUERIES,
     script:
         "../scripts/figure_rollout.py"
@@ -134,7 +134,7 @@ rule figure_patch_filters:
         "../../envs/vitprobe.yaml"
     params:
         code=code("figure_patch_filters.py"),
-        labels=[LABELS[model] for model in MODELS],
+        labels=report_param([LABELS[model] for model in MODELS]),
         filters=FIGURE_SETTINGS["filters"],
         components=FIGURE_SETTINGS["components"],
     script:
@@ -167,7 +167,7 @@ rule figure_position_similarity:
         "../../envs/vitprobe.yaml"
     params:
         code=code("figure_position_similarity.py"),
-        labels=[LABELS[model] for model in MODELS],
+        labels=report_param([LABELS[model] for model in MODELS]),
     script:
         "../scripts/figure_position_similarity.py"
 
@@ -187,7 +187,7 @@ rule figure_predictions:
     params:
         code=code("figure_predictions.py"),
         published={m: MODELS[m].published_top1 for m in HEADED if MODELS[m].published_top1 is not None},
-        labels=LABELS,
+        labels=report_param(LABELS),
     script:
         "../scripts/figure_predictions.py"
 
@@ -227,7 +227,7 @@ rule figure_video:
         mem_mb=4000,
     params:
         code=code("figure_video.py"),
-        model=get_model_settings,
-        video=config.get("video"),
+        model=get_model_settings_text,
+        video=report_param(config.get("video")),
     script:
         "../scripts/figure_video.py"

@@ -15,7 +15,7 @@ rule token_norms:
         mem_mb=2000,
     params:
         prefix_kinds=get_prefix_kinds,
-        min_gap=NORM_SETTINGS["min_gap"],
+        rule=NORM_SETTINGS,
         code=code("token_norms.py"),
     script:
         "../scripts/token_norms.py"

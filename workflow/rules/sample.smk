@@ -6,6 +6,10 @@ checkpoint sample:
         result("logs/sample.log"),
     conda:
         "../../envs/vitprobe.yaml"
+    resources:
+        # Checking a 196 MP JPEG takes 163 MB (decoded at 1/8 scale), a 3 GB non-image 150 MB
+        # (refused from its header); a PNG near the 200 MP limit decodes whole.
+        mem_mb=2000,
     params:
         images=config["images"],
         listing=get_image_listing,
@@ -23,6 +27,9 @@ rule prepare:
         result("logs/prepare/{geometry}_{shard}.log"),
     conda:
         "../../envs/vitprobe.yaml"
+    resources:
+        # Cropping a 196 MP JPEG (under the 200 MP limit) peaks at 2.4 GB: decoded whole, then resized.
+        mem_mb=3000,
     params:
         image_size=get_image_size,
         geometry=get_geometry,

@@ -1,9 +1,12 @@
+import json
+
 from vitprobe.pipeline.runlog import start
 
 start(snakemake.log, snakemake.threads)
 from vitprobe.pipeline.explorer import write_explorer  # noqa: E402  (after the thread limit)
 
 i, p = snakemake.input, snakemake.params
-maps = dict(zip(p.models, i.maps))
-attribution = dict(zip(p.models, i.attribution)) if i.attribution else None
-write_explorer(p.models, p.labels, maps, i.table, p.comparisons, p.images, p.blocks, snakemake.output[0], attribution)
+models = json.loads(p.models)
+maps = dict(zip(models, i.maps))
+attribution = dict(zip(models, i.attribution)) if i.attribution else None
+write_explorer(models, json.loads(p.labels), maps, i.table, p.comparisons, p.images, p.blocks, snakemake.output[0], attribution)

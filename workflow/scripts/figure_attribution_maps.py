@@ -1,7 +1,9 @@
+import json
+
 from vitprobe.pipeline.runlog import start
 
 start(snakemake.log, snakemake.threads)
 from vitprobe.pipeline.figures.attribution import attribution_maps  # noqa: E402  (after the thread limit)
 
 i, o, p = snakemake.input, snakemake.output, snakemake.params
-attribution_maps(dict(zip(p.models, i.maps)), p.labels, list(o))
+attribution_maps(dict(zip(p.models, i.maps)), json.loads(p.labels), list(o))

@@ -1,7 +1,9 @@
+import json
+
 from vitprobe.pipeline.runlog import start
 
 start(snakemake.log, snakemake.threads)
 from vitprobe.pipeline.figures.maps import cls_heads  # noqa: E402  (after the thread limit)
 
 i, o, p, w = snakemake.input, snakemake.output, snakemake.params, snakemake.wildcards
-cls_heads(i.maps, p.label, list(o), p.query)
+cls_heads(i.maps, json.loads(p.label), list(o), p.query)

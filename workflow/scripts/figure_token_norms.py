@@ -1,7 +1,9 @@
+import json
+
 from vitprobe.pipeline.runlog import start
 
 start(snakemake.log, snakemake.threads)
 from vitprobe.pipeline.figures.token_norms import norm_histograms  # noqa: E402  (after the thread limit)
 
 i, p = snakemake.input, snakemake.params
-norm_histograms(list(i.shards), i.table, p.prefix_kinds, p.label, snakemake.output[0])
+norm_histograms(list(i.shards), i.table, p.prefix_kinds, json.loads(p.label), snakemake.output[0])

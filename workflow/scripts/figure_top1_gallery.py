@@ -1,7 +1,9 @@
+import json
+
 from vitprobe.pipeline.runlog import start
 
 start(snakemake.log, snakemake.threads)
 from vitprobe.pipeline.figures.predictions import top1_gallery  # noqa: E402  (after the thread limit)
 
 i, o, p, w = snakemake.input, snakemake.output, snakemake.params, snakemake.wildcards
-top1_gallery(i.predictions, i.maps, w.model, p.label, o[0])
+top1_gallery(i.predictions, i.maps, w.model, json.loads(p.label), o[0])

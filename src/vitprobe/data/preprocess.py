@@ -44,6 +44,15 @@ class Preprocess:
             raise ValueError(f"preprocess.interpolation must be one of {sorted(_FILTERS)}, not {self.interpolation!r}")
         object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
         object.__setattr__(self, "std", tuple(float(v) for v in self.std))
+        # Pixels are scaled to 0..1 before normalising: mean and std are in that convention.
+        if not all(math.isfinite(v) and -1 <= v <= 1 for v in self.mean):
+            raise ValueError(
+                f"preprocess.mean must be finite numbers in the 0-1 convention, not {list(self.mean)}{_convert(self.mean)}"
+            )
+        if not all(math.isfinite(v) and 0 < v <= 1 for v in self.std):
+            raise ValueError(
+                f"preprocess.std must be finite positive numbers in the 0-1 convention, not {list(self.std)}{_convert(self.std)}"
+            )
 
     def geometry(self) -> tuple:
         """What decides the crop's pixels; models that share it share crops."""
@@ -54,6 +63,13 @@ class Preprocess:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+def _convert(values: tuple[float, ...]) -> str:
+    """The fix for values given in the 0-255 convention: divided by 255."""
+    if all(math.isfinite(v) and 1 < abs(v) <= 255 for v in values):
+        return f" (0-255 convention? divide by 255: {[round(v / 255, 4) for v in values]})"
+    return ""
 
 
 def default_preprocess(arch: str) -> Preprocess:

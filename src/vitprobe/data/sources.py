@@ -28,7 +28,7 @@ from pathlib import Path
 
 from ..environment import tfds_data_dir
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 IMAGENET_VAL_TAR = "ILSVRC2012_img_val.tar"
 IMAGENET_VAL_COUNT = 50_000
 IMAGENET_CLASSES = 1000  # labels are indices into ImageNet-1k (tfds order)
@@ -182,7 +182,12 @@ def bundled() -> list[ImageRecord]:
 def folder(path: str | os.PathLike) -> list[ImageRecord]:
     """Every image file under ``path`` (recursive, sorted); ``image_id`` is the relative path.
 
-    An optional ``labels.csv`` (columns ``filename,label``, filename relative to the folder)
+    Every entry with an image extension is a record, also one that cannot be read as a file: a
+    dangling symbolic link or a folder (or a link to one) named like an image is rejected by the
+    sample stage with the reason, not skipped without a word. A name that is not valid UTF-8 is
+    refused (ValueError naming it): it cannot be written to the tables.
+
+    An optional ``labels.csv`` (UTF-8, with or without Excel's byte order mark) (columns ``filename,label``, filename relative to the folder)
     gives labels; files it does not list get -1. A row naming no image file of the folder, a
     file listed twice, or a label that is not an integer from -1 to 999 is refused (ValueError
     naming the file and the row): it would silently score the image as unlabelled or wrong.
@@ -190,8 +195,17 @@ def folder(path: str | os.PathLike) -> list[ImageRecord]:
     root = Path(path).expanduser().resolve()
     if not root.is_dir():
         raise FileNotFoundError(f"images.path: {root} is not a folder. {alternatives('folder')}")
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
     names = [p.relative_to(root).as_posix() for p in files]
+    for name in names:
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:
+            shown = ascii(name)[1:-1]
+            raise ValueError(
+                f"{root}: the file name {shown} is not valid UTF-8 (the \\udcXX are its undecodable bytes); "
+                "rename it, e.g. with convmv -f latin1 -t utf8"
+            ) from None
     labels = _read_labels(root / "labels.csv", set(names)) if (root / "labels.csv").is_file() else {}
     origin = f"folder {root}"
     return [ImageRecord(rel, labels.get(rel, -1), f"file:{p}", "unknown", origin) for p, rel in zip(files, names)]
@@ -200,7 +214,7 @@ def folder(path: str | os.PathLike) -> list[ImageRecord]:
 def _read_labels(csv_path: Path, names: set[str]) -> dict[str, int]:
     """``labels.csv`` as {relative file name: ImageNet-1k label index}, checked row by row."""
     labels = {}
-    with open(csv_path, newline="") as f:
+    with open(csv_path, newline="", encoding="utf-8-sig") as f:  # Excel writes a byte order mark
         reader = csv.DictReader(f)
         if not {"filename", "label"} <= set(reader.fieldnames or ()):
             raise ValueError(f"{csv_path} needs the columns filename,label; found {reader.fieldnames}")

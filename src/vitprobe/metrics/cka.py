@@ -48,13 +48,51 @@ def _zero_diagonal(grams: np.ndarray) -> np.ndarray:
     return grams
 
 
+def _group_hsic(grams_a: np.ndarray, grams_b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per group: HSIC(K, L) (groups, blocks_a, blocks_b), HSIC(K, K) (groups, blocks_a), HSIC(L, L) (groups, blocks_b)."""
+    cross = hsic_matrix(grams_a, grams_b)
+    self_a = np.einsum("gaa->ga", hsic_matrix(grams_a, grams_a))
+    self_b = np.einsum("gbb->gb", hsic_matrix(grams_b, grams_b))
+    return cross, self_a, self_b
+
+
+def _normalised(cross: np.ndarray, self_a: np.ndarray, self_b: np.ndarray) -> np.ndarray:
+    """CKA from (mean) HSIC values: cross (..., a, b) / sqrt(self_a (..., a) self_b (..., b)); NaN where not positive."""
+    product = self_a[..., :, None] * self_b[..., None, :]
+    denominator = np.sqrt(product, where=product > 0, out=np.zeros(product.shape))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denominator > 0, cross / denominator, np.nan)
+
+
 def cka_matrix(grams_a: np.ndarray, grams_b: np.ndarray) -> np.ndarray:
     """(blocks_a, blocks_b) minibatch linear CKA between every block of model a and of model b:
     HSIC averaged over the groups first, then normalised (see the module docstring). NaN where a
     block's mean self-HSIC is not positive (features constant over the images)."""
-    cross = hsic_matrix(grams_a, grams_b).mean(0)
-    self_a = np.einsum("gaa->ga", hsic_matrix(grams_a, grams_a)).mean(0)
-    self_b = np.einsum("gbb->gb", hsic_matrix(grams_b, grams_b)).mean(0)
-    denominator = np.sqrt(np.outer(self_a, self_b), where=np.outer(self_a, self_b) > 0, out=np.zeros((len(self_a), len(self_b))))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(denominator > 0, cross / denominator, np.nan)
+    cross, self_a, self_b = _group_hsic(grams_a, grams_b)
+    return _normalised(cross.mean(0), self_a.mean(0), self_b.mean(0))
+
+
+def cka_standard_error(grams_a: np.ndarray, grams_b: np.ndarray) -> np.ndarray:
+    """(blocks_a, blocks_b) jackknife standard error of `cka_matrix`: how much the CKA would move
+    with other images of the same kind. With two or more groups, each group is left out in turn
+    (its HSIC dropped from the means); with one group, each image is left out of it (the group's
+    Gram matrices without its row and column; NaN below 5 images, since the unbiased HSIC needs 4).
+    For the m leave-one-out estimates t_i: sqrt((m - 1) / m * sum (t_i - mean t)^2)."""
+    cross, self_a, self_b = _group_hsic(grams_a, grams_b)
+    groups = cross.shape[0]
+    if groups >= 2:
+
+        def left_out(values: np.ndarray) -> np.ndarray:
+            return (values.sum(0, keepdims=True) - values) / (groups - 1)
+
+        estimates = _normalised(left_out(cross), left_out(self_a), left_out(self_b))
+    else:
+        n = np.shape(grams_a)[-1]
+        if n < 5:
+            return np.full(cross.shape[1:], np.nan)
+        kept = [np.delete(np.arange(n), i) for i in range(n)]
+        estimates = np.stack(
+            [cka_matrix(np.asarray(grams_a)[..., k, :][..., k], np.asarray(grams_b)[..., k, :][..., k]) for k in kept]
+        )
+    m = estimates.shape[0]
+    return np.sqrt((m - 1) / m * ((estimates - estimates.mean(0)) ** 2).sum(0))

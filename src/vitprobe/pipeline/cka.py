@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from ..atomic import write_parquet
-from ..metrics.cka import FEATURES, cka_matrix
+from ..metrics.cka import FEATURES, cka_matrix, cka_standard_error
 from ..tables import CKA_COLUMNS
 
 
@@ -24,7 +24,8 @@ def cka_pair(
 ) -> None:
     """Every block of ``model_a`` against every block of ``model_b`` (the same model for a
     within-model table), one row per (block_a, block_b, features), from their representation
-    shards (``paths_*``, in shard order). Raises ValueError when the two models' groups hold
+    shards (``paths_*``, in shard order), with its jackknife standard error (``cka_se``: over the
+    groups, or over the images of the one group; `cka_standard_error`). Raises ValueError when the two models' groups hold
     different images (their manifests differ)."""
     ids_a, grams_a = _load_groups(paths_a)
     ids_b, grams_b = _load_groups(paths_b)
@@ -35,7 +36,7 @@ def cka_pair(
         raise ValueError(f"cka: no complete group of {group_size} images for {model_a} and {model_b}; use more images")
     frames = []
     for f in features:
-        matrix = cka_matrix(grams_a[f], grams_b[f])
+        matrix, error = cka_matrix(grams_a[f], grams_b[f]), cka_standard_error(grams_a[f], grams_b[f])
         blocks_a, blocks_b = np.meshgrid(np.arange(matrix.shape[0]), np.arange(matrix.shape[1]), indexing="ij")
         frames.append(
             pd.DataFrame(
@@ -46,6 +47,7 @@ def cka_pair(
                     "block_b": blocks_b.reshape(-1).astype(np.int64),
                     "features": f,
                     "cka": matrix.reshape(-1),
+                    "cka_se": error.reshape(-1),
                     "n_images": np.int64(n_groups * group_size),
                     "n_groups": np.int64(n_groups),
                 }

@@ -7,6 +7,7 @@ refuse a bad config before any job starts.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import yaml
 
+from ..atomic import write_text
 from ..backends import compile_modes
 from ..data import sources
 from ..data.preprocess import Preprocess, default_preprocess
@@ -21,6 +23,7 @@ from ..environment import hub_offline, keras_backend
 from ..models.presets import get_preset
 from ..models.spec import ViTSpec, get_spec
 from ..weights.errors import WeightsError
+from ..weights.fetch import sha256_of
 from ..weights.metadata import checkpoint_arch
 from ..weights.source import HELP, WeightsSource, parse_weights
 
@@ -152,6 +155,17 @@ def local_weights(entry: ModelEntry) -> list[str]:
     return [entry.weights] if parse_weights(entry.weights).is_local else []
 
 
+def model_identity(entry: ModelEntry) -> str:
+    """A digest of what produces a model's outputs: its settings (architecture, weights source,
+    seed, spec, preprocessing) and, for a local weights file, the file's sha256 (downloads are
+    pinned by the weights lock). Stored in the shards a model writes, and checked by the stages
+    that read them, so that another run's shard (another model's, other weights') is refused."""
+    digest = hashlib.sha256(json.dumps(entry.settings, sort_keys=True).encode())
+    for path in local_weights(entry):
+        digest.update(sha256_of(Path(path)).encode())
+    return digest.hexdigest()
+
+
 def _checkpoint_name(key: str, arch: str, weights: str, seed: int) -> str:
     source = weights_source(key, weights)
     if source.kind == "random":
@@ -199,7 +213,7 @@ def check_config(config: dict, root: str | os.PathLike = ".") -> dict[str, Model
     """Checks beyond the JSON Schema, on the config it validated (every default filled in); raises
     `ConfigError` before any job runs."""
     entries = model_entries(config)
-    images = check_images(config["images"])
+    images = check_images(config["images"], Path(root) / "results" / str(config["experiment"]))
     if images is not None:
         check_map_images(config["analysis"]["map_images"], images, "the images the run samples")
     for key, entry in entries.items():
@@ -293,7 +307,7 @@ def check_attribution(config: dict, entries: dict[str, ModelEntry], images: int 
             )
 
 
-# The clips read_video (Pillow) takes: animated GIF, APNG, animated WebP, multi-page TIFF.
+# The clips read_frames (Pillow) takes: animated GIF, APNG, animated WebP, multi-page TIFF.
 VIDEO_SUFFIXES = (".gif", ".png", ".apng", ".webp", ".tif", ".tiff")
 
 
@@ -302,6 +316,19 @@ def check_pca(config: dict) -> None:
     threshold = config["analysis"]["pca"]["threshold"]
     if not math.isfinite(threshold):
         raise ConfigError(f"analysis.pca.threshold: {threshold} is not a finite number; give standard deviations, e.g. 0")
+
+
+def check_finite(value, key: str = "") -> None:
+    """Every number of the config is finite: YAML's ``.nan`` and ``.inf`` pass the schema's
+    ranges (a comparison with NaN is false) and would fail inside a job, or run to nonsense."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{key}: {value} is not a finite number; give a number (YAML's .nan and .inf are not settings)")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            check_finite(v, f"{key}.{k}" if key else str(k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            check_finite(v, f"{key}[{i}]")
 
 
 def check_explorer(config: dict, entries: dict[str, ModelEntry]) -> None:
@@ -352,8 +379,9 @@ def cka_runs(config: dict) -> bool:
     return count is None or count >= config["cka"]["group_size"]
 
 
-def check_images(images: dict) -> int | None:
-    """Refuse an image source that cannot deliver ``count`` images, before any job runs.
+def check_images(images: dict, results: str | os.PathLike | None = None) -> int | None:
+    """Refuse an image source that cannot deliver ``count`` images, or a folder that holds the
+    ``results`` folder (the run would analyse its own figures), before any job runs.
     Returns the number of images the run will sample, when it is cheap to know."""
     kind, path, count = images["source"], images["path"], images["count"]
     if kind == "imagenet2012":
@@ -365,8 +393,14 @@ def check_images(images: dict) -> int | None:
             )
         available = sources.IMAGENET_VAL_COUNT  # the sample step verifies the tar holds exactly these
     elif kind == "folder":
-        if not path or not Path(path).is_dir():
+        if not path or not Path(path).expanduser().is_dir():
             raise ConfigError(f"images.path: {path!r} is not a folder; images.source: folder needs a folder of images")
+        folder, out = Path(path).expanduser().resolve(), Path(results or "results").resolve()
+        if out.is_relative_to(folder) or folder.is_relative_to(out):
+            raise ConfigError(
+                f"images.path: {folder} holds (or lies inside) this run's results folder {out}: the run would analyse its own "
+                "outputs. Keep the images and the results apart (run snakemake from another folder or move the images)"
+            )
         try:
             available = len(sources.folder(path))
         except ValueError as e:  # a bad labels.csv
@@ -385,20 +419,47 @@ def check_images(images: dict) -> int | None:
     return count or available
 
 
-def image_listing(images: dict) -> str:
-    """A fingerprint of what a folder source holds (every image file's path and size, and
+def image_listing(images: dict, cache: str | os.PathLike | None = None) -> str:
+    """A fingerprint of what a folder source holds (every image file's path and sha256, and
     labels.csv's content): the sample checkpoint's parameter, so that adding, removing,
-    renaming or resizing an image, or relabelling one, resamples. Other sources are fixed."""
-    if images["source"] != "folder" or not images.get("path") or not Path(images["path"]).is_dir():
+    renaming or changing an image (even in place at the same size), or relabelling one,
+    resamples. Other sources are fixed.
+
+    Args:
+        images: the config's ``images``.
+        cache: a JSON file of the sha256 of each file by path, size, mtime and ctime (the
+            ctime changes with every write and cannot be set back), so that a rerun reads only
+            the files that changed; rewritten when it changes.
+    """
+    if images["source"] != "folder" or not images.get("path") or not Path(images["path"]).expanduser().is_dir():
         return ""
     root = Path(images["path"]).expanduser().resolve()
-    digest = hashlib.sha256()
+    known = _read_hash_cache(cache)
+    hashes, digest = {}, hashlib.sha256()
     for record in sources.folder(root):
         file = root / record.image_id
-        digest.update(f"{record.image_id}\t{file.stat().st_size}\n".encode())
+        if not file.is_file():  # a dangling link or a folder named like an image: rejected by the sample stage
+            digest.update(f"{record.image_id}\tnot a file\n".encode())
+            continue
+        st = file.stat()
+        stamp = f"{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}"
+        entry = known.get(str(file))
+        sha256 = entry[1] if entry and entry[0] == stamp else sha256_of(file)
+        hashes[str(file)] = (stamp, sha256)
+        digest.update(f"{record.image_id}\t{sha256}\n".encode())
     if (root / "labels.csv").is_file():
         digest.update((root / "labels.csv").read_bytes())
+    if cache is not None and hashes != known:
+        Path(cache).parent.mkdir(parents=True, exist_ok=True)
+        write_text(cache, json.dumps(hashes, sort_keys=True))
     return digest.hexdigest()
+
+
+def _read_hash_cache(cache: str | os.PathLike | None) -> dict:
+    try:
+        return {path: tuple(entry) for path, entry in json.loads(Path(cache).read_text()).items()}
+    except (TypeError, OSError, ValueError, AttributeError):  # none yet, or unreadable: hash every file
+        return {}
 
 
 class _StrictLoader(yaml.SafeLoader):

@@ -19,7 +19,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
-import json
 import logging
 import zlib
 from importlib import resources
@@ -29,6 +28,7 @@ import pandas as pd
 from PIL import Image
 
 from ..atomic import write_text
+from ..escape import script_json
 from .config import explorer_blocks, model_entry
 
 log = logging.getLogger("vitprobe")
@@ -131,10 +131,10 @@ def attribution_layers(path: str, images: int) -> dict:
 
 
 def explorer_page(data: dict) -> str:
-    """The page with its style, script and ``data`` inline (``</`` escaped so that no string
-    in the data can close the script element)."""
+    """The page with its style, script and ``data`` inline (as `script_json`, so that no string
+    in the data can close the script element or put the parser in its escaped state)."""
     html = (PAGE / "explorer.html").read_text()
-    payload = json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
+    payload = script_json(data)
     for marker, text in (
         ("/*STYLE*/", (PAGE / "explorer.css").read_text()),
         ("/*SCRIPT*/", (PAGE / "explorer.js").read_text()),

@@ -22,7 +22,7 @@ from ..shards import ShardInfo, ShardWriter, open_crops
 from ..tables import PREDICTION_COLUMNS, PREDICTION_DTYPES
 from .calibration import choose_compile_mode
 from .checks import require_finite
-from .config import ModelEntry, model_entry, shard_slice
+from .config import ModelEntry, model_entry, model_identity, shard_slice
 from .map_images import ShardMapImages
 from .model import build_model
 from .representations import ShardRepresentations
@@ -140,6 +140,14 @@ def batches(crops: np.ndarray, batch_size: int) -> Iterator[tuple[int, int, np.n
         yield start, n, batch
 
 
+def fitted_batch_size(batch_size: int, images: int, group_size: int | None) -> int:
+    """``extract.batch_size``, lowered for a shard of fewer images: the last batch is padded to
+    one compiled shape, and padding a batch of 512 around 4 images would cost the memory of 512
+    (a multiple of ``group_size`` still, so that the CKA groups stay inside one batch)."""
+    step = group_size or 1
+    return min(batch_size, max(step, -(-images // step) * step))
+
+
 def _open_shard_crops(crops_path: str, image_ids: list[str]) -> np.ndarray:
     crops = open_crops(crops_path)
     if len(crops) != len(image_ids):
@@ -235,7 +243,9 @@ def extract_attention(
     spec = model.spec
     image_ids = rows["image_id"].tolist()
     crops = _open_shard_crops(crops_path, image_ids)
-    info = ShardInfo(entry.key, entry.checkpoint, image_ids, spec.prefix_tokens, spec.grid_size, spec.patch_size)
+    info = ShardInfo(
+        entry.key, entry.checkpoint, image_ids, spec.prefix_tokens, spec.grid_size, spec.patch_size, model_identity(entry)
+    )
     logits, representations = [], ShardRepresentations(entry.key, group_size)
     with ShardWriter(attention_path, info, (spec.depth, spec.num_heads, spec.num_tokens, spec.num_tokens), dtype) as writer:
         for start, n, batch in batches(crops, batch_size):
@@ -266,16 +276,19 @@ def _start_job(
     shard_count: int,
     shard_size: int,
     batch_size: int,
+    group_size: int | None,
     precision: str,
     compile_mode: str,
     threads: int,
-) -> tuple[ModelEntry, ProbeModel, pd.DataFrame, Progress]:
-    """What both extract stages do first: the shard's manifest rows, and the model compiled as
-    ``compile_mode`` (``extract.compile``) resolves on this machine (`choose_compile_mode`;
-    ``threads``, the job's, is part of the calibration's key). The log names the mode and why."""
+) -> tuple[ModelEntry, ProbeModel, pd.DataFrame, Progress, int]:
+    """What both extract stages do first: the shard's manifest rows, the batch size fitted to them
+    (`fitted_batch_size`), and the model compiled as ``compile_mode`` (``extract.compile``)
+    resolves on this machine (`choose_compile_mode`; ``threads``, the job's, is part of the
+    calibration's key). The log names the mode and why."""
     loading = time.perf_counter()
     entry = model_entry(key, model_settings)
     rows = pd.read_parquet(manifest_path).iloc[shard_slice(shard, shard_size)]
+    batch_size = fitted_batch_size(batch_size, len(rows), group_size)
     choice = choose_compile_mode(
         compile_mode,
         arch=entry.arch,
@@ -289,7 +302,7 @@ def _start_job(
     model = build_model(entry, precision, choice.mode)
     what = f"extract {key} shard {shard + 1}/{shard_count}"
     log.info("%s: %d images of %s, batches of %d, %s", what, len(rows), entry.label, batch_size, precision)
-    return entry, model, rows, Progress(len(rows), what, time.perf_counter() - loading)
+    return entry, model, rows, Progress(len(rows), what, time.perf_counter() - loading), batch_size
 
 
 def run_extract(
@@ -318,8 +331,18 @@ def run_extract(
     """Rule extract's stage (``extract.keep_attention: false``): `extract_reduced` over one shard,
     writing the five paths named by their outputs (``map_images``: the PCA features and explorer
     rows of the shard's first ``map_rows`` images, the map images it holds)."""
-    entry, model, rows, progress = _start_job(
-        key, model_settings, manifest_path, shard, shard_count, shard_size, batch_size, precision, compile_mode, threads
+    entry, model, rows, progress, batch_size = _start_job(
+        key,
+        model_settings,
+        manifest_path,
+        shard,
+        shard_count,
+        shard_size,
+        batch_size,
+        group_size,
+        precision,
+        compile_mode,
+        threads,
     )
     extract_reduced(
         entry,
@@ -365,8 +388,18 @@ def run_extract_attention(
     """Rule extract_attention's stage (``extract.keep_attention: true``): `extract_attention`
     over one shard, the raw attention kept as ``dtype`` for the reduce stage, and the map images'
     PCA features and explorer rows as `run_extract` writes them."""
-    entry, model, rows, progress = _start_job(
-        key, model_settings, manifest_path, shard, shard_count, shard_size, batch_size, precision, compile_mode, threads
+    entry, model, rows, progress, batch_size = _start_job(
+        key,
+        model_settings,
+        manifest_path,
+        shard,
+        shard_count,
+        shard_size,
+        batch_size,
+        group_size,
+        precision,
+        compile_mode,
+        threads,
     )
     extract_attention(
         entry,

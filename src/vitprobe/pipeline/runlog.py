@@ -13,6 +13,7 @@ import sys
 from importlib import metadata
 
 from ..environment import cache_dir, keras_backend
+from ..escape import terminal_text
 from ..hardware import machine_key
 from .threads import THREAD_VARIABLES, limit_threads
 
@@ -42,6 +43,7 @@ def start(log_paths, threads: int = 1) -> logging.Logger:
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s")
     for handler in handlers:
         handler.setFormatter(fmt)
+        handler.addFilter(_escape_arguments)
         logger.addHandler(handler)
     # The values the numerical libraries will read, as the job sees them (a cluster job's check);
     # the console interleaves parallel jobs: naming the log file says which job this is.
@@ -55,6 +57,16 @@ def start(log_paths, threads: int = 1) -> logging.Logger:
 
     sys.excepthook = log_failure
     return logger
+
+
+def _escape_arguments(record: logging.LogRecord) -> bool:
+    """The values a message is formatted with (file names, image ids, labels: user text) pass
+    through `terminal_text`, so that a file name cannot recolour the console or forge a log line;
+    the message's own text is the code's. An exception's message, which the code wrote with its
+    own line breaks, escapes the names it holds where it is raised."""
+    if isinstance(record.args, tuple):
+        record.args = tuple(terminal_text(a) if isinstance(a, str) else a for a in record.args)
+    return True
 
 
 def persistent_compile_cache() -> str | None:

@@ -8,6 +8,7 @@ import logging
 from ..atomic import write_parquet
 from ..data.manifest import build_manifest, sample_records
 from ..data.sources import load_source
+from ..escape import terminal_text
 
 log = logging.getLogger("vitprobe")
 
@@ -24,8 +25,10 @@ def load_configured_source(images: dict) -> list:
     return load_source(images["source"], **options)
 
 
-def sample_stage(images: dict, manifest_path: str, rejected_path: str) -> None:
-    """Sample, decode and write the manifest and the table of rejected images."""
+def sample_stage(images: dict, manifest_path: str, rejected_path: str, cka_group: int = 0) -> None:
+    """Sample, decode and write the manifest and the table of rejected images. A run that plans
+    CKA needs one group of ``cka_group`` (cka.group_size) usable images, which rejections can
+    leave too few of: refused here, before any extraction, never after it."""
     records = load_configured_source(images)
     chosen = sample_records(records, images["count"], images["seed"])
     manifest, rejected = build_manifest(chosen)
@@ -33,9 +36,15 @@ def sample_stage(images: dict, manifest_path: str, rejected_path: str) -> None:
     for row in rejected.itertuples(index=False):
         log.warning("rejected %s (%s): %s", row.image_id, row.source, row.reason)
     if images["strict"] and len(rejected):
-        listing = "\n  ".join(f"{r.source}: {r.reason}" for r in rejected.itertuples(index=False))
+        listing = "\n  ".join(terminal_text(f"{r.source}: {r.reason}") for r in rejected.itertuples(index=False))
         raise ValueError(f"images.strict is set and {len(rejected)} images cannot be used:\n  {listing}")
     if manifest.empty:
         raise ValueError(f"no usable image in source {images['source']} (all {len(chosen)} rejected)")
+    if cka_group > len(manifest):
+        raise ValueError(
+            f"cka.group_size: CKA needs one group of {cka_group} images but only {len(manifest)} of the {len(chosen)} "
+            f"sampled images are usable ({len(rejected)} rejected, listed above); add images, or lower cka.group_size "
+            f"(and extract.batch_size and extract.shard_size to multiples of it)"
+        )
     write_parquet(rejected, rejected_path)
     write_parquet(manifest, manifest_path)

@@ -24,25 +24,23 @@ def load_token_norms(paths: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate([p["image_ids"] for p in parts]), np.concatenate([p["token_norms"] for p in parts])
 
 
-def block_thresholds(norms: np.ndarray, num_prefix: int, min_gap: float) -> np.ndarray:
+def block_thresholds(norms: np.ndarray, num_prefix: int, **rule) -> np.ndarray:
     """(blocks,) each block's high-norm threshold over every image's patch tokens (NaN: none).
 
     Args:
         norms: (images, blocks, tokens) token norms, prefix tokens first.
         num_prefix: the prefix tokens before the patches.
-        min_gap: see `high_norm_threshold`.
+        rule: ``token_norms`` (rule, min_gap, cutoff): see `high_norm_threshold`.
     """
-    return np.array([high_norm_threshold(norms[:, b, num_prefix:], min_gap) for b in range(norms.shape[1])])
+    return np.array([high_norm_threshold(norms[:, b, num_prefix:], **rule) for b in range(norms.shape[1])])
 
 
-def token_norm_table(
-    model: str, image_ids: np.ndarray, norms: np.ndarray, prefix_kinds: Sequence[str], min_gap: float
-) -> pd.DataFrame:
+def token_norm_table(model: str, image_ids: np.ndarray, norms: np.ndarray, prefix_kinds: Sequence[str], **rule) -> pd.DataFrame:
     """One row per (image, block, token kind): the kind's token count, mean and max norm, how many
     of its tokens lie above the block's patch threshold (0 where the block has none) and the
     threshold (NaN where none). Rows in image, block, kind order; kinds as `token_kinds`."""
     images, blocks, tokens = norms.shape
-    thresholds = block_thresholds(norms, len(prefix_kinds), min_gap)
+    thresholds = block_thresholds(norms, len(prefix_kinds), **rule)
     kinds = token_kinds(prefix_kinds, tokens)
     # (images, blocks, kinds) per statistic, flattened in that order.
     chosen = [norms[:, :, index].astype(np.float64) for index in kinds.values()]
@@ -65,10 +63,11 @@ def token_norm_table(
     )[list(TOKEN_NORM_COLUMNS)]
 
 
-def model_token_norms(model: str, paths: Sequence[str], prefix_kinds: Sequence[str], min_gap: float, out: str) -> None:
-    """The token_norms rule's stage: `token_norm_table` of one model's representation shards."""
+def model_token_norms(model: str, paths: Sequence[str], prefix_kinds: Sequence[str], rule: dict, out: str) -> None:
+    """The token_norms rule's stage: `token_norm_table` of one model's representation shards
+    (``rule``: the ``token_norms`` settings)."""
     image_ids, norms = load_token_norms(paths)
-    write_parquet(token_norm_table(model, image_ids, norms, prefix_kinds, min_gap), out)
+    write_parquet(token_norm_table(model, image_ids, norms, prefix_kinds, **rule), out)
 
 
 def combine_token_norms(paths: Sequence[str], out: str) -> None:

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from ..escape import mathtext_literal
 from .style import OVERLAY_CMAP, _bare, _chars, _check_crops, _overlay, _require_columns, _save, _styled, _title, _wrap
 
 AUC_COLUMNS = ("positive_auc", "negative_auc", "positive_score_auc", "negative_score_auc", "deletion_auc", "insertion_auc")
@@ -138,7 +139,7 @@ def plot_attribution_maps(
     for c, model in enumerate(models):
         crop = _check_crops(np.asarray(crops[model])[None], f"crops[{model!r}]")[0]
         axes[0, c].imshow(crop, interpolation="antialiased")
-        axes[0, c].set_title(_wrap(f"{labels[model]}\n{targets[model]}", header), fontsize=6.5)
+        axes[0, c].set_title(_wrap(mathtext_literal(f"{labels[model]}\n{targets[model]}"), header), fontsize=6.5)
         for r, method in enumerate(methods, start=1):
             if method in maps[model]:
                 _overlay(axes[r, c], crop, maps[model][method], alpha, cmap)
@@ -147,5 +148,5 @@ def plot_attribution_maps(
     axes[0, 0].set_ylabel("crop", fontsize=7.5)
     for ax in axes.ravel():
         _bare(ax)
-    fig.suptitle(_wrap(f"Attribution maps of {image_id}", _chars(cell * len(models) + 1, 10)), fontsize=9)
+    fig.suptitle(_wrap(mathtext_literal(f"Attribution maps of {image_id}"), _chars(cell * len(models) + 1, 10)), fontsize=9)
     return _save(fig, path, palette=True)

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from ..escape import mathtext_literal
 from .style import _chars, _label, _model_rows, _save, _styled, _title, _wrap
 
 
@@ -93,7 +94,7 @@ def plot_distance_comparison(
     ax.grid(axis="y", lw=0.4, alpha=0.5)
     fig.legend(loc="outside lower center", ncols=1, frameon=False)
     fig.suptitle(
-        _wrap(title, _chars(6.4, 10)) + "\n" + "line: mean over heads; band: min-max over heads",
+        _wrap(mathtext_literal(title), _chars(6.4, 10)) + "\n" + "line: mean over heads; band: min-max over heads",
         fontsize=10,
     )
     return _save(fig, path)

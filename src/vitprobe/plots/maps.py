@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
+from ..escape import mathtext_literal
 from .style import OVERLAY_CMAP, _bare, _chars, _check_crops, _label, _overlay, _save, _styled, _title, _wrap
 
 
@@ -51,7 +52,7 @@ def plot_rollout(
     for r in range(n):
         axes[r, 0].imshow(crops[r], interpolation="antialiased")
         if image_ids is not None:
-            axes[r, 0].set_ylabel(_wrap(str(image_ids[r]), 18), fontsize=7)
+            axes[r, 0].set_ylabel(_wrap(mathtext_literal(image_ids[r]), 18), fontsize=7)
         for c, model in enumerate(models, start=1):
             seen = per_model[model][r] if per_model else crops[r]
             _overlay(axes[r, c], seen, np.asarray(maps[model])[r], alpha, cmap)
@@ -60,7 +61,7 @@ def plot_rollout(
     axes[0, 0].set_title("image", fontsize=7.5)
     for c, model in enumerate(models, start=1):
         axes[0, c].set_title(_wrap(_label(labels, model), header), fontsize=7)
-    fig.suptitle(_wrap(title, _chars(cell * ncols, 10)) + "\nmaps min-max scaled per image", fontsize=9)
+    fig.suptitle(_wrap(mathtext_literal(title), _chars(cell * ncols, 10)) + "\nmaps min-max scaled per image", fontsize=9)
     return _save(fig, path, palette=True)
 
 

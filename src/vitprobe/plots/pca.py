@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
+from ..escape import mathtext_literal
 from ..metrics.pca import to_rgb
 from .style import _bare, _chars, _check_crops, _save, _styled, _title, _wrap
 
@@ -62,7 +63,7 @@ def plot_pca_maps(
         axes[r, 2].imshow(masks[r], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
         axes[r, 3].imshow(inside[r], interpolation="nearest")
         if image_ids is not None:
-            axes[r, 0].set_ylabel(_wrap(str(image_ids[r]), 18), fontsize=7)
+            axes[r, 0].set_ylabel(_wrap(mathtext_literal(image_ids[r]), 18), fontsize=7)
         for ax in axes[r]:
             _bare(ax)
     header = _chars(cell, 7)

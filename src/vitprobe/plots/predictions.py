@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from ..escape import mathtext_literal
 from ..tables import ACCURACY_COLUMNS, PREDICTION_COLUMNS
 from .style import (
     CORRECT_COLOUR,
@@ -70,7 +71,7 @@ def _caption(row: pd.Series | None, width: int) -> tuple[str, str]:
     """("top1_name (prob)", colour): green correct, red wrong, black without label."""
     if row is None:
         return "no prediction", "0.4"
-    text = _wrap(f"{row['top1_name']} ({float(row['top1_prob']):.2f})", width)
+    text = _wrap(mathtext_literal(f"{row['top1_name']} ({float(row['top1_prob']):.2f})"), width)
     lines = text.split("\n")
     if len(lines) > 2:
         text = lines[0] + "\n" + lines[1][: max(1, width - 1)] + "…"
@@ -134,7 +135,7 @@ def plot_predictions(
     for j in range(k):
         ax = bottom.add_subplot(grid[0, j])
         ax.imshow(crops[j], interpolation="antialiased")
-        ax.set_title(_wrap(str(image_ids[j]), 22), fontsize=6.5)
+        ax.set_title(_wrap(mathtext_literal(image_ids[j]), 22), fontsize=6.5)
         _bare(ax)
     table = bottom.add_subplot(grid[1, :])
     table.set_xlim(0, k)

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
+from ..escape import mathtext_literal
 from .style import _chars, _save, _styled, _title, _wrap
 
 
@@ -39,8 +40,8 @@ def plot_cka(
             ax.set_xticks(ticks_b)
             ax.set_title(f"features: {name}", fontsize=8.5)
             width = _chars(2.9, 7.5)
-            ax.set_xlabel(_wrap(f"block of {label_b}", width), fontsize=7.5)
-            ax.set_ylabel(_wrap(f"block of {label_a}", width), fontsize=7.5)
+            ax.set_xlabel(_wrap(mathtext_literal(f"block of {label_b}"), width), fontsize=7.5)
+            ax.set_ylabel(_wrap(mathtext_literal(f"block of {label_a}"), width), fontsize=7.5)
     fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8, label="linear CKA")
     _title(fig, what, label, subtitle)
     return _save(fig, path)

@@ -29,6 +29,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from ..atomic import atomic_path, write_bytes
+from ..escape import mathtext_literal
 from ..metrics.arrays import minmax_scale
 from ..tables import DISTANCE_COLUMNS
 
@@ -127,11 +128,13 @@ def _chars(width_in: float, fontsize: float) -> int:
 
 
 def _title(fig: Figure, what: str, label: str, subtitle: str | None = None) -> None:
-    """Set the figure title: what it shows, the exact checkpoint, and an optional note (wrapped to the width)."""
+    """Set the figure title: what it shows, the exact checkpoint, and an optional note (wrapped to the width).
+
+    Each line may hold user text (a checkpoint label, an image id): drawn literally (`mathtext_literal`)."""
     width = fig.get_figwidth()
-    lines = [_wrap(what, _chars(width, 10)), _wrap(label, _chars(width, 10))]
+    lines = [_wrap(mathtext_literal(what), _chars(width, 10)), _wrap(mathtext_literal(label), _chars(width, 10))]
     if subtitle:
-        lines.append(_wrap(subtitle, _chars(width, 9)))
+        lines.append(_wrap(mathtext_literal(subtitle), _chars(width, 9)))
     fig.suptitle("\n".join(line for line in lines if line), fontsize=10)
 
 
@@ -150,8 +153,9 @@ def _model_rows(table: pd.DataFrame, model: str) -> pd.DataFrame:
 
 
 def _label(labels: Mapping[str, str], model: str) -> str:
+    """A model's label (user text) as matplotlib will draw it literally."""
     try:
-        return labels[model]
+        return mathtext_literal(labels[model])
     except KeyError:
         raise KeyError(f"no label (exact checkpoint name) for model {model!r}; labels has {sorted(labels)}") from None
 

@@ -12,6 +12,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import FixedLocator, FormatStrFormatter, NullFormatter
 
+from ..escape import mathtext_literal
 from .style import OVERLAY_CMAP, _bare, _check_crops, _overlay, _save, _styled, _title
 
 KIND_COLOURS = {"patch": "#4c72b0", "cls": "#dd8452", "distillation": "#55a868", "register": "#c44e52"}
@@ -134,7 +135,7 @@ def plot_high_norm_maps(
             peak = np.unravel_index(np.argmax(m[r]), m[r].shape)
             _mark_peak(ax, peak, m[r].shape, (h, w))
         if image_ids is not None:
-            axes[r, 0].set_ylabel(str(image_ids[r]), fontsize=7)
+            axes[r, 0].set_ylabel(mathtext_literal(image_ids[r]), fontsize=7)
         for ax in axes[r]:
             _bare(ax)
     for c, name in enumerate(["crop", *maps]):

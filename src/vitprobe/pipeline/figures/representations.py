@@ -9,6 +9,15 @@ import pandas as pd
 from ...plots.representations import plot_cka
 
 
+def _uncertainty(tables: Sequence[pd.DataFrame], groups: int) -> str:
+    """The cells' standard errors (the tables' ``cka_se``) in words, for the subtitle."""
+    errors = pd.concat([t["cka_se"] for t in tables]).dropna()
+    how = "over the groups" if groups > 1 else "over the images of the one group"
+    if errors.empty:
+        return f"standard error ({how}): too few images to tell"
+    return f"standard error of a cell ({how}, jackknife): median {errors.median():.3f}, max {errors.max():.3f}"
+
+
 def cka(pair_tables: Sequence[str], labels: Mapping[str, str], features: Sequence[str], out: str) -> None:
     """Block x block CKA heatmaps of the pairs in ``pair_tables`` (one ``cka_pair`` table each):
     one model's own blocks (one table whose two models are the same) or a comparison."""
@@ -24,5 +33,6 @@ def cka(pair_tables: Sequence[str], labels: Mapping[str, str], features: Sequenc
     within = len(models) == 1
     what = f"Linear CKA between the blocks of {models[0]}" if within else "Linear CKA between blocks: " + " vs ".join(models)
     first = tables[0]
-    subtitle = f"minibatch estimator: {first['n_images'].iloc[0]} images in {first['n_groups'].iloc[0]} groups"
+    groups = int(first["n_groups"].iloc[0])
+    subtitle = f"minibatch estimator: {first['n_images'].iloc[0]} images in {groups} groups; " + _uncertainty(tables, groups)
     plot_cka(pairs, what, "; ".join(labels[m] for m in models), out, subtitle)
