@@ -64,7 +64,8 @@ from vitprobe.pipeline.extract import Progress, extract_attention, extract_reduc
 from vitprobe.pipeline.model import build_model
 from vitprobe.pipeline.reduce import reduce
 args = json.loads(sys.argv[1]); work = Path(args["work"]); keep = args["keep_attention"]
-entry = model_entry("bench", {"arch": args["arch"], "weights": args["weights"], "spec": args["spec"]})
+settings = {"arch": args["arch"], "weights": args["weights"], "spec": args["spec"]}
+entry = model_entry("bench", settings)
 loading = time.perf_counter()
 model = build_model(entry, args["precision"])
 rows = pd.DataFrame({"image_id": [f"img{i:05d}" for i in range(args["images"])], "label": -1})
@@ -77,7 +78,8 @@ if keep:
     extract_attention(entry, model, args["crops"], rows, [], str(work / "predictions.parquet"), str(work / "attention.npz"),
                       str(work / "representations.npz"), dtype="float32", **common)
     start = time.perf_counter()
-    reduce(str(work / "attention.npz"), per_image, maps)
+    rows.to_parquet(work / "manifest.parquet")  # the reduce stage checks the shard's image ids against it
+    reduce(str(work / "attention.npz"), str(work / "manifest.parquet"), "bench", settings, 0, len(rows), per_image, maps)
     reduce_seconds = time.perf_counter() - start
 else:
     extract_reduced(entry, model, args["crops"], rows, [], str(work / "predictions.parquet"), per_image, maps,

@@ -209,6 +209,7 @@ def test_calibration_end_to_end_then_the_extract_job_logs_its_choice(tmp_path, m
             attention_kernel="auto",
             compile_mode="auto",
             threads=1,
+            map_rows=0,
         )
     expected = min(record["candidates"], key=lambda c: c["compile_s"] + 3 / c["img_s"])["compile"]  # 3 images
     line = next(r.getMessage() for r in caplog.records if "compiled as" in r.getMessage())
