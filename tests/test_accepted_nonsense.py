@@ -112,7 +112,7 @@ def test_tilde_in_images_path_is_expanded(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))
     (tmp_path / "photos").mkdir()
     _png(tmp_path / "photos" / "a.png")
-    assert check_images({"source": "folder", "path": "~/photos"}) == 1
+    assert check_images({"source": "folder", "path": "~/photos", "count": None}) == 1
     assert [r.image_id for r in sources.folder("~/photos")] == ["a.png"]
 
 
@@ -125,7 +125,11 @@ def test_jfif_links_and_folders_named_like_images_are_listed_with_why(tmp_path):
     (images / "dangling.png").symlink_to(tmp_path / "gone.png")
     (images / "folder.jpg").mkdir()
     (images / "dir_link.png").symlink_to(images / "folder.jpg")
-    sample_stage({"source": "folder", "path": str(images)}, tmp_path / "m.parquet", tmp_path / "r.parquet")
+    sample_stage(
+        {"source": "folder", "path": str(images), "count": None, "seed": 0, "strict": False},
+        tmp_path / "m.parquet",
+        tmp_path / "r.parquet",
+    )
     manifest, rejected = pd.read_parquet(tmp_path / "m.parquet"), pd.read_parquet(tmp_path / "r.parquet")
     assert sorted(manifest.image_id) == ["good_link.png", "photo.jfif"]
     reasons = dict(zip(rejected.image_id, rejected.reason))

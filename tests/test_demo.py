@@ -37,9 +37,13 @@ def test_demo_runs_offline(tmp_path, monkeypatch, browser):
     figures = {p.name for p in (out / "figures").iterdir()}
     assert "attention_rollout.png" in figures and "top1_predictions.png" not in figures  # no classifier heads
     # per model: distance by block, 4 embedding figures, 4 CLS-head maps, its CKA heatmap, its token-norm
-    # histograms and high-norm maps, its PCA feature maps; then the distance comparison, the CKA
-    # comparison and the rollout
-    assert len(figures) == 2 * (1 + 4 + 4 + 1 + 2 + 1) + 1 + 1 + 1
+    # histograms and high-norm maps, its PCA feature maps, its attribution curves and AUC table; then the
+    # distance comparison, the CKA comparison, the rollout and the attribution maps of the 2 attribution images
+    assert len(figures) == 2 * (1 + 4 + 4 + 1 + 2 + 1 + 2) + 1 + 1 + 1 + 2
+    # No classifier head: every map explains an embedding target, and every AUC has its chance level.
+    attribution = pd.read_parquet(out / "attribution.parquet")
+    assert (attribution["target"] == "embedding").all() and attribution["positive_auc"].isna().all()
+    assert set(attribution["method"]) == {"grad_rollout", "gae", "gradcam", "rollout", "cls", "random"}
     assert {"pca_dinov2_s14_imgfocus.png", "pca_dinov2_s14_random.png"} <= figures
     assert not (out / "attention").exists() and not (out / "export").exists()  # keep_attention and the export are off
 

@@ -24,8 +24,8 @@ import pytest
 
 import vitprobe
 from helpers import load_reference
+from vitprobe.digest import sha256_of
 from vitprobe.weights import WeightsError
-from vitprobe.weights.fetch import sha256_of
 
 ref = load_reference("timm_augreg_ref.py")  # numpy only at import time
 

@@ -8,8 +8,8 @@ import pytest
 from safetensors.numpy import load_file, save_file
 
 import vitprobe
+from vitprobe.digest import sha256_of
 from vitprobe.weights import WeightsError
-from vitprobe.weights.fetch import sha256_of
 
 ARCH = dict(arch="vit_tiny_patch16_224", depth=2)
 # A hostile pickle (protocol 0): unpickling it would run `echo pwned` in a shell. Written as

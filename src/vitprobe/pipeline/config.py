@@ -19,11 +19,11 @@ from ..atomic import write_text
 from ..backends import compile_modes
 from ..data import sources
 from ..data.preprocess import Preprocess, default_preprocess
+from ..digest import sha256_of
 from ..environment import hub_offline, keras_backend
 from ..models.presets import get_preset
 from ..models.spec import ViTSpec, get_spec
 from ..weights.errors import WeightsError
-from ..weights.fetch import sha256_of
 from ..weights.metadata import checkpoint_arch
 from ..weights.source import HELP, WeightsSource, parse_weights
 

@@ -20,6 +20,7 @@ import zipfile
 from pathlib import Path
 
 from ..atomic import atomic_path, write_text
+from ..digest import sha256_of
 from ..environment import cache_dir, lock_path
 from .errors import WeightsError
 from .source import parse_weights
@@ -27,14 +28,6 @@ from .source import parse_weights
 SAFE_SUFFIXES = (".safetensors", ".npz", ".onnx")
 # Formats that can carry pickled code; never loaded.
 PICKLE_SUFFIXES = (".pth", ".pt", ".bin", ".pkl", ".pickle", ".ckpt")
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def read_head(path: str | os.PathLike, n: int, fix: str) -> bytes:
