@@ -39,7 +39,9 @@ def checkpoints(tmp_path_factory):
     paths = {}
     for key, layout in json.loads((out / "keys.json").read_text()).items():
         paths[key] = out / f"{key}.safetensors"
-        save_file({name: rng.normal(0, 0.5, shape).astype(np.float32) for name, shape in layout.items()}, str(paths[key]))
+        save_file(
+            {name: rng.normal(0, 0.5, shape).astype(np.float32) for name, shape in layout["state"].items()}, str(paths[key])
+        )
     return paths
 
 
