@@ -1,8 +1,8 @@
-import json
-
 from vitprobe.pipeline.runlog import start
 
 start(snakemake.log, snakemake.threads)
+import json  # noqa: E402
+
 from vitprobe.pipeline.figures.attribution import attribution_maps  # noqa: E402  (after the thread limit)
 
 i, o, p = snakemake.input, snakemake.output, snakemake.params

@@ -1,8 +1,8 @@
-import json
-
 from vitprobe.pipeline.runlog import start
 
 start(snakemake.log, snakemake.threads)
+import json  # noqa: E402
+
 from vitprobe.pipeline.figures.token_norms import norm_histograms  # noqa: E402  (after the thread limit)
 
 i, p = snakemake.input, snakemake.params
