@@ -3,6 +3,7 @@ them, naming model, tensor and images; results/<experiment>/ holds only the curr
 outputs; an image added to a folder source is sampled on the next run (issue 13)."""
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -60,9 +61,13 @@ def test_nan_in_head_or_final_norm_fails_extraction_naming_model_tensor_images(t
     result = snakemake(workdir, "--keep-going", "--configfile", str(config), check=False)
     assert result.returncode != 0
     log = (workdir / "results/nan/logs/extract/m_0.log").read_text()
-    assert "m: logits not finite (NaN or Inf) for 2 of 2 images" in log, log[-2000:]
+    # The final norm also feeds the map image's patch features, checked in the same batch: either names it.
+    assert re.search(
+        r"m: (logits not finite \(NaN or Inf\) for 2 of 2|map-image patch features not finite \(NaN or Inf\) for 1 of 1) images",
+        log,
+    ), log[-2000:]
     images = pd.read_parquet(workdir / "results/nan/manifest.parquet")["image_id"].tolist()
-    assert f"e.g. {images}" in log
+    assert f"e.g. {images}" in log or f"e.g. {images[:1]}" in log  # the images named
     assert not (workdir / "results/nan/predictions.parquet").exists()
 
 
