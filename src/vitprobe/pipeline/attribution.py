@@ -75,7 +75,11 @@ def run_attribution(
     manifest = pd.read_parquet(manifest_path, columns=["image_id", "label"])
     count = min(settings["images"], len(manifest))
     if count < settings["images"]:  # rejected images left fewer usable ones than the sample's count
-        log.warning("attribution.images: %d requested, the manifest holds %d usable images: the stage takes those", settings["images"], count)
+        log.warning(
+            "attribution.images: %d requested, the manifest holds %d usable images: the stage takes those",
+            settings["images"],
+            count,
+        )
     manifest = manifest.head(count)
     crops = np.concatenate([open_crops(p) for p in crop_paths])[:count]
     image_ids, labels = manifest["image_id"].astype(str).tolist(), manifest["label"].to_numpy()
