@@ -91,7 +91,7 @@ def run_attribution(
     started = time.perf_counter()
     if model.spec.has_classifier:
         targets, sources = _targets(settings["target"], labels, model.spec.num_classes)
-        concepts = None
+        concepts = embeddings = None
     else:
         embeddings = np.concatenate(
             [model.target_scores(crops[i : i + batch_size]).embedding for i in range(0, count, batch_size)]
@@ -115,7 +115,9 @@ def run_attribution(
     log.info("%s: %d maps per method in %.1f s (%s and random)", entry.label, count, time.perf_counter() - started, methods)
     rows, curves = [], []
     for i, image_id in enumerate(image_ids):
-        concept = None if concepts is None else concepts[i]
+        # The curves of an image's own concept follow the cosine to its unperturbed embedding,
+        # computed once above (not once per method inside `faithfulness_curves`).
+        concept = None if concepts is None else (embeddings[i] if sources[i] == "self" else concepts[i])
         for method, values in maps.items():
             result = faithfulness_curves(model, crops[i], values[i], int(used[i]), concept, settings["steps"], batch_size)
             target = "embedding" if used[i] < 0 else str(int(used[i]))
