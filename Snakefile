@@ -25,6 +25,7 @@ from vitprobe.pipeline.config import (
     raw_attention_bytes,
 )
 from vitprobe.pipeline.outputs import quarantine, report_command, stale_outputs
+from vitprobe.pipeline.shard_size import resolve_shard_size
 
 min_version("9.0")
 
@@ -50,6 +51,10 @@ try:
     for note in fit_default_counts(config, given):
         logger.info(note)
     MODELS = check_config(config)
+    _sizing = resolve_shard_size(config, MODELS, check_images(config["images"]))
+    if config["extract"]["shard_size"] == "auto":
+        logger.info(f"extract.shard_size: {_sizing.size} images per extract job ({_sizing.reason})")
+    config["extract"]["shard_size"] = _sizing.size
 except ConfigError as e:
     raise WorkflowError(f"config: {e}") from None
 

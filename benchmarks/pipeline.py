@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 import yaml
 from record import RECORDS, cpu_info, describe_cpu, record
+from snakemake.utils import validate
 
 from vitprobe.pipeline.config import model_entry
 
@@ -121,6 +122,13 @@ def job_seconds_by_rule(log: str) -> dict[str, float]:
     return total
 
 
+def resolved_shard_size(log: str, configured: int | str) -> int | str:
+    """The images per extract job: as configured, or what ``auto`` resolved to (the run's log says)."""
+    if m := re.search(r"extract\.shard_size: (\d+) images per extract job", log):
+        return int(m.group(1))
+    return configured
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=1000)
@@ -146,6 +154,7 @@ def main() -> None:
         config["models"] = {key: {"arch": arch, "weights": "random", **spec} for key, arch in archs.items()}
         if args.depth:  # the config's explorer blocks may not exist at this depth: show them all
             config["explorer"] = dict(config.get("explorer") or {}, blocks=None)
+        validate(config, str(REPO / "workflow" / "schemas" / "config.schema.yaml"))  # fills in the schema's defaults
         (work / "bench.yaml").write_text(yaml.safe_dump(config))
         extract = config["extract"]
         # The yardstick: each model alone on every core, as fast as one forward pass can go here.
@@ -153,7 +162,7 @@ def main() -> None:
             "models": config["models"],
             "images": args.images,
             "batch": extract["batch_size"],
-            "precision": extract.get("precision", "float32"),
+            "precision": extract["precision"],
             "threads": args.cores,
         }
         result = subprocess.run([sys.executable, "-c", FORWARD_SIDE, json.dumps(forward_job)], capture_output=True, text=True)
@@ -161,10 +170,15 @@ def main() -> None:
             raise RuntimeError(result.stderr[-3000:])
         forward = json.loads(result.stdout.strip().splitlines()[-1])
         print(f"forward passes: {forward}", file=sys.stderr)
+        # Every stage but attribution first, then the attribution stage alone: a rerun with it on,
+        # which runs its jobs and nothing else, so its cost is its own line.
+        without = dict(config, attribution={**config["attribution"], "images": 0})
+        (work / "without_attribution.yaml").write_text(yaml.safe_dump(without))
+        wall, log = snakemake(work, "--cores", str(args.cores), "--configfile", "without_attribution.yaml")
         run = ["--cores", str(args.cores), "--configfile", "bench.yaml"]
-        wall, log = snakemake(work, *run)
+        attribution_wall, attribution_log = snakemake(work, *run)
         noop, _ = snakemake(work, "-n", *run)
-        changed = dict(config, figures={**config.get("figures", {}), "filters": 64})
+        changed = dict(config, figures={**config["figures"], "filters": 64})
         (work / "changed.yaml").write_text(yaml.safe_dump(changed))
         figure_rerun, _ = snakemake(work, "--cores", str(args.cores), "--configfile", "changed.yaml")
         out = work / "results" / "bench"
@@ -178,13 +192,16 @@ def main() -> None:
         "images": args.images,
         "cores": args.cores,
         "models": len(config["models"]),
-        "shard_size": extract["shard_size"],
+        "shard_size": resolved_shard_size(log, extract["shard_size"]),
         "batch_size": extract["batch_size"],
-        "extract_threads": extract.get("threads", 1),
+        "extract_threads": extract["threads"],
         "precision": forward_job["precision"],
         "wall_s": round(wall, 1),
         "forward_sum_s": round(sum(forward.values()), 3),  # milliseconds: a quick check's passes are short
         "wall_over_forward": round(wall / sum(forward.values()), 3),
+        "attribution_images": config["attribution"]["images"],
+        "attribution_wall_s": round(attribution_wall, 1),
+        "attribution_job_wall_seconds_by_rule": {k: round(v, 1) for k, v in sorted(job_seconds_by_rule(attribution_log).items())},
         "noop_dry_run_s": round(noop, 2),
         "figure_option_rerun_s": round(figure_rerun, 1),
         "extract_peak_rss_mb": round(float(jobs.loc[jobs["rule"] == "extract", "max_rss"].max())),
@@ -212,6 +229,12 @@ def main() -> None:
             ),
             "",
             f"Job wall seconds by rule (jobs overlap on {args.cores} cores): {summary['job_wall_seconds_by_rule']}",
+            "",
+            (
+                f"The attribution stage ({summary['attribution_images']} images per model), run after the rest: "
+                f"{summary['attribution_wall_s']} s of wall; job wall seconds by rule: "
+                f"{summary['attribution_job_wall_seconds_by_rule']}"
+            ),
             "",
             f"1-, 5- and 15-minute load average before and after: {summary['load_average_1_5_15min_before_after']}.",
         ]

@@ -119,8 +119,12 @@ def test_pipeline_benchmark_tiny(tmp_path):
         "figure_option_rerun_s",
         "extract_peak_rss_mb",
         "disk_mb",
+        "attribution_wall_s",
     ):
         assert data[key] > 0, key
+    assert data["attribution_images"] == 2  # the demo's
+    assert data["attribution_job_wall_seconds_by_rule"]["attribution"] > 0
+    assert "attribution" not in data["job_wall_seconds_by_rule"]
 
 
 @pytest.mark.slow

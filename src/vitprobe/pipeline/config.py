@@ -366,7 +366,7 @@ def check_cka(config: dict, count: int | None) -> None:
         return
     for key in ("batch_size", "shard_size"):
         value = config["extract"][key]
-        if value % group:
+        if value != "auto" and value % group:  # auto is resolved to a multiple (`pipeline.shard_size`)
             raise ConfigError(
                 f"extract.{key}: {value} is not a multiple of cka.group_size {group}; "
                 f"set extract.{key} to {max(group, value - value % group)} or cka.group_size to a divisor of it"
