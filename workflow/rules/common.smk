@@ -293,8 +293,8 @@ def get_prefix_kinds(wildcards):
 
 
 def memory_for_inputs(base_mb, per_input_mb):
-    """mem_mb of a rule that loads its inputs whole (tables and arrays that grow with the images):
-    base_mb for the interpreter and libraries, plus per_input_mb MB per MB of input (docs/cluster.md)."""
+    """mem_mb for jobs that load their inputs whole (tables and arrays that grow with the images),
+    as base_mb for the interpreter and libraries plus per_input_mb MB per MB of input (docs/cluster.md)."""
     return lambda wildcards, input: base_mb + math.ceil(per_input_mb * input.size_mb)
 
 
