@@ -139,6 +139,34 @@ def test_jfif_links_and_folders_named_like_images_are_listed_with_why(tmp_path):
     assert "a folder (or a link to one) named like an image" in reasons["dir_link.png"]
 
 
+@pytest.mark.parametrize("strict", [False, True])
+def test_files_without_an_image_extension_are_listed_with_why(tmp_path, strict):
+    """Notes, OS litter and hidden files in the images folder are not sampled, and each is listed
+    in rejected.parquet naming its extension and the accepted ones; images.strict is for images."""
+    images = tmp_path / "images"
+    (images / "sub").mkdir(parents=True)
+    _png(images / "a.png")
+    _png(images / "sub" / ".hidden.png", seed=1)  # a hidden image is still an image
+    for name in ("notes.txt", "README", ".DS_Store", "Thumbs.db", "sub/scan.PDF"):
+        (images / name).write_bytes(b"not an image")
+    (images / os.fsdecode(b"caf\xe9.txt")).write_bytes(b"latin-1 name")
+    (images / "labels.csv").write_text("filename,label\na.png,3\n")
+    sample_stage(
+        {"source": "folder", "path": str(images), "count": None, "seed": 0, "strict": strict},
+        tmp_path / "m.parquet",
+        tmp_path / "r.parquet",
+    )
+    manifest, rejected = pd.read_parquet(tmp_path / "m.parquet"), pd.read_parquet(tmp_path / "r.parquet")
+    assert sorted(manifest.image_id) == ["a.png", "sub/.hidden.png"]
+    reasons = dict(zip(rejected.image_id, rejected.reason))
+    extensions = {".DS_Store": "none", "README": "none", "Thumbs.db": ".db", "caf\\udce9.txt": ".txt", "notes.txt": ".txt"}
+    extensions["sub/scan.PDF"] = ".PDF"
+    assert reasons.keys() == extensions.keys()
+    for name, extension in extensions.items():
+        assert reasons[name].startswith(f"not an image extension ({extension}); accepted: .jpg .jpeg .jpe .jfif .png"), reasons
+    assert dict(zip(rejected.image_id, rejected.source))["notes.txt"] == f"file:{images / 'notes.txt'}"
+
+
 def test_large_non_image_file_is_refused_from_its_header(tmp_path):
     """A 3 GB file named .jpg that is no image (sparse: no disk used) is rejected after its first
     bytes; the peak memory of the sample stage stays that of the interpreter and its imports."""

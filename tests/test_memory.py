@@ -56,6 +56,42 @@ def test_sample_checks_a_large_jpeg_at_an_eighth_of_its_size(tmp_path):
     assert manifest.empty and "truncated" in rejected.reason[0]
 
 
+def test_prepare_holds_a_196_megapixel_jpeg_once(tmp_path):
+    """A 14000 x 14000 JPEG (under the 200 MP limit; 784 MB decoded, Pillow keeps RGB in 4 bytes a
+    pixel) is cropped by the prepare stage holding the decoded image once: 764 MB above the
+    interpreter (2.25 GB when EXIF orientation and the RGB conversion each copied it)."""
+    _jpeg(tmp_path / "huge.jpg", 14000)
+    code = f"""
+        from vitprobe.data import manifest, sources
+        rows, rejected = manifest.build_manifest(sources.folder({str(tmp_path)!r}))
+        assert rejected.empty, rejected.reason.tolist()
+        {{}}
+    """
+    baseline = peak_memory_mb(code.format("pass"))
+    prepared = peak_memory_mb(
+        code.format(f"manifest.prepare_crops(rows, 224, manifest.Preprocess(), {str(tmp_path / 'crops.npy')!r})")
+    )
+    assert 700 < prepared - baseline < 1000, (baseline, prepared)
+    assert np.load(tmp_path / "crops.npy").shape == (1, 224, 224, 3)
+
+
+def test_deep_grey_images_scale_to_eight_bits_without_float_copies(tmp_path):
+    """A 64 MP 16-bit scan is scaled to 8 bits a block of rows at a time: a fraction of one float64
+    copy (512 MB), where the whole-image arithmetic peaked at 1.6 GB above the decoded image."""
+    ramp = (np.arange(8000, dtype=np.uint32) * 65535 // 7999).astype(np.uint16)
+    Image.fromarray(np.broadcast_to(ramp[None, :], (8000, 8000)).copy()).save(tmp_path / "deep.png")
+    code = f"""
+        from PIL import Image
+        from vitprobe.data.preprocess import Preprocess, crop
+        image = Image.open({str(tmp_path / "deep.png")!r})
+        image.load()
+        {{}}
+    """
+    baseline = peak_memory_mb(code.format("assert image.mode == 'I;16'"))
+    cropped = peak_memory_mb(code.format("assert crop(image, 224, Preprocess())[112, 200, 0] > 200"))
+    assert cropped - baseline < 400, (baseline, cropped)
+
+
 @pytest.mark.parametrize(
     "batch,images,group,fitted", [(512, 4, None, 4), (512, 4, 8, 8), (8, 20, 8, 8), (16, 12, 8, 16), (512, 1000, 8, 512)]
 )

@@ -80,7 +80,8 @@ def run(tmp_path_factory, timm_reference):
     }
     config_file = workdir / "e2e.yaml"
     config_file.write_text(yaml.safe_dump(config))
-    snakemake(workdir, "--configfile", str(config_file))
+    console = snakemake(workdir, "--configfile", str(config_file)).stderr
+    config_file.with_suffix(".console").write_text(console)
     return workdir, config_file, workdir / "results" / "e2e"
 
 
@@ -456,7 +457,8 @@ def fused_run(run):
     config["comparisons"].append(["vit_t", "vit_t_twin"])
     fused = workdir / "fused.yaml"
     fused.write_text(yaml.safe_dump(config))
-    snakemake(workdir, "--configfile", str(fused))
+    console = snakemake(workdir, "--configfile", str(fused)).stderr
+    fused.with_suffix(".console").write_text(console)
     return workdir, fused, workdir / "results" / "e2e_fused"
 
 
@@ -573,6 +575,45 @@ RULE_BLOCKS = [
 ]
 RULE_SCRIPTS = {name: code.group(1) for _, name, body in RULE_BLOCKS if (code := re.search(r'code=code\("([\w.]+)"\)', body))}
 CHECKPOINTS = {name for kind, name, _ in RULE_BLOCKS if kind == "checkpoint"}
+
+
+def test_every_rule_declares_its_memory_and_is_measured():
+    """Every rule that runs a job (the local `outputs` and `all` apart) declares mem_mb, directly or as an
+    extract rule through EXTRACT_RESOURCES, and writes a benchmark file (its measured peak)."""
+    for _, name, body in RULE_BLOCKS:
+        if "localrule: True" not in body:
+            assert re.search(r"^\s+resources:\n(\s+.*\n)*?\s+(mem_mb=|\*\*EXTRACT_RESOURCES)", body, re.M), name
+            assert re.search(r"^\s+benchmark:\n", body, re.M), name
+
+
+LOCAL_RULES = {name for _, name, body in RULE_BLOCKS if "localrule: True" in body} | {"all"}
+
+
+def _started_jobs(console: str) -> list[dict]:
+    """Each job a snakemake run started, from its console: the rule, and its benchmark file and
+    mem_mb as snakemake printed them (a local run prints every job as ``localrule``)."""
+    jobs = []
+    for rule, block in re.findall(r"^(?:local)?(?:rule|checkpoint) (\w+):\n((?:    .*\n)+)", console, re.M):
+        fields = dict(re.findall(r"^    (\w+): (.*)$", block, re.M))
+        memory = re.search(r"\bmem_mb=(\d+)", fields.get("resources", ""))
+        jobs.append(dict(rule=rule, benchmark=fields.get("benchmark"), mem_mb=memory and int(memory[1])))
+    return jobs
+
+
+def test_every_job_peaks_below_its_declared_memory(run, fused_run):
+    """Every job of both runs (the local `outputs` and `all` apart) declared mem_mb, and the
+    max_rss of its benchmark (sampled every half second, child processes included) stayed below it."""
+    measured = set()
+    for workdir, config, _ in (run, fused_run):
+        jobs = [job for job in _started_jobs(config.with_suffix(".console").read_text()) if job["rule"] not in LOCAL_RULES]
+        assert len(jobs) > 20, jobs
+        for job in jobs:
+            assert job["mem_mb"] and job["benchmark"], job
+            peak = pd.read_csv(workdir / job["benchmark"], sep="\t")["max_rss"].iloc[0]
+            if not pd.isna(peak):
+                assert peak < job["mem_mb"], (job, peak)
+                measured.add(job["rule"])
+    assert measured >= {"sample", "prepare", "extract", "extract_attention", "reduce", "aggregate", "cka_pair"}, measured
 
 
 def rule_graph(workdir: Path, config: Path) -> dict[str, set[str]]:

@@ -17,8 +17,12 @@ rule aggregate:
         accuracy=report(result("accuracy.parquet"), caption="../report/accuracy_table.rst", category="Tables"),
     log:
         result("logs/aggregate.log"),
+    benchmark:
+        result("benchmarks/aggregate.tsv")
     conda:
         "../../envs/vitprobe.yaml"
+    resources:
+        mem_mb=memory_for_inputs(1000, 10),
     params:
         code=code("aggregate.py"),
     script:
@@ -34,8 +38,12 @@ rule maps:
         result("maps/{model}.npz"),
     log:
         result("logs/maps/{model}.log"),
+    benchmark:
+        result("benchmarks/maps/{model}.tsv")
     conda:
         "../../envs/vitprobe.yaml"
+    resources:
+        mem_mb=1000,
     params:
         map_images=MAP_IMAGES,
         code=code("maps.py"),
@@ -55,6 +63,8 @@ rule pca_features:
         result("benchmarks/pca/{model}.tsv")
     conda:
         "../../envs/vitprobe.yaml"
+    resources:
+        mem_mb=1000,
     params:
         model=get_model_settings,
         threshold=PCA_SETTINGS["threshold"],

@@ -40,6 +40,8 @@ rule attribution_table:
         curves=result("attribution_curves.parquet"),
     log:
         result("logs/attribution/table.log"),
+    benchmark:
+        result("benchmarks/attribution/table.tsv")
     conda:
         "../../envs/vitprobe.yaml"
     resources:
@@ -61,8 +63,12 @@ rule figure_attribution_curves:
         auc=report(result("figures/attribution_auc_{model}.png"), caption="../report/attribution_auc.rst", category="Attribution"),
     log:
         result("logs/figures/attribution_{model}.log"),
+    benchmark:
+        result("benchmarks/figures/attribution_{model}.tsv")
     conda:
         "../../envs/vitprobe.yaml"
+    resources:
+        mem_mb=1000,
     params:
         label=get_label,
         classifier=get_has_head,
@@ -85,8 +91,12 @@ rule figure_attribution_maps:
         ],
     log:
         result("logs/figures/attribution_maps.log"),
+    benchmark:
+        result("benchmarks/figures/attribution_maps.tsv")
     conda:
         "../../envs/vitprobe.yaml"
+    resources:
+        mem_mb=1000,
     params:
         models=list(MODELS),
         labels=report_param(LABELS),

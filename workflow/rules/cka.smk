@@ -10,10 +10,12 @@ rule cka_pair:
         result("cka/{model_a}/{model_b}.parquet"),
     log:
         result("logs/cka/{model_a}_{model_b}.log"),
+    benchmark:
+        result("benchmarks/cka/{model_a}_{model_b}.tsv")
     conda:
         "../../envs/vitprobe.yaml"
     resources:
-        mem_mb=2000,
+        mem_mb=memory_for_inputs(1000, 2),
     params:
         features=CKA_SETTINGS["features"],
         code=code("cka_pair.py"),
@@ -28,8 +30,12 @@ rule cka:
         report(result("cka.parquet"), caption="../report/cka_table.rst", category="Tables"),
     log:
         result("logs/cka/combine.log"),
+    benchmark:
+        result("benchmarks/cka/combine.tsv")
     conda:
         "../../envs/vitprobe.yaml"
+    resources:
+        mem_mb=1000,
     params:
         code=code("cka.py"),
     script:
@@ -43,8 +49,12 @@ rule figure_cka_model:
         report(result("figures/cka_within_{model}.png"), caption="../report/cka_model.rst", category="Representations"),
     log:
         result("logs/figures/cka_within_{model}.log"),
+    benchmark:
+        result("benchmarks/figures/cka_within_{model}.tsv")
     conda:
         "../../envs/vitprobe.yaml"
+    resources:
+        mem_mb=1000,
     params:
         labels=get_model_labels,
         features=CKA_SETTINGS["features"],
@@ -60,8 +70,12 @@ rule figure_cka_comparison:
         report(result("figures/cka_between_{comparison}.png"), caption="../report/cka_comparison.rst", category="Representations"),
     log:
         result("logs/figures/cka_between_{comparison}.log"),
+    benchmark:
+        result("benchmarks/figures/cka_between_{comparison}.tsv")
     conda:
         "../../envs/vitprobe.yaml"
+    resources:
+        mem_mb=1000,
     params:
         labels=get_comparison_labels,
         features=CKA_SETTINGS["features"],

@@ -1,5 +1,6 @@
 # Helpers shared by the rules: result paths, each script's code, shard lists, settings.
 
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -289,6 +290,12 @@ def get_map_query(wildcards):
 def get_prefix_kinds(wildcards):
     """The model's prefix tokens in order (cls, distillation, register)."""
     return list(MODELS[wildcards.model].spec.prefix_tokens)
+
+
+def memory_for_inputs(base_mb, per_input_mb):
+    """mem_mb for jobs that load their inputs whole (tables and arrays that grow with the images),
+    as base_mb for the interpreter and libraries plus per_input_mb MB per MB of input (docs/cluster.md)."""
+    return lambda wildcards, input: base_mb + math.ceil(per_input_mb * input.size_mb)
 
 
 def get_model_representations(wildcards):

@@ -12,6 +12,8 @@ rule explorer:
         report(result("explorer.html"), caption="../report/explorer.rst", category="Explorer"),
     log:
         result("logs/explorer.log"),
+    benchmark:
+        result("benchmarks/explorer.tsv")
     conda:
         "../../envs/vitprobe.yaml"
     resources:

@@ -143,6 +143,8 @@ rule model_parameters:
         result("parameters/{model}.npz"),
     log:
         result("logs/parameters/{model}.log"),
+    benchmark:
+        result("benchmarks/parameters/{model}.tsv")
     conda:
         "../../envs/vitprobe.yaml"
     resources:

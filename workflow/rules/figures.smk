@@ -18,8 +18,12 @@ rule figure_distance_by_block:
         ],
     log:
         result("logs/figures/distance_by_block.log"),
+    benchmark:
+        result("benchmarks/figures/distance_by_block.tsv")
     conda:
         "../../envs/vitprobe.yaml"
+    resources:
+        mem_mb=1000,
     params:
         code=code("figure_distance_by_block.py"),
         models=list(MODELS),
@@ -39,8 +43,12 @@ rule figure_distance_comparison:
         ),
     log:
         result("logs/figures/distance_comparison_{comparison}.log"),
+    benchmark:
+        result("benchmarks/figures/distance_comparison_{comparison}.tsv")
     conda:
         "../../envs/vitprobe.yaml"
+    resources:
+        mem_mb=1000,
     params:
         code=code("figure_distance_comparison.py"),
         models=get_comparison_models,
@@ -56,8 +64,12 @@ rule figure_rollout:
         report(result("figures/attention_rollout.png"), caption="../report/rollout.rst", category="Attention maps"),
     log:
         result("logs/figures/attention_rollout.log"),
+    benchmark:
+        result("benchmarks/figures/attention_rollout.tsv")
     conda:
         "../../envs/vitprobe.yaml"
+    resources:
+        mem_mb=1000,
     params:
         code=code("figure_rollout.py"),
         models=list(MODELS),
@@ -82,8 +94,12 @@ rule figure_cls_heads:
         ],
     log:
         result("logs/figures/cls_attention_heads_{model}.log"),
+    benchmark:
+        result("benchmarks/figures/cls_attention_heads_{model}.tsv")
     conda:
         "../../envs/vitprobe.yaml"
+    resources:
+        mem_mb=1000,
     params:
         code=code("figure_cls_heads.py"),
         label=get_label,
@@ -99,8 +115,12 @@ rule figure_pca:
         report(result("figures/pca_{model}.png"), caption="../report/pca.rst", category="Representations"),
     log:
         result("logs/figures/pca_{model}.log"),
+    benchmark:
+        result("benchmarks/figures/pca_{model}.tsv")
     conda:
         "../../envs/vitprobe.yaml"
+    resources:
+        mem_mb=1000,
     params:
         code=code("figure_pca.py"),
         label=get_label,
@@ -130,8 +150,12 @@ rule figure_patch_filters:
         ],
     log:
         result("logs/figures/patch_embedding.log"),
+    benchmark:
+        result("benchmarks/figures/patch_embedding.tsv")
     conda:
         "../../envs/vitprobe.yaml"
+    resources:
+        mem_mb=1000,
     params:
         code=code("figure_patch_filters.py"),
         labels=report_param([LABELS[model] for model in MODELS]),
@@ -163,8 +187,12 @@ rule figure_position_similarity:
         ],
     log:
         result("logs/figures/position_embedding.log"),
+    benchmark:
+        result("benchmarks/figures/position_embedding.tsv")
     conda:
         "../../envs/vitprobe.yaml"
+    resources:
+        mem_mb=1000,
     params:
         code=code("figure_position_similarity.py"),
         labels=report_param([LABELS[model] for model in MODELS]),
@@ -182,8 +210,12 @@ rule figure_predictions:
         report(result("figures/top1_predictions.png"), caption="../report/accuracy.rst", category="Predictions"),
     log:
         result("logs/figures/top1_predictions.log"),
+    benchmark:
+        result("benchmarks/figures/top1_predictions.tsv")
     conda:
         "../../envs/vitprobe.yaml"
+    resources:
+        mem_mb=memory_for_inputs(1000, 10),
     params:
         code=code("figure_predictions.py"),
         published={m: MODELS[m].published_top1 for m in HEADED if MODELS[m].published_top1 is not None},
@@ -200,8 +232,12 @@ rule figure_top1_gallery:
         report(result("figures/top1_gallery_{model}.png"), caption="../report/gallery.rst", category="Predictions"),
     log:
         result("logs/figures/top1_gallery_{model}.log"),
+    benchmark:
+        result("benchmarks/figures/top1_gallery_{model}.tsv")
     conda:
         "../../envs/vitprobe.yaml"
+    resources:
+        mem_mb=memory_for_inputs(1000, 10),
     params:
         code=code("figure_top1_gallery.py"),
         label=get_label,
@@ -221,6 +257,8 @@ rule figure_video:
         ),
     log:
         result("logs/figures/cls_attention_video_{model}.log"),
+    benchmark:
+        result("benchmarks/figures/cls_attention_video_{model}.tsv")
     conda:
         "../../envs/vitprobe.yaml"
     resources:

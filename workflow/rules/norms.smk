@@ -9,10 +9,12 @@ rule token_norms:
         result("token_norms/{model}.parquet"),
     log:
         result("logs/token_norms/{model}.log"),
+    benchmark:
+        result("benchmarks/token_norms/{model}.tsv")
     conda:
         "../../envs/vitprobe.yaml"
     resources:
-        mem_mb=2000,
+        mem_mb=memory_for_inputs(1000, 5),
     params:
         prefix_kinds=get_prefix_kinds,
         rule=NORM_SETTINGS,
@@ -28,8 +30,12 @@ rule token_norms_combine:
         report(result("token_norms.parquet"), caption="../report/token_norms_table.rst", category="Tables"),
     log:
         result("logs/token_norms/combine.log"),
+    benchmark:
+        result("benchmarks/token_norms/combine.tsv")
     conda:
         "../../envs/vitprobe.yaml"
+    resources:
+        mem_mb=memory_for_inputs(1000, 10),
     params:
         code=code("token_norms_combine.py"),
     script:
@@ -48,8 +54,12 @@ rule figure_token_norms:
         ),
     log:
         result("logs/figures/token_norms_{model}.log"),
+    benchmark:
+        result("benchmarks/figures/token_norms_{model}.tsv")
     conda:
         "../../envs/vitprobe.yaml"
+    resources:
+        mem_mb=memory_for_inputs(1000, 10),
     params:
         prefix_kinds=get_prefix_kinds,
         label=get_label,
@@ -67,8 +77,12 @@ rule figure_high_norm:
         report(result("figures/high_norm_{model}.png"), caption="../report/high_norm.rst", category="Attention maps"),
     log:
         result("logs/figures/high_norm_{model}.log"),
+    benchmark:
+        result("benchmarks/figures/high_norm_{model}.tsv")
     conda:
         "../../envs/vitprobe.yaml"
+    resources:
+        mem_mb=memory_for_inputs(1000, 10),
     params:
         prefix_kinds=get_prefix_kinds,
         label=get_label,

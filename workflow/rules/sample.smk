@@ -4,6 +4,8 @@ checkpoint sample:
         rejected=result("rejected.parquet"),
     log:
         result("logs/sample.log"),
+    benchmark:
+        result("benchmarks/sample.tsv")
     conda:
         "../../envs/vitprobe.yaml"
     resources:
@@ -25,10 +27,13 @@ rule prepare:
         crop_path("{geometry}"),
     log:
         result("logs/prepare/{geometry}_{shard}.log"),
+    benchmark:
+        result("benchmarks/prepare/{geometry}_{shard}.tsv")
     conda:
         "../../envs/vitprobe.yaml"
     resources:
-        # Cropping a 196 MP JPEG (under the 200 MP limit) peaks at 2.4 GB: decoded whole, then resized.
+        # Cropping a 196 MP JPEG (under the 200 MP limit) peaks at 911 MB: decoded whole (4 bytes a
+        # pixel), held once. A transparent PNG that size is composited on white in copies.
         mem_mb=3000,
     params:
         image_size=get_image_size,

@@ -12,12 +12,14 @@ import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import ExifTags, Image, ImageOps
 
 from ..models.presets import IMAGENET_MEAN, IMAGENET_STD, arch_preprocess
 
 # The largest resized image (in crops of the output size) that preprocessing builds in memory.
 MAX_RESIZED_CROPS = 64
+_ORIENTATIONS = range(2, 9)  # EXIF orientations other than "as stored" (1)
+_GREY_BLOCK_PIXELS = 1 << 20  # pixels of a deep grey image scaled to 8 bits at a time
 
 _FILTERS = {
     "bicubic": Image.Resampling.BICUBIC,
@@ -88,21 +90,27 @@ def to_rgb(image: Image.Image) -> Image.Image:
     A multi-frame file (animated GIF, multi-page TIFF) gives its first frame. Integer grey
     above 8 bits is scaled from its container's range (16-bit: 0..65535; 32-bit values above
     65535: the image's own min..max); float grey from 0..1 when it lies there, else from its own
-    min..max. So deep images are scaled down, never clipped to white or black."""
+    min..max. So deep images are scaled down, never clipped to white or black.
+
+    An image that needs neither is returned itself, decoded, not copied: a 196 MP photo is held once."""
     if getattr(image, "n_frames", 1) > 1:
         image.seek(0)
-    image = ImageOps.exif_transpose(image)
+    image.load()  # the result outlives the caller's open file
+    if image.getexif().get(ExifTags.Base.Orientation, 1) in _ORIENTATIONS:
+        image = ImageOps.exif_transpose(image)
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        image = Image.fromarray(_grey_to_uint8(np.asarray(image, dtype=np.float64), image.mode), mode="L")
+        image = Image.fromarray(_grey_to_uint8(np.asarray(image), image.mode), mode="L")
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         # Composite transparent pixels on white, as a viewer shows them.
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         image = Image.alpha_composite(background, rgba)
-    return image.convert("RGB")
+    return image if image.mode == "RGB" else image.convert("RGB")
 
 
 def _grey_to_uint8(array: np.ndarray, mode: str) -> np.ndarray:
+    """Deep grey pixels (their own dtype) scaled to uint8, computed in float64 a block of rows at
+    a time: a 196 MP 16-bit scan would otherwise take 1.6 GB per float64 temporary."""
     if not np.isfinite(array).all():
         raise ValueError(f"mode {mode} image holds NaN or infinite pixel values")
     low, high = float(array.min()), float(array.max())
@@ -114,7 +122,12 @@ def _grey_to_uint8(array: np.ndarray, mode: str) -> np.ndarray:
         low, top = 0.0, 65535.0
     else:  # float outside 0..1, or 32-bit integers outside 0..65535: the image's own range
         top = high if high > low else low + 1.0
-    return np.clip((array - low) / (top - low) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    out = np.empty(array.shape, np.uint8)
+    rows = max(1, _GREY_BLOCK_PIXELS // max(1, array.shape[1]))
+    for start in range(0, array.shape[0], rows):
+        block = array[start : start + rows].astype(np.float64)
+        out[start : start + rows] = np.clip((block - low) / (top - low) * 255.0 + 0.5, 0, 255)
+    return out
 
 
 def crop(image: Image.Image | np.ndarray, image_size: int, pre: Preprocess) -> np.ndarray:

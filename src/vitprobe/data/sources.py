@@ -192,9 +192,7 @@ def folder(path: str | os.PathLike) -> list[ImageRecord]:
     file listed twice, or a label that is not an integer from -1 to 999 is refused (ValueError
     naming the file and the row): it would silently score the image as unlabelled or wrong.
     """
-    root = Path(path).expanduser().resolve()
-    if not root.is_dir():
-        raise FileNotFoundError(f"images.path: {root} is not a folder. {alternatives('folder')}")
+    root = _folder_root(path)
     files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
     names = [p.relative_to(root).as_posix() for p in files]
     for name in names:
@@ -209,6 +207,32 @@ def folder(path: str | os.PathLike) -> list[ImageRecord]:
     labels = _read_labels(root / "labels.csv", set(names)) if (root / "labels.csv").is_file() else {}
     origin = f"folder {root}"
     return [ImageRecord(rel, labels.get(rel, -1), f"file:{p}", "unknown", origin) for p, rel in zip(files, names)]
+
+
+def _folder_root(path: str | os.PathLike) -> Path:
+    root = Path(path).expanduser().resolve()
+    if not root.is_dir():
+        raise FileNotFoundError(f"images.path: {root} is not a folder. {alternatives('folder')}")
+    return root
+
+
+def folder_non_images(path: str | os.PathLike) -> list[tuple[str, str, str]]:
+    """The files under ``path`` that :func:`folder` does not take (no image extension; the
+    folder's ``labels.csv`` apart), as (relative name, ``file:`` source, reason) rows for the
+    table of rejected images: a skipped file is listed, not dropped without a word. Hidden
+    files and OS litter (``.DS_Store``, ``Thumbs.db``) are listed like any other; a name that
+    is not valid UTF-8 is shown with its undecodable bytes escaped."""
+    root = _folder_root(path)
+    accepted = " ".join(IMAGE_EXTENSIONS)
+    rows = []
+    for file in sorted(root.rglob("*")):
+        if file.suffix.lower() in IMAGE_EXTENSIONS or file.is_dir() or file == root / "labels.csv":
+            continue
+        extension = f"({file.suffix})" if file.suffix else "(none)"
+        reason = f"not an image extension {extension}; accepted: {accepted}"
+        row = (file.relative_to(root).as_posix(), f"file:{file}", reason)
+        rows.append(tuple(text.encode("utf-8", "backslashreplace").decode() for text in row))
+    return rows
 
 
 def _read_labels(csv_path: Path, names: set[str]) -> dict[str, int]:

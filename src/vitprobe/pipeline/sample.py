@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import logging
 
+import pandas as pd
+
 from ..atomic import write_parquet
 from ..data.manifest import build_manifest, sample_records
-from ..data.sources import load_source
+from ..data.sources import folder_non_images, load_source
 from ..escape import terminal_text
 
 log = logging.getLogger("vitprobe")
@@ -28,7 +30,9 @@ def load_configured_source(images: dict) -> list:
 def sample_stage(images: dict, manifest_path: str, rejected_path: str, cka_group: int = 0) -> None:
     """Sample, decode and write the manifest and the table of rejected images. A run that plans
     CKA needs one group of ``cka_group`` (cka.group_size) usable images, which rejections can
-    leave too few of: refused here, before any extraction, never after it."""
+    leave too few of: refused here, before any extraction, never after it. A folder's files
+    without an image extension are listed in the rejected table too (not sampled, and not
+    images that ``images.strict`` stops for)."""
     records = load_configured_source(images)
     chosen = sample_records(records, images["count"], images["seed"])
     manifest, rejected = build_manifest(chosen)
@@ -46,5 +50,10 @@ def sample_stage(images: dict, manifest_path: str, rejected_path: str, cka_group
             f"sampled images are usable ({len(rejected)} rejected, listed above); add images, or lower cka.group_size "
             f"(and extract.batch_size and extract.shard_size to multiples of it)"
         )
+    if images["source"] == "folder":
+        skipped = pd.DataFrame(folder_non_images(images["path"]), columns=rejected.columns, dtype=str)
+        if len(skipped):
+            log.info("%d files without an image extension skipped (listed in %s)", len(skipped), rejected_path)
+            rejected = pd.concat([rejected, skipped], ignore_index=True)
     write_parquet(rejected, rejected_path)
     write_parquet(manifest, manifest_path)
