@@ -105,19 +105,18 @@ def snakemake(workdir: Path, *args: str) -> tuple[float, str]:
 
 
 def job_seconds_by_rule(log: str) -> dict[str, float]:
-    """Summed wall seconds of each rule's jobs, from the timestamps of Snakemake's log."""
-    stamp, started, rules, total = None, {}, {}, {}
+    """Summed wall seconds of each rule's jobs, from the timestamps of Snakemake's log: a job
+    starts at its "Job <id>: <message>" line (every rule has a message) and its finish names its rule."""
+    stamp, started, total = None, {}, {}
     for line in log.splitlines():
         if m := re.fullmatch(r"\[(\w{3} \w{3} +\d+ [\d:]+ \d{4})\]", line.strip()):
             stamp = datetime.datetime.strptime(m.group(1), "%a %b %d %H:%M:%S %Y")
-        elif m := re.fullmatch(r"(?:local)?(?:rule|checkpoint) (\w+):", line.strip()):  # sample is a checkpoint
-            rule = m.group(1)
-        elif m := re.fullmatch(r"jobid: (\d+)", line.strip()):
-            started[m.group(1)], rules[m.group(1)] = stamp, rule
-        elif m := re.match(r"Finished jobid: (\d+)", line.strip()):
-            job = m.group(1)
+        elif m := re.match(r"Job (\d+): ", line.strip()):
+            started[m.group(1)] = stamp
+        elif m := re.match(r"Finished jobid: (\d+) \(Rule: (\w+)\)", line.strip()):
+            job, rule = m.groups()
             if job in started:
-                total[rules[job]] = total.get(rules[job], 0.0) + (stamp - started[job]).total_seconds()
+                total[rule] = total.get(rule, 0.0) + (stamp - started[job]).total_seconds()
     return total
 
 

@@ -21,6 +21,8 @@ rule aggregate:
         "../../envs/vitprobe.yaml"
     params:
         code=code("aggregate.py"),
+    message:
+        "aggregate, log: {log}"
     script:
         "../scripts/aggregate.py"
 
@@ -39,6 +41,8 @@ rule maps:
     params:
         map_images=MAP_IMAGES,
         code=code("maps.py"),
+    message:
+        "maps {wildcards.model}, log: {log}"
     script:
         "../scripts/maps.py"
 
@@ -59,5 +63,7 @@ rule pca_features:
         model=get_model_settings,
         threshold=PCA_SETTINGS["threshold"],
         code=code("pca_features.py"),
+    message:
+        "pca_features {wildcards.model}, log: {log}"
     script:
         "../scripts/pca_features.py"

@@ -17,6 +17,8 @@ rule cka_pair:
     params:
         features=CKA_SETTINGS["features"],
         code=code("cka_pair.py"),
+    message:
+        "cka_pair {wildcards.model_a} {wildcards.model_b}, log: {log}"
     script:
         "../scripts/cka_pair.py"
 
@@ -32,6 +34,8 @@ rule cka:
         "../../envs/vitprobe.yaml"
     params:
         code=code("cka.py"),
+    message:
+        "cka, log: {log}"
     script:
         "../scripts/cka.py"
 
@@ -49,6 +53,8 @@ rule figure_cka_model:
         labels=get_model_labels,
         features=CKA_SETTINGS["features"],
         code=code("figure_cka.py"),
+    message:
+        "figure_cka_model {wildcards.model}, log: {log}"
     script:
         "../scripts/figure_cka.py"
 
@@ -66,5 +72,7 @@ rule figure_cka_comparison:
         labels=get_comparison_labels,
         features=CKA_SETTINGS["features"],
         code=code("figure_cka.py"),
+    message:
+        "figure_cka_comparison {wildcards.comparison}, log: {log}"
     script:
         "../scripts/figure_cka.py"
