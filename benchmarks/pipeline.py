@@ -36,7 +36,7 @@ import pandas as pd
 import yaml
 from record import RECORDS, cpu_info, describe_cpu, record
 
-from vitprobe.pipeline.config import model_entry
+from vitprobe.pipeline.config import validated_entries
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -47,7 +47,7 @@ args = json.loads(sys.argv[1])
 limit_threads(args["threads"])
 import keras, numpy as np
 from vitprobe.compiled import compile_for_backend
-from vitprobe.pipeline.config import model_entry
+from vitprobe.pipeline.config import validated_entries
 from vitprobe.pipeline.model import build_model
 
 
@@ -62,8 +62,8 @@ class Logits(keras.Model):
 
 
 seconds = {}
-for key, cfg in args["models"].items():
-    model = build_model(model_entry(key, cfg), args["precision"])
+for key, entry in validated_entries(args["models"]).items():
+    model = build_model(entry, args["precision"])
     program = Logits(model.keras_model)
     compile_for_backend(program)
     batch = np.random.default_rng(0).random((args["batch"], model.image_size, model.image_size, 3), np.float32)
@@ -141,7 +141,7 @@ def main() -> None:
         config = dict(
             paper, experiment="bench", images={"source": "folder", "path": str(work / "photos"), "count": args.images, "seed": 0}
         )
-        archs = {key: model_entry(key, m).arch for key, m in paper["models"].items()}  # presets resolved
+        archs = {key: e.arch for key, e in validated_entries(paper["models"]).items()}  # presets resolved
         config["models"] = {key: {"arch": arch, "weights": "random", **spec} for key, arch in archs.items()}
         if args.depth:  # the config's explorer blocks may not exist at this depth: show them all
             config["explorer"] = dict(config.get("explorer") or {}, blocks=None)
