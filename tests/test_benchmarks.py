@@ -110,6 +110,8 @@ def test_pipeline_benchmark_tiny(tmp_path):
     assert markdown.strip() in stdout and "| images | models |" in markdown
     assert_names_cpu(data, markdown)
     assert data["models"] == 2 and data["job_counts"]["extract"] == 2  # one shard per model
+    # Read from the console's job lines (each rule's message) and their finishes.
+    assert data["job_wall_seconds_by_rule"]["extract"] > 0 and "sample" in data["job_wall_seconds_by_rule"]
     assert [len(load) for load in data["load_average_1_5_15min_before_after"]] == [3, 3]
     for key in (
         "wall_s",
