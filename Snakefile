@@ -101,6 +101,8 @@ rule all:
         # Every intermediate (crop and model shards) as a target too: one that was deleted is
         # rebuilt on the next run, not at the next unrelated change.
         get_all_outputs,
+    message:
+        "all: every output of the run is in place"
 
 
 onstart:

@@ -59,13 +59,13 @@ import pandas as pd
 from vitprobe.pipeline.threads import limit_threads
 limit_threads(os.cpu_count())
 import keras, numpy as np
-from vitprobe.pipeline.config import model_entry
+from vitprobe.pipeline.config import validated_entries
 from vitprobe.pipeline.extract import Progress, extract_attention, extract_reduced
 from vitprobe.pipeline.model import build_model
 from vitprobe.pipeline.reduce import reduce
 args = json.loads(sys.argv[1]); work = Path(args["work"]); keep = args["keep_attention"]
-settings = {"arch": args["arch"], "weights": args["weights"], "spec": args["spec"]}
-entry = model_entry("bench", settings)
+entry = validated_entries({"bench": {"arch": args["arch"], "weights": args["weights"], "spec": args["spec"]}})["bench"]
+settings = entry.settings
 loading = time.perf_counter()
 model = build_model(entry, args["precision"])
 rows = pd.DataFrame({"image_id": [f"img{i:05d}" for i in range(args["images"])], "label": -1})

@@ -37,7 +37,7 @@ import yaml
 from record import RECORDS, cpu_info, describe_cpu, record
 from snakemake.utils import validate
 
-from vitprobe.pipeline.config import model_entry
+from vitprobe.pipeline.config import validated_entries
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -48,7 +48,7 @@ args = json.loads(sys.argv[1])
 limit_threads(args["threads"])
 import keras, numpy as np
 from vitprobe.compiled import compile_for_backend
-from vitprobe.pipeline.config import model_entry
+from vitprobe.pipeline.config import validated_entries
 from vitprobe.pipeline.model import build_model
 
 
@@ -63,8 +63,8 @@ class Logits(keras.Model):
 
 
 seconds = {}
-for key, cfg in args["models"].items():
-    model = build_model(model_entry(key, cfg), args["precision"])
+for key, entry in validated_entries(args["models"]).items():
+    model = build_model(entry, args["precision"])
     program = Logits(model.keras_model)
     compile_for_backend(program)
     batch = np.random.default_rng(0).random((args["batch"], model.image_size, model.image_size, 3), np.float32)
@@ -106,19 +106,18 @@ def snakemake(workdir: Path, *args: str) -> tuple[float, str]:
 
 
 def job_seconds_by_rule(log: str) -> dict[str, float]:
-    """Summed wall seconds of each rule's jobs, from the timestamps of Snakemake's log."""
-    stamp, started, rules, total = None, {}, {}, {}
+    """Summed wall seconds of each rule's jobs, from the timestamps of Snakemake's log: a job
+    starts at its "Job <id>: <message>" line (every rule has a message) and its finish names its rule."""
+    stamp, started, total = None, {}, {}
     for line in log.splitlines():
         if m := re.fullmatch(r"\[(\w{3} \w{3} +\d+ [\d:]+ \d{4})\]", line.strip()):
             stamp = datetime.datetime.strptime(m.group(1), "%a %b %d %H:%M:%S %Y")
-        elif m := re.fullmatch(r"(?:local)?(?:rule|checkpoint) (\w+):", line.strip()):  # sample is a checkpoint
-            rule = m.group(1)
-        elif m := re.fullmatch(r"jobid: (\d+)", line.strip()):
-            started[m.group(1)], rules[m.group(1)] = stamp, rule
-        elif m := re.match(r"Finished jobid: (\d+)", line.strip()):
-            job = m.group(1)
+        elif m := re.match(r"Job (\d+): ", line.strip()):
+            started[m.group(1)] = stamp
+        elif m := re.match(r"Finished jobid: (\d+) \(Rule: (\w+)\)", line.strip()):
+            job, rule = m.groups()
             if job in started:
-                total[rules[job]] = total.get(rules[job], 0.0) + (stamp - started[job]).total_seconds()
+                total[rule] = total.get(rule, 0.0) + (stamp - started[job]).total_seconds()
     return total
 
 
@@ -150,7 +149,7 @@ def main() -> None:
         config = dict(
             paper, experiment="bench", images={"source": "folder", "path": str(work / "photos"), "count": args.images, "seed": 0}
         )
-        archs = {key: model_entry(key, m).arch for key, m in paper["models"].items()}  # presets resolved
+        archs = {key: e.arch for key, e in validated_entries(paper["models"]).items()}  # presets resolved
         config["models"] = {key: {"arch": arch, "weights": "random", **spec} for key, arch in archs.items()}
         if args.depth:  # the config's explorer blocks may not exist at this depth: show them all
             config["explorer"] = dict(config.get("explorer") or {}, blocks=None)

@@ -65,6 +65,16 @@ def snakemake(workdir: Path, *args, check=True) -> subprocess.CompletedProcess:
     return result
 
 
+def assert_jobs_announced(console: str) -> None:
+    """Every job of a run's console is announced by one short line, its rule's message ("Job 5:
+    extract vit shard 0, log: ..."), never by the list of its inputs and outputs."""
+    finished = re.findall(r"^Finished jobid: (\d+) \(Rule: (\w+)\)", console, flags=re.M)
+    announced = re.findall(r"^Job (\d+): (\w+)(.*)$", console, flags=re.M)
+    assert finished and sorted(finished) == sorted((job, rule) for job, rule, _ in announced), console[-3000:]
+    assert all(len(f"Job {job}: {rule}{rest}") <= 300 for job, rule, rest in announced), announced
+    assert not re.search(r"^\s+(input|output|reason): ", console, flags=re.M)
+
+
 def peak_memory_mb(code: str) -> float:
     """Peak resident memory (MB) of a fresh interpreter running ``code`` (with ``vitprobe`` from
     this checkout). The peak is reset first (``/proc/self/clear_refs``): the kernel carries the

@@ -9,7 +9,7 @@ import pytest
 from safetensors.numpy import save_file
 
 import vitprobe
-from vitprobe.pipeline.config import ConfigError, model_entry
+from vitprobe.pipeline.config import ConfigError, validated_entries
 from vitprobe.weights import WeightsError
 from vitprobe.weights.hf import hf_config_arch
 
@@ -40,14 +40,14 @@ def test_timm_config_json_names_the_architecture(tmp_path):
     assert model.arch == "vit_small_patch16_224" and model.spec.num_classes == 7
     x = np.random.default_rng(0).normal(size=(1, 224, 224, 3)).astype(np.float32)
     np.testing.assert_array_equal(model.forward(x).logits, original.forward(x).logits)
-    entry = model_entry("m", {"weights": str(weights), "spec": SMALL})
+    entry = validated_entries({"m": {"weights": str(weights), "spec": SMALL}})["m"]
     assert entry.arch == "vit_small_patch16_224" and entry.spec.num_classes == 7 and entry.spec.depth == 1
 
 
 def test_without_config_json_the_arch_is_asked_for(tmp_path):
     weights, _ = _timm_file(tmp_path / "bare", "vit_tiny_patch16_224", **SMALL)
     with pytest.raises(ConfigError, match=r"models\.m\.arch: .*model\.safetensors: no architecture given and no config\.json"):
-        model_entry("m", {"weights": str(weights)})
+        validated_entries({"m": {"weights": str(weights)}})
     with pytest.raises(WeightsError, match="no config.json beside the file"):
         vitprobe.load_model(None, weights=str(weights))
 

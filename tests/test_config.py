@@ -12,7 +12,7 @@ from snakemake.utils import validate
 from helpers import REPO
 from vitprobe.data.preprocess import Preprocess
 from vitprobe.models.presets import PRESETS
-from vitprobe.pipeline.config import model_entries
+from vitprobe.pipeline.config import model_entries, validated_entries
 
 BASE = {
     "experiment": "cfg",
@@ -250,18 +250,16 @@ def test_shipped_configs_keep_their_model_settings(path):
 
 
 def test_preset_fields_are_overridden_by_the_entry():
-    entries = model_entries(
+    entries = validated_entries(
         {
-            "models": {
-                "plain": {"preset": "deit_small_patch16_224.fb_in1k"},
-                "mine": {
-                    "preset": "deit_small_patch16_224.fb_in1k",
-                    "checkpoint": "my label",
-                    "published_top1": None,
-                    "preprocess": {"crop_fraction": 0.875},
-                    "spec": {"depth": 2},
-                },
-            }
+            "plain": {"preset": "deit_small_patch16_224.fb_in1k"},
+            "mine": {
+                "preset": "deit_small_patch16_224.fb_in1k",
+                "checkpoint": "my label",
+                "published_top1": None,
+                "preprocess": {"crop_fraction": 0.875},
+                "spec": {"depth": 2},
+            },
         }
     )
     plain, mine = entries["plain"], entries["mine"]
@@ -277,6 +275,7 @@ def test_preset_fields_are_overridden_by_the_entry():
     assert mine.settings == {
         "arch": "deit_small_patch16_224",
         "weights": "hf-hub:timm/deit_small_patch16_224.fb_in1k",
+        "seed": 0,  # the schema's default
         "spec": {"depth": 2},
         "preprocess": mine.preprocess.as_dict(),
     }

@@ -1,6 +1,7 @@
 """The offline embedded default (config/demo.yaml) runs end to end with no network."""
 
 import os
+import re
 import shlex
 import shutil
 import sys
@@ -10,7 +11,7 @@ import pandas as pd
 import pytest
 
 from conftest import OfflinePage
-from helpers import REPO, copy_workflow, snakemake
+from helpers import REPO, assert_jobs_announced, copy_workflow, snakemake
 
 pytestmark = pytest.mark.slow
 
@@ -67,11 +68,15 @@ def assert_console_guides(console: str, images: int, shard_size: int, workdir: P
     """Each extract job says on the console which model and shard it is, where its log is, and
     how fast it ran (or that one batch has no steady rate); the run ends saying where the
     figures are and how to make the report."""
+    assert_jobs_announced(console)
     shards = -(-images // shard_size)
     for model in ("dinov2_s14_imgfocus", "dinov2_s14_random"):
         for shard in range(shards):
-            assert f"log: results/demo/logs/extract/{model}_{shard}.log" in console  # Snakemake's job header
-            done = [line for line in console.splitlines() if f"extract {model} shard {shard + 1}/{shards}: done, " in line]
+            # The job's line: its rule's message
+            assert re.search(
+                rf"^Job \d+: extract {model} shard {shard}, log: results/demo/logs/extract/{model}_{shard}.log$", console, re.M
+            )
+            done = [line for line in console.splitlines() if f"extract {model} shard {shard} (of {shards}): done, " in line]
             assert len(done) == 1, console[-3000:]
             assert "img/s over the" in done[0] or "no steady rate: all" in done[0]
             assert "start-up" in done[0]

@@ -20,7 +20,7 @@ from safetensors.numpy import save_file
 from helpers import copy_workflow, run_reference, snakemake
 from vitprobe.metrics.parameters import relative_bias_rows, relative_bias_similarity
 from vitprobe.models.pos_embed import relative_position_index
-from vitprobe.pipeline.config import model_entry
+from vitprobe.pipeline.config import validated_entries
 from vitprobe.pipeline.figures.maps import cls_heads, rollout
 from vitprobe.pipeline.figures.parameters import position_similarity
 from vitprobe.pipeline.parameters import export_parameters
@@ -52,7 +52,7 @@ def _svg_text(path) -> str:
 
 def test_beit_parameters_are_its_relative_bias(beit_weights, tmp_path):
     weights, state = beit_weights
-    entry = model_entry("beit", {"arch": BEIT, "weights": str(weights), "spec": BEIT_SPEC})
+    entry = validated_entries({"beit": {"arch": BEIT, "weights": str(weights), "spec": BEIT_SPEC}})["beit"]
     export_parameters(entry, str(tmp_path / "beit.npz"))
     data = np.load(tmp_path / "beit.npz", allow_pickle=False)
     assert "pos_embed" not in data and int(data["grid_size"]) == GRID

@@ -11,7 +11,7 @@ import pytest
 from safetensors.numpy import save_file
 
 from helpers import run_reference
-from vitprobe.pipeline.config import model_entry
+from vitprobe.pipeline.config import validated_entries
 from vitprobe.pipeline.model import build_model
 from vitprobe.pipeline.parameters import export_parameters, exported_shapes
 
@@ -70,24 +70,28 @@ def assert_export_matches(entry, path) -> None:
 @pytest.mark.parametrize("case", list(CASES))
 def test_export_from_the_file_equals_the_loaded_model(case, checkpoints, tmp_path):
     arch, _, spec = CASES[case]
-    entry = model_entry(case, {"arch": arch, "weights": str(checkpoints[case]), "spec": spec})
+    entry = validated_entries({case: {"arch": arch, "weights": str(checkpoints[case]), "spec": spec}})[case]
     assert_export_matches(entry, tmp_path / f"{case}.npz")
 
 
 def test_export_of_random_weights_equals_the_initialised_model(tmp_path):
-    entry = model_entry(
-        "baseline", {"arch": "vit_small_patch14_reg4_dinov2", "weights": "random", "seed": 3, "spec": {"depth": 1}}
-    )
+    entry = validated_entries(
+        {"baseline": {"arch": "vit_small_patch14_reg4_dinov2", "weights": "random", "seed": 3, "spec": {"depth": 1}}}
+    )["baseline"]
     assert_export_matches(entry, tmp_path / "random.npz")
 
 
 def test_a_checkpoint_of_another_architecture_is_named(checkpoints, tmp_path):
     from vitprobe.weights.errors import WeightsError
 
-    entry = model_entry("wrong", {"arch": "vit_small_patch16_224", "weights": str(checkpoints["vit"]), "spec": {"depth": 2}})
+    entry = validated_entries(
+        {"wrong": {"arch": "vit_small_patch16_224", "weights": str(checkpoints["vit"]), "spec": {"depth": 2}}}
+    )["wrong"]
     with pytest.raises(WeightsError, match=r"vit\.safetensors: patch_embed\.proj\.weight has shape"):
         export_parameters(entry, str(tmp_path / "wrong.npz"))
-    entry = model_entry("beit", {"arch": "vit_tiny_patch16_224", "weights": str(checkpoints["beit"]), "spec": {"depth": 2}})
+    entry = validated_entries(
+        {"beit": {"arch": "vit_tiny_patch16_224", "weights": str(checkpoints["beit"]), "spec": {"depth": 2}}}
+    )["beit"]
     with pytest.raises(WeightsError, match=r"beit\.safetensors: missing keys \(1\): pos_embed"):
         export_parameters(entry, str(tmp_path / "wrong.npz"))
 
@@ -106,7 +110,10 @@ assert not loaded, loaded
 
 def test_the_stage_imports_no_framework(checkpoints, tmp_path):
     """The parameters script's imports and call, in a process of their own."""
-    settings = {"arch": CASES["vit"][0], "weights": str(checkpoints["vit"]), "spec": CASES["vit"][2]}
+    # What the rule passes: the validated entry's settings.
+    settings = validated_entries({"vit": {"arch": CASES["vit"][0], "weights": str(checkpoints["vit"]), "spec": CASES["vit"][2]}})[
+        "vit"
+    ].settings
     out = tmp_path / "vit.npz"
     result = subprocess.run([sys.executable, "-c", STAGE.format(settings=settings, out=str(out))], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]

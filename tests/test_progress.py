@@ -47,12 +47,12 @@ def test_startup_and_steady_rate_are_apart(caplog):
 def test_a_single_batch_has_no_steady_rate(caplog):
     clock = FakeClock()
     caplog.set_level(logging.INFO, logger="vitprobe")
-    progress = Progress(5, "extract deit shard 1/1", load_seconds=2.5, clock=clock)
+    progress = Progress(5, "extract deit shard 0 (of 1)", load_seconds=2.5, clock=clock)
     clock.now += 3.0
     progress.update(5)
     progress.close()
     assert progress.rate is None
     assert caplog.records[-1].getMessage() == (
-        "extract deit shard 1/1: done, 5 images; no steady rate: all 5 images were in the first batch, "
+        "extract deit shard 0 (of 1): done, 5 images; no steady rate: all 5 images were in the first batch, "
         "which includes compilation; start-up 5.5 s (model load 2.5 s + first batch, with trace and compile, 3.0 s)"
     )

@@ -25,6 +25,8 @@ rule aggregate:
         mem_mb=memory_for_inputs(1000, 10),
     params:
         code=code("aggregate.py"),
+    message:
+        "aggregate, log: {log}"
     script:
         "../scripts/aggregate.py"
 
@@ -47,6 +49,8 @@ rule maps:
     params:
         map_images=MAP_IMAGES,
         code=code("maps.py"),
+    message:
+        "maps {wildcards.model}, log: {log}"
     script:
         "../scripts/maps.py"
 
@@ -69,5 +73,7 @@ rule pca_features:
         model=get_model_settings,
         threshold=PCA_SETTINGS["threshold"],
         code=code("pca_features.py"),
+    message:
+        "pca_features {wildcards.model}, log: {log}"
     script:
         "../scripts/pca_features.py"

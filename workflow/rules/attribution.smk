@@ -27,6 +27,8 @@ rule attribution:
         rollout={k: ANALYSIS_SETTINGS[k] for k in ("head_fusion", "discard_ratio")},
         batch_size=EXTRACT_SETTINGS["batch_size"],
         code=code("attribution.py"),
+    message:
+        "attribution {wildcards.model}, log: {log}"
     script:
         "../scripts/attribution.py"
 
@@ -48,6 +50,8 @@ rule attribution_table:
         mem_mb=2000,
     params:
         code=code("attribution_table.py"),
+    message:
+        "attribution_table, log: {log}"
     script:
         "../scripts/attribution_table.py"
 
@@ -73,6 +77,8 @@ rule figure_attribution_curves:
         label=get_label,
         classifier=get_has_head,
         code=code("figure_attribution_curves.py"),
+    message:
+        "figure_attribution_curves {wildcards.model}, log: {log}"
     script:
         "../scripts/figure_attribution_curves.py"
 
@@ -101,5 +107,7 @@ rule figure_attribution_maps:
         models=list(MODELS),
         labels=report_param(LABELS),
         code=code("figure_attribution_maps.py"),
+    message:
+        "figure_attribution_maps, log: {log}"
     script:
         "../scripts/figure_attribution_maps.py"

@@ -19,6 +19,8 @@ rule cka_pair:
     params:
         features=CKA_SETTINGS["features"],
         code=code("cka_pair.py"),
+    message:
+        "cka_pair {wildcards.model_a} {wildcards.model_b}, log: {log}"
     script:
         "../scripts/cka_pair.py"
 
@@ -38,6 +40,8 @@ rule cka:
         mem_mb=1000,
     params:
         code=code("cka.py"),
+    message:
+        "cka, log: {log}"
     script:
         "../scripts/cka.py"
 
@@ -59,6 +63,8 @@ rule figure_cka_model:
         labels=get_model_labels,
         features=CKA_SETTINGS["features"],
         code=code("figure_cka.py"),
+    message:
+        "figure_cka_model {wildcards.model}, log: {log}"
     script:
         "../scripts/figure_cka.py"
 
@@ -80,5 +86,7 @@ rule figure_cka_comparison:
         labels=get_comparison_labels,
         features=CKA_SETTINGS["features"],
         code=code("figure_cka.py"),
+    message:
+        "figure_cka_comparison {wildcards.comparison}, log: {log}"
     script:
         "../scripts/figure_cka.py"

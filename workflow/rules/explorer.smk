@@ -26,5 +26,7 @@ rule explorer:
         comparisons=list(COMPARISONS.values()),
         images=EXPLORER_SETTINGS["images"] or MAP_IMAGES,
         blocks=EXPLORER_SETTINGS["blocks"],
+    message:
+        "explorer, log: {log}"
     script:
         "../scripts/explorer.py"

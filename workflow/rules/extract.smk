@@ -45,6 +45,8 @@ if KEEP_ATTENTION:
             dtype=EXTRACT_SETTINGS["dtype"],
             map_rows=get_map_rows,
             code=code("extract_attention.py"),
+        message:
+            "extract_attention {wildcards.model} shard {wildcards.shard}, log: {log}"
         script:
             "../scripts/extract_attention.py"
 
@@ -69,6 +71,8 @@ if KEEP_ATTENTION:
             model=get_model_settings,
             shard_size=SHARD_SIZE,
             code=code("reduce.py"),
+        message:
+            "reduce {wildcards.model} shard {wildcards.shard}, log: {log}"
         script:
             "../scripts/reduce.py"
 
@@ -105,6 +109,8 @@ else:
             analysis=REDUCER_SETTINGS,
             attention_kernel=EXTRACT_SETTINGS["attention_kernel"],
             code=code("extract.py"),
+        message:
+            "extract {wildcards.model} shard {wildcards.shard}, log: {log}"
         script:
             "../scripts/extract.py"
 
@@ -132,6 +138,8 @@ rule export_attention:
         batch_size=EXTRACT_SETTINGS["batch_size"],
         precision=EXTRACT_SETTINGS["precision"],
         code=code("export_attention.py"),
+    message:
+        "export_attention {wildcards.model}, log: {log}"
     script:
         "../scripts/export_attention.py"
 
@@ -152,5 +160,7 @@ rule model_parameters:
     params:
         model=get_model_settings,
         code=code("parameters.py"),
+    message:
+        "model_parameters {wildcards.model}, log: {log}"
     script:
         "../scripts/parameters.py"

@@ -28,6 +28,8 @@ rule figure_distance_by_block:
         code=code("figure_distance_by_block.py"),
         models=list(MODELS),
         labels=report_param(LABELS),
+    message:
+        "figure_distance_by_block, log: {log}"
     script:
         "../scripts/figure_distance_by_block.py"
 
@@ -53,6 +55,8 @@ rule figure_distance_comparison:
         code=code("figure_distance_comparison.py"),
         models=get_comparison_models,
         labels=report_param(LABELS),
+    message:
+        "figure_distance_comparison {wildcards.comparison}, log: {log}"
     script:
         "../scripts/figure_distance_comparison.py"
 
@@ -75,6 +79,8 @@ rule figure_rollout:
         models=list(MODELS),
         labels=report_param(LABELS),
         queries=MAP_QUERIES,
+    message:
+        "figure_rollout, log: {log}"
     script:
         "../scripts/figure_rollout.py"
 
@@ -104,6 +110,8 @@ rule figure_cls_heads:
         code=code("figure_cls_heads.py"),
         label=get_label,
         query=get_map_query,
+    message:
+        "figure_cls_heads {wildcards.model}, log: {log}"
     script:
         "../scripts/figure_cls_heads.py"
 
@@ -124,6 +132,8 @@ rule figure_pca:
     params:
         code=code("figure_pca.py"),
         label=get_label,
+    message:
+        "figure_pca {wildcards.model}, log: {log}"
     script:
         "../scripts/figure_pca.py"
 
@@ -161,6 +171,8 @@ rule figure_patch_filters:
         labels=report_param([LABELS[model] for model in MODELS]),
         filters=FIGURE_SETTINGS["filters"],
         components=FIGURE_SETTINGS["components"],
+    message:
+        "figure_patch_filters, log: {log}"
     script:
         "../scripts/figure_patch_filters.py"
 
@@ -196,6 +208,8 @@ rule figure_position_similarity:
     params:
         code=code("figure_position_similarity.py"),
         labels=report_param([LABELS[model] for model in MODELS]),
+    message:
+        "figure_position_similarity, log: {log}"
     script:
         "../scripts/figure_position_similarity.py"
 
@@ -220,6 +234,8 @@ rule figure_predictions:
         code=code("figure_predictions.py"),
         published={m: MODELS[m].published_top1 for m in HEADED if MODELS[m].published_top1 is not None},
         labels=report_param(LABELS),
+    message:
+        "figure_predictions, log: {log}"
     script:
         "../scripts/figure_predictions.py"
 
@@ -241,6 +257,8 @@ rule figure_top1_gallery:
     params:
         code=code("figure_top1_gallery.py"),
         label=get_label,
+    message:
+        "figure_top1_gallery {wildcards.model}, log: {log}"
     script:
         "../scripts/figure_top1_gallery.py"
 
@@ -267,5 +285,7 @@ rule figure_video:
         code=code("figure_video.py"),
         model=get_model_settings_text,
         video=report_param(config.get("video")),
+    message:
+        "figure_video {wildcards.model}, log: {log}"
     script:
         "../scripts/figure_video.py"

@@ -19,6 +19,8 @@ rule token_norms:
         prefix_kinds=get_prefix_kinds,
         rule=NORM_SETTINGS,
         code=code("token_norms.py"),
+    message:
+        "token_norms {wildcards.model}, log: {log}"
     script:
         "../scripts/token_norms.py"
 
@@ -38,6 +40,8 @@ rule token_norms_combine:
         mem_mb=memory_for_inputs(1000, 10),
     params:
         code=code("token_norms_combine.py"),
+    message:
+        "token_norms_combine, log: {log}"
     script:
         "../scripts/token_norms_combine.py"
 
@@ -64,6 +68,8 @@ rule figure_token_norms:
         prefix_kinds=get_prefix_kinds,
         label=get_label,
         code=code("figure_token_norms.py"),
+    message:
+        "figure_token_norms {wildcards.model}, log: {log}"
     script:
         "../scripts/figure_token_norms.py"
 
@@ -87,5 +93,7 @@ rule figure_high_norm:
         prefix_kinds=get_prefix_kinds,
         label=get_label,
         code=code("figure_high_norm.py"),
+    message:
+        "figure_high_norm {wildcards.model}, log: {log}"
     script:
         "../scripts/figure_high_norm.py"

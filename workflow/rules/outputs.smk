@@ -18,5 +18,7 @@ rule outputs:
         files=get_output_listing,
         out_dir=get_output_folder,
         code=code("outputs.py"),
+    message:
+        "outputs, log: {log}"
     script:
         "../scripts/outputs.py"

@@ -16,6 +16,8 @@ checkpoint sample:
         images=config["images"],
         listing=get_image_listing,
         code=code("sample.py"),
+    message:
+        "sample, log: {log}"
     script:
         "../scripts/sample.py"
 
@@ -40,5 +42,7 @@ rule prepare:
         geometry=get_geometry,
         shard_size=SHARD_SIZE,
         code=code("prepare.py"),
+    message:
+        "prepare {wildcards.geometry} shard {wildcards.shard}, log: {log}"
     script:
         "../scripts/prepare.py"

@@ -6,6 +6,7 @@ refuse a bad config before any job starts.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
@@ -31,6 +32,8 @@ from ..weights.source import HELP, WeightsSource, parse_weights
 class ConfigError(ValueError):
     """The experiment config cannot run; the message names the key and the fix."""
 
+
+SCHEMA = Path(__file__).resolve().parents[3] / "workflow" / "schemas" / "config.schema.yaml"
 
 # The keys of a model entry that change its outputs (with its preprocessing); the checkpoint
 # label and published accuracy only change figures.
@@ -99,7 +102,8 @@ def with_checkpoint_arch(key: str, cfg: dict) -> dict:
 
 
 def model_entry(key: str, cfg: dict) -> ModelEntry:
-    """The entry for ``models.<key>`` of a config (also rebuilt from a rule's params)."""
+    """The entry for ``models.<key>`` of a config validated by the schema, which fills in its
+    defaults (also rebuilt from a rule's params); `validated_entries` for a config as written."""
     cfg = with_checkpoint_arch(key, with_preset(key, cfg))
     if "arch" not in cfg or "weights" not in cfg:
         raise ConfigError(
@@ -114,7 +118,7 @@ def model_entry(key: str, cfg: dict) -> ModelEntry:
         pre = Preprocess(**{**default_preprocess(arch).as_dict(), **cfg.get("preprocess", {})})
     except ValueError as e:
         raise ConfigError(f"models.{key}.{e}") from None
-    weights, seed = cfg["weights"], cfg.get("seed", 0)
+    weights, seed = cfg["weights"], cfg["seed"]
     overrides = dict(cfg.get("spec", {}))
     try:
         spec = get_spec(arch, **overrides)
@@ -140,6 +144,16 @@ def model_entry(key: str, cfg: dict) -> ModelEntry:
 
 def model_entries(config: dict) -> dict[str, ModelEntry]:
     return {key: model_entry(key, cfg) for key, cfg in config["models"].items()}
+
+
+def validated_entries(models: dict) -> dict[str, ModelEntry]:
+    """The entries of a ``models`` section as written (a benchmark's, a test's), validated by the
+    schema with its defaults filled in as the Snakefile validates a whole config."""
+    from snakemake.utils import validate
+
+    config = {"experiment": "models", "images": {"source": "bundled"}, "models": copy.deepcopy(models)}
+    validate(config, str(SCHEMA))
+    return model_entries(config)
 
 
 def weights_source(key: str, weights: str) -> WeightsSource:

@@ -300,7 +300,7 @@ def _start_job(
     )
     (log.warning if choice.warning else log.info)("%s: compiled as %s (%s)", key, choice.mode, choice.reason)
     model = build_model(entry, precision, choice.mode)
-    what = f"extract {key} shard {shard + 1}/{shard_count}"
+    what = f"extract {key} shard {shard} (of {shard_count})"  # counted from 0, as in the file names
     log.info("%s: %d images of %s, batches of %d, %s", what, len(rows), entry.label, batch_size, precision)
     return entry, model, rows, Progress(len(rows), what, time.perf_counter() - loading), batch_size
 
