@@ -2,6 +2,8 @@ rule aggregate:
     input:
         per_image=get_all_distances,
         predictions=get_all_predictions,
+        manifest=result("manifest.parquet"),
+        weights=get_all_local_weights,
     output:
         per_image=report(
             result("attention_distance_per_image.parquet"),
@@ -20,6 +22,8 @@ rule aggregate:
     conda:
         "../../envs/vitprobe.yaml"
     params:
+        models=report_param({m: model_settings(m) for m in MODELS}),
+        shard_size=SHARD_SIZE,
         code=code("aggregate.py"),
     script:
         "../scripts/aggregate.py"
@@ -30,6 +34,8 @@ rule maps:
         maps=get_model_maps,
         map_images=get_model_map_images,
         crops=get_map_crops,
+        manifest=result("manifest.parquet"),
+        weights=get_local_weights,
     output:
         result("maps/{model}.npz"),
     log:
@@ -38,6 +44,8 @@ rule maps:
         "../../envs/vitprobe.yaml"
     params:
         map_images=MAP_IMAGES,
+        models=get_shard_models,
+        shard_size=SHARD_SIZE,
         code=code("maps.py"),
     script:
         "../scripts/maps.py"
