@@ -102,9 +102,9 @@ def write_shard_npz(path: str | os.PathLike, identity: ShardIdentity, **arrays: 
 
 
 def load_shard_npz(path: str | os.PathLike, expected: ShardIdentity, what: str) -> dict[str, np.ndarray]:
-    """Every member of a per-shard .npz (the zip's CRC-32 of each checked), without the identity fields, once its identity is ``expected``. A damaged or
-    foreign file is deleted and reported (`ShardError`, naming it), so that the next run
-    rebuilds it."""
+    """Every member of a per-shard .npz (the zip's CRC-32 of each checked) but the identity's
+    fields, once its identity is ``expected``. A damaged or foreign file is deleted and
+    reported (`ShardError`, naming it), so that the next run rebuilds it."""
     path = Path(path)
     try:
         with np.load(path, allow_pickle=False) as npz:
@@ -119,7 +119,8 @@ def load_shard_npz(path: str | os.PathLike, expected: ShardIdentity, what: str) 
     except Exception as e:  # a damaged header fails in any of numpy's parsers
         raise _damaged(path, what, e) from e
     fields = ShardIdentity.FIELDS
-    found = ShardIdentity(*(arrays.pop(name).item() for name in fields)) if all(n in arrays for n in fields) else None
+    said = [arrays.pop(name, None) for name in fields]
+    found = None if any(v is None or v.shape != () for v in said) else ShardIdentity(*(str(v) for v in said))
     expected.refuse_other(found, path, what)
     return arrays
 
