@@ -141,7 +141,7 @@ def get_pair_shard_models(wildcards):
 
 
 def get_pair_local_weights(wildcards):
-    return [path for m in {wildcards.model_a, wildcards.model_b} for path in local_weights(MODELS[m])]
+    return list(dict.fromkeys(path for m in (wildcards.model_a, wildcards.model_b) for path in local_weights(MODELS[m])))
 
 
 def get_map_shards(wildcards=None):
