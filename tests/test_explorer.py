@@ -20,6 +20,7 @@ from vitprobe.pipeline.config import model_entry
 from vitprobe.pipeline.explorer import write_explorer
 from vitprobe.pipeline.map_images import ShardMapImages, dequantise_rows, quantise_rows
 from vitprobe.pipeline.model import build_model
+from vitprobe.shards import ShardIdentity, images_digest
 
 MODELS = {
     "vit_t": {"arch": "vit_tiny_patch16_224", "weights": "random", "seed": 1, "spec": {"depth": 2}},
@@ -55,7 +56,7 @@ def explorer(tmp_path_factory):
         reduced = program.reductions
         kept = ShardMapImages(key, model.spec, IMAGES)
         kept.add(image_ids, program.map_features, program.map_attention)
-        kept.write(str(out / f"{key}_map_images.npz"))
+        kept.write(str(out / f"{key}_map_images.npz"), ShardIdentity(key, "settings digest", images_digest(image_ids)))
         with np.load(out / f"{key}_map_images.npz") as kept_file:
             rows = {name: kept_file[name] for name in ("codes", "scales")}
         maps[key] = str(out / f"{key}.npz")

@@ -344,6 +344,7 @@ def test_row_sum_error() -> None:
 
 def test_shard_reductions_check_and_table(tmp_path) -> None:
     from vitprobe.pipeline.shard_reductions import ShardReductions
+    from vitprobe.shards import ShardIdentity, images_digest
     from vitprobe.tables import PER_IMAGE_COLUMNS
 
     rng = np.random.default_rng(6)
@@ -367,7 +368,8 @@ def test_shard_reductions_check_and_table(tmp_path) -> None:
     bad["row_error"][1, 1] = np.nan
     with pytest.raises(ValueError, match=r"vit_b16 block 1: .*\['e'\]"):
         collected.add(["d", "e"], bad)
-    collected.write(str(tmp_path / "t.parquet"), str(tmp_path / "m.npz"))
+    identity = ShardIdentity("vit_b16", "settings digest", images_digest(["b", "a", "c"]))
+    collected.write(str(tmp_path / "t.parquet"), str(tmp_path / "m.npz"), identity)
     import pandas as pd
 
     table = pd.read_parquet(tmp_path / "t.parquet")

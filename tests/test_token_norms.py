@@ -11,6 +11,7 @@ from helpers import PARITY_CASES
 from vitprobe.metrics.token_norms import MAD_TO_SIGMA, gap_threshold, high_norm_threshold, mode_threshold, token_kinds
 from vitprobe.pipeline.representations import ShardRepresentations
 from vitprobe.pipeline.token_norms import load_token_norms, token_norm_table
+from vitprobe.shards import ShardIdentity, images_digest
 from vitprobe.tables import TOKEN_NORM_COLUMNS
 
 # CLS + DIST, CLS + 4 registers, CLS only.
@@ -224,8 +225,8 @@ def test_a_run_smaller_than_a_cka_group_still_writes_token_norms(tmp_path):
     shard = ShardRepresentations("m", group_size=None)
     norms = np.arange(4 * 2 * 5, dtype=np.float32).reshape(4, 2, 5) + 1
     shard.add(["a", "b", "c"], {"token_norms": norms})  # a batch of 4 whose last row is padding
-    shard.write(tmp_path / "representations_0.npz")
+    shard.write(tmp_path / "representations_0.npz", ShardIdentity("m", "settings digest", images_digest(["a", "b", "c"])))
     image_ids, stored = load_token_norms([tmp_path / "representations_0.npz"])
     assert image_ids.tolist() == ["a", "b", "c"]
     np.testing.assert_array_equal(stored, norms[:3])
-    assert set(np.load(tmp_path / "representations_0.npz")) == {"image_ids", "token_norms"}
+    assert set(np.load(tmp_path / "representations_0.npz")) == {"image_ids", "token_norms", *ShardIdentity.FIELDS}

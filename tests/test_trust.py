@@ -119,8 +119,8 @@ def test_foreign_or_damaged_kept_shards_are_refused_then_rebuilt(run):
     assert result.returncode != 0
     expected = {
         "vit": ["CRC-32 fails"],
-        "vit2": ["is not this run's shard", "holds model 'vit', not 'vit2'"],
-        "vit3": ["is not this run's shard", "written with other weights or model settings"],
+        "vit2": ["attention shard is not this run's", "holds model 'vit', not 'vit2'"],
+        "vit3": ["attention shard is not this run's", "written with other weights or model settings"],
     }
     for model, words in expected.items():
         log = (out / "logs" / "reduce" / f"{model}_0.log").read_text()

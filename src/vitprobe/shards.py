@@ -24,6 +24,7 @@ a temporary name and renamed only when complete; a truncated or inconsistent one
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import io
 import os
 import struct
@@ -34,9 +35,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 from isal.isal_zlib import crc32
 
-from .atomic import atomic_path
+from .atomic import atomic_path, write_npz
 
 AXES = ("image", "block", "head", "query", "key")
 ATTENTION_MEMBER = "attention.npy"
@@ -47,6 +51,120 @@ _LOCAL_CRC_AT = 14  # byte offset of the CRC-32 in a local file header
 
 class ShardError(ValueError):
     """A shard on disk is incomplete or inconsistent; rerunning rebuilds it."""
+
+
+def images_digest(image_ids: list[str]) -> str:
+    """The SHA-256 of a shard's image ids in order: which manifest rows a shard file was made from."""
+    return hashlib.sha256("\n".join(image_ids).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class ShardIdentity:
+    """Whose a per-shard file is: the model key, the digest of what produced it (see
+    `pipeline.config.model_identity`), and the digest of its shard's image ids (`images_digest`).
+    Written into every per-shard file (`write_shard_table`, `write_shard_npz`; the attention
+    shard holds the same in its own members) and compared by every stage that reads one."""
+
+    model: str
+    identity: str
+    images: str
+
+    # The .npz members and Parquet key/value metadata (prefixed) that hold the fields.
+    FIELDS = ("model", "identity", "images")
+
+    def refuse_other(self, found: ShardIdentity | None, path: Path, what: str) -> None:
+        """Raise `ShardError` when ``found`` (what the file at ``path`` says, None when it says
+        nothing) is not this identity, after deleting the file so that the next run rebuilds it."""
+        if found is None:
+            wrong = ["it says nothing of the run that wrote it (written by an older vitprobe or another program)"]
+        else:
+            wrong = []
+            if found.model != self.model:
+                wrong.append(f"it holds model {found.model!r}, not {self.model!r}")
+            if found.identity != self.identity:
+                wrong.append("it was written with other weights or model settings than this config's")
+            if found.images != self.images:
+                wrong.append("it was made from other images than the manifest's rows of this shard")
+        if wrong:
+            path.unlink(missing_ok=True)
+            raise ShardError(f"{path}: {what} is not this run's: {'; '.join(wrong)}. Deleted it, rerun to rebuild it")
+
+
+def _damaged(path: Path, what: str, reason: object) -> ShardError:
+    path.unlink(missing_ok=True)
+    return ShardError(f"{path}: {what} is truncated or corrupt ({reason}); deleted it, rerun to rebuild it")
+
+
+def write_shard_npz(path: str | os.PathLike, identity: ShardIdentity, **arrays: np.ndarray) -> None:
+    """``arrays`` and the identity's fields as members of one .npz (stored: the zip holds a
+    CRC-32 of every member, which `load_shard_npz` checks)."""
+    write_npz(path, **arrays, **{name: np.array(getattr(identity, name), dtype=str) for name in ShardIdentity.FIELDS})
+
+
+def load_shard_npz(path: str | os.PathLike, expected: ShardIdentity, what: str) -> dict[str, np.ndarray]:
+    """Every member of a per-shard .npz (the zip's CRC-32 of each checked) but the identity's
+    fields, once its identity is ``expected``. A damaged or foreign file is deleted and
+    reported (`ShardError`, naming it), so that the next run rebuilds it."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            if any(m.compress_type != zipfile.ZIP_STORED for m in npz.zip.infolist()):
+                raise ValueError("compressed members (shard files are written uncompressed)")
+            # Every member read whole against its CRC-32 (a member read as an array is not when its
+            # header, damaged, announces fewer bytes than it holds).
+            bad = npz.zip.testzip()
+            if bad is not None:
+                raise ValueError(f"member {bad} fails its CRC-32: bytes changed on disk")
+            arrays = {name: npz[name] for name in npz.files}
+    except Exception as e:  # a damaged header fails in any of numpy's parsers
+        raise _damaged(path, what, e) from e
+    fields = ShardIdentity.FIELDS
+    said = [arrays.pop(name, None) for name in fields]
+    found = None if any(v is None or v.shape != () for v in said) else ShardIdentity(*(str(v) for v in said))
+    expected.refuse_other(found, path, what)
+    return arrays
+
+
+_META = "vitprobe."  # the prefix of the identity's keys in a Parquet file's key/value metadata
+_PAYLOAD = _META + "payload_sha256"
+
+
+def _frame_digest(frame: pd.DataFrame) -> str:
+    """A digest of a table's columns, their dtypes and every value (pandas' per-row hashes).
+    Parquet checks no checksum by default, and its optional page checksums leave the footer
+    (column names, types) unchecked: a flipped byte there reads back as other data."""
+    digest = hashlib.sha256(repr([(str(name), str(dtype)) for name, dtype in frame.dtypes.items()]).encode())
+    digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
+    return digest.hexdigest()
+
+
+def write_shard_table(frame: pd.DataFrame, path: str | os.PathLike, identity: ShardIdentity) -> None:
+    """``frame`` as Parquet, with the identity's fields and the digest of its content
+    (`_frame_digest`) in the file's key/value metadata."""
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    ours = {_META + name: getattr(identity, name) for name in ShardIdentity.FIELDS} | {_PAYLOAD: _frame_digest(frame)}
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), **{k.encode(): v.encode() for k, v in ours.items()}})
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+
+
+def read_shard_table(path: str | os.PathLike, expected: ShardIdentity, what: str) -> pd.DataFrame:
+    """A per-shard Parquet table written by `write_shard_table`, once its content digest holds
+    and its identity is ``expected``; a damaged or foreign file is deleted and reported
+    (`ShardError`, naming it), so that the next run rebuilds it."""
+    path = Path(path)
+    try:
+        table = pq.read_table(path)
+        frame = table.to_pandas()
+    except Exception as e:  # a damaged footer fails in any of pyarrow's and pandas' parsers
+        raise _damaged(path, what, e) from e
+    meta = {k.decode(errors="replace"): v.decode(errors="replace") for k, v in (table.schema.metadata or {}).items()}
+    if _PAYLOAD in meta and meta[_PAYLOAD] != _frame_digest(frame):
+        raise _damaged(path, what, "its content does not match the digest written with it: bytes changed on disk")
+    fields = [_META + name for name in ShardIdentity.FIELDS]
+    found = ShardIdentity(*(meta[k] for k in fields)) if all(k in meta for k in fields + [_PAYLOAD]) else None
+    expected.refuse_other(found, path, what)
+    return frame
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,8 @@ rule aggregate:
     input:
         per_image=get_all_distances,
         predictions=get_all_predictions,
+        manifest=result("manifest.parquet"),
+        weights=get_all_local_weights,
     output:
         per_image=report(
             result("attention_distance_per_image.parquet"),
@@ -24,6 +26,8 @@ rule aggregate:
     resources:
         mem_mb=memory_for_inputs(1000, 10),
     params:
+        models=report_param({m: model_settings(m) for m in MODELS}),
+        shard_size=SHARD_SIZE,
         code=code("aggregate.py"),
     message:
         "aggregate, log: {log}"
@@ -36,6 +40,8 @@ rule maps:
         maps=get_model_maps,
         map_images=get_model_map_images,
         crops=get_map_crops,
+        manifest=result("manifest.parquet"),
+        weights=get_local_weights,
     output:
         result("maps/{model}.npz"),
     log:
@@ -48,6 +54,8 @@ rule maps:
         mem_mb=1000,
     params:
         map_images=MAP_IMAGES,
+        models=get_shard_models,
+        shard_size=SHARD_SIZE,
         code=code("maps.py"),
     message:
         "maps {wildcards.model}, log: {log}"

@@ -6,6 +6,8 @@ rule cka_pair:
     input:
         a=get_representations_a,
         b=get_representations_b,
+        manifest=result("manifest.parquet"),
+        weights=get_pair_local_weights,
     output:
         result("cka/{model_a}/{model_b}.parquet"),
     log:
@@ -18,6 +20,8 @@ rule cka_pair:
         mem_mb=memory_for_inputs(1000, 2),
     params:
         features=CKA_SETTINGS["features"],
+        models=get_pair_shard_models,
+        shard_size=SHARD_SIZE,
         code=code("cka_pair.py"),
     message:
         "cka_pair {wildcards.model_a} {wildcards.model_b}, log: {log}"

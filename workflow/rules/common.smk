@@ -128,6 +128,23 @@ def get_model_settings(wildcards):
     return model_settings(wildcards.model)
 
 
+# The models whose per-shard files a rule reads, key -> settings: the stage checks that each file
+# is that model's, from this config's settings and weights, and of the manifest's rows of its shard
+# (`RunShards`); the manifest and any local weights file are the rule's inputs.
+
+
+def get_shard_models(wildcards):
+    return {wildcards.model: model_settings(wildcards.model)}
+
+
+def get_pair_shard_models(wildcards):
+    return {m: model_settings(m) for m in (wildcards.model_a, wildcards.model_b)}
+
+
+def get_pair_local_weights(wildcards):
+    return list(dict.fromkeys(path for m in (wildcards.model_a, wildcards.model_b) for path in local_weights(MODELS[m])))
+
+
 def get_map_shards(wildcards=None):
     """The first shards, which hold the map images (the first manifest rows). Known once the
     sample checkpoint has written the manifest, which is when its usable images (rejections

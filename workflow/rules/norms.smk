@@ -4,7 +4,9 @@
 
 rule token_norms:
     input:
-        get_model_representations,
+        shards=get_model_representations,
+        manifest=result("manifest.parquet"),
+        weights=get_local_weights,
     output:
         result("token_norms/{model}.parquet"),
     log:
@@ -18,6 +20,8 @@ rule token_norms:
     params:
         prefix_kinds=get_prefix_kinds,
         rule=NORM_SETTINGS,
+        models=get_shard_models,
+        shard_size=SHARD_SIZE,
         code=code("token_norms.py"),
     message:
         "token_norms {wildcards.model}, log: {log}"

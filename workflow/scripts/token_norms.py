@@ -1,7 +1,9 @@
 from vitprobe.pipeline.runlog import start
 
 start(snakemake.log, snakemake.threads)
+from vitprobe.pipeline.run_shards import RunShards  # noqa: E402
 from vitprobe.pipeline.token_norms import model_token_norms  # noqa: E402  (after the thread limit)
 
-p = snakemake.params
-model_token_norms(snakemake.wildcards.model, list(snakemake.input), p.prefix_kinds, p.rule, snakemake.output[0])
+i, p = snakemake.input, snakemake.params
+shards = RunShards(i.manifest, p.shard_size, p.models)
+model_token_norms(snakemake.wildcards.model, list(i.shards), p.prefix_kinds, p.rule, snakemake.output[0], shards)

@@ -9,6 +9,7 @@ import pandas as pd
 
 from ..atomic import write_parquet
 from ..tables import ACCURACY_COLUMNS
+from .run_shards import RunShards
 
 
 def aggregate(
@@ -18,15 +19,16 @@ def aggregate(
     out_mean: str,
     out_predictions: str,
     out_accuracy: str,
+    shards: RunShards,
 ) -> None:
-    """Concatenate the shards of every model, average over images, and measure each model's top-1
-    accuracy on the labelled images."""
-    per_image = pd.concat([pd.read_parquet(p) for p in per_image_paths], ignore_index=True)
+    """Concatenate the shards of every model, each checked against ``shards`` (`RunShards`),
+    average over images, and measure each model's top-1 accuracy on the labelled images."""
+    per_image = pd.concat([shards.table(p) for p in per_image_paths], ignore_index=True)
     per_image = per_image.sort_values(["model", "image_id", "block", "head"], kind="stable").reset_index(drop=True)
     grouped = per_image.groupby(["model", "block", "head"], sort=True)["distance_px"]
     mean = grouped.agg(distance_px="mean", std_px=lambda s: float(np.std(s, ddof=0)), n_images="count").reset_index()
     mean["n_images"] = mean["n_images"].astype("int64")
-    predictions = pd.concat([pd.read_parquet(p) for p in prediction_paths], ignore_index=True)
+    predictions = pd.concat([shards.table(p) for p in prediction_paths], ignore_index=True)
     predictions = predictions.sort_values(["model", "image_id"], kind="stable").reset_index(drop=True)
     write_parquet(per_image, out_per_image)  # the reduction shards' columns, in order
     write_parquet(mean, out_mean)

@@ -11,24 +11,32 @@ import pandas as pd
 from ..atomic import write_parquet
 from ..metrics.cka import FEATURES, cka_matrix, cka_standard_error
 from ..tables import CKA_COLUMNS
+from .run_shards import RunShards
 
 
-def _load_groups(paths: Sequence[str]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    parts = [np.load(p, allow_pickle=False) for p in paths]
+def _load_groups(paths: Sequence[str], shards: RunShards) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    parts = [shards.arrays(p) for p in paths]
     group_ids = np.concatenate([p["group_image_ids"] for p in parts])
     return group_ids, {f: np.concatenate([p[f"gram_{f}"] for p in parts]) for f in FEATURES}
 
 
 def cka_pair(
-    model_a: str, paths_a: Sequence[str], model_b: str, paths_b: Sequence[str], features: Sequence[str], out: str
+    model_a: str,
+    paths_a: Sequence[str],
+    model_b: str,
+    paths_b: Sequence[str],
+    features: Sequence[str],
+    out: str,
+    shards: RunShards,
 ) -> None:
     """Every block of ``model_a`` against every block of ``model_b`` (the same model for a
     within-model table), one row per (block_a, block_b, features), from their representation
     shards (``paths_*``, in shard order), with its jackknife standard error (``cka_se``: over the
-    groups, or over the images of the one group; `cka_standard_error`). Raises ValueError when the two models' groups hold
+    groups, or over the images of the one group; `cka_standard_error`). Each shard is checked
+    against ``shards`` (`RunShards`). Raises ValueError when the two models' groups hold
     different images (their manifests differ)."""
-    ids_a, grams_a = _load_groups(paths_a)
-    ids_b, grams_b = _load_groups(paths_b)
+    ids_a, grams_a = _load_groups(paths_a, shards)
+    ids_b, grams_b = _load_groups(paths_b, shards)
     if ids_a.shape != ids_b.shape or not np.array_equal(ids_a, ids_b):
         raise ValueError(f"cka: {model_a} and {model_b} were extracted on different image groups; rerun their extract jobs")
     n_groups, group_size = ids_a.shape

@@ -16,9 +16,8 @@ import numpy as np
 import pandas as pd
 
 from ..api import ProbeModel
-from ..atomic import write_parquet
 from ..data.sources import source_class_names
-from ..shards import ShardInfo, ShardWriter, open_crops
+from ..shards import ShardIdentity, ShardInfo, ShardWriter, open_crops, write_shard_table
 from ..tables import PREDICTION_COLUMNS, PREDICTION_DTYPES
 from .calibration import choose_compile_mode
 from .checks import require_finite
@@ -26,6 +25,7 @@ from .config import ModelEntry, model_entry, model_identity, shard_slice
 from .map_images import ShardMapImages
 from .model import build_model
 from .representations import ShardRepresentations
+from .run_shards import shard_identity
 from .shard_reductions import ShardReductions
 
 log = logging.getLogger("vitprobe")
@@ -155,11 +155,13 @@ def _open_shard_crops(crops_path: str, image_ids: list[str]) -> np.ndarray:
     return crops
 
 
-def _predictions(entry: ModelEntry, rows: pd.DataFrame, logits: list[np.ndarray], class_names: list[str], path: str) -> None:
+def _predictions(
+    entry: ModelEntry, rows: pd.DataFrame, logits: list[np.ndarray], class_names: list[str], path: str, identity: ShardIdentity
+) -> None:
     stacked = np.concatenate(logits) if logits else None
     if stacked is not None:
         require_finite(entry.key, "logits", stacked, rows["image_id"].tolist())
-    write_parquet(predictions_table(entry.key, rows, stacked, class_names), path)
+    write_shard_table(predictions_table(entry.key, rows, stacked, class_names), path, identity)
 
 
 def extract_reduced(
@@ -212,12 +214,13 @@ def extract_reduced(
             logits.append(out.logits[:n])
         progress.update(n)
     progress.close()
-    reductions.write(per_image_path, maps_path)
+    identity = shard_identity(entry, image_ids)
+    reductions.write(per_image_path, maps_path, identity)
     if statistics:
-        representations.write(representations_path)
+        representations.write(representations_path, identity)
     if map_images:
-        map_images.write(map_images_path)
-    _predictions(entry, rows, logits, class_names, predictions_path)
+        map_images.write(map_images_path, identity)
+    _predictions(entry, rows, logits, class_names, predictions_path, identity)
 
 
 def extract_attention(
@@ -262,10 +265,11 @@ def extract_attention(
                 logits.append(out.logits[:n])
             progress.update(n)
     progress.close()
-    representations.write(representations_path)
+    identity = shard_identity(entry, image_ids)
+    representations.write(representations_path, identity)
     if map_images:
-        map_images.write(map_images_path)
-    _predictions(entry, rows, logits, class_names, predictions_path)
+        map_images.write(map_images_path, identity)
+    _predictions(entry, rows, logits, class_names, predictions_path, identity)
 
 
 def _start_job(

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..atomic import write_npz
 from ..models.spec import ViTSpec
+from ..shards import ShardIdentity, write_shard_npz
 from .checks import require_finite
 
 
@@ -77,7 +77,8 @@ class ShardMapImages:
         self.codes.append(codes.reshape(*attention.shape[:3], *codes.shape[2:]))
         self.scales.append(scales.reshape(*attention.shape[:3], -1))
 
-    def write(self, path: str) -> None:
+    def write(self, path: str, identity: ShardIdentity) -> None:
+        """The file, carrying ``identity`` (whose shard it is; `write_shard_npz`)."""
         s = self.spec
         p, rows = s.num_patches, 1 + s.num_patches
         empty = {
@@ -88,4 +89,4 @@ class ShardMapImages:
         if len(self.image_ids) != self.count:
             raise RuntimeError(f"{self.model}: {len(self.image_ids)} map images collected, {self.count} expected")
         arrays = {name: np.concatenate(getattr(self, name)) if self.image_ids else value for name, value in empty.items()}
-        write_npz(path, image_ids=np.array(self.image_ids, dtype=str), **arrays)
+        write_shard_npz(path, identity, image_ids=np.array(self.image_ids, dtype=str), **arrays)

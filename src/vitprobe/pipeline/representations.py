@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..atomic import write_npz
 from ..metrics.cka import FEATURES
+from ..shards import ShardIdentity, write_shard_npz
 from .checks import require_finite
 
 
@@ -44,17 +44,18 @@ class ShardRepresentations:
             self.grams[features].append(grams.astype(np.float64))
         self.group_image_ids.extend(image_ids[g * size : (g + 1) * size] for g in range(complete))
 
-    def write(self, path: str) -> None:
-        """``image_ids`` (images,) and ``token_norms`` (images, blocks, tokens) float32; with a
+    def write(self, path: str, identity: ShardIdentity) -> None:
+        """With ``identity`` (whose shard it is; `write_shard_npz`): ``image_ids`` (images,) and ``token_norms`` (images, blocks, tokens) float32; with a
         group size also ``group_image_ids`` (groups, n) and ``gram_<features>`` (groups, blocks, n, n)
         float64."""
         common = dict(image_ids=np.array(self.image_ids, dtype=str), token_norms=np.concatenate(self.norms))
         size = self.group_size
         if size is None:
-            write_npz(path, **common)
+            write_shard_npz(path, identity, **common)
             return
-        write_npz(
+        write_shard_npz(
             path,
+            identity,
             **common,
             group_image_ids=np.array(self.group_image_ids, dtype=str).reshape(-1, size),
             **{f"gram_{f}": np.concatenate(self.grams[f]) for f in FEATURES},

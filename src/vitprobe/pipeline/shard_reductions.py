@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..atomic import write_npz, write_parquet
+from ..shards import ShardIdentity, write_shard_npz, write_shard_table
 from ..tables import PER_IMAGE_COLUMNS
 from .checks import require_finite
 
@@ -58,10 +58,12 @@ class ShardReductions:
         )
         return table[list(PER_IMAGE_COLUMNS)].sort_values(["image_id", "block", "head"], kind="stable").reset_index(drop=True)
 
-    def write(self, per_image_path: str, maps_path: str) -> None:
-        write_parquet(self.table(), per_image_path)
-        write_npz(
+    def write(self, per_image_path: str, maps_path: str, identity: ShardIdentity) -> None:
+        """Both files, each carrying ``identity`` (whose shard they are)."""
+        write_shard_table(self.table(), per_image_path, identity)
+        write_shard_npz(
             maps_path,
+            identity,
             image_ids=np.array(self.image_ids, dtype=str),
             rollout=self._stacked("rollout").astype(np.float32),
             cls=self._stacked("cls").astype(np.float32),

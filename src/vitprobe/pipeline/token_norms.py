@@ -12,12 +12,14 @@ import pandas as pd
 from ..atomic import write_parquet
 from ..metrics.token_norms import high_norm_threshold, token_kinds
 from ..tables import TOKEN_NORM_COLUMNS
+from .run_shards import RunShards
 
 
-def load_token_norms(paths: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+def load_token_norms(paths: Sequence[str], shards: RunShards | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``image_ids`` (images,) and ``token_norms`` (images, blocks, tokens) of a model's
-    representation shards (``paths``, in shard order)."""
-    parts = [np.load(p, allow_pickle=False) for p in paths]
+    representation shards (``paths``, in shard order), each checked against ``shards`` when given
+    (the token_norms stage checks them; the figures that read them again run after it)."""
+    parts = [shards.arrays(p) if shards else np.load(p, allow_pickle=False) for p in paths]
     missing = [p for p, part in zip(paths, parts) if "token_norms" not in part]
     if missing:
         raise ValueError(f"{missing[0]} holds no token norms (written by an older vitprobe); delete it to rerun its extract job")
@@ -63,10 +65,12 @@ def token_norm_table(model: str, image_ids: np.ndarray, norms: np.ndarray, prefi
     )[list(TOKEN_NORM_COLUMNS)]
 
 
-def model_token_norms(model: str, paths: Sequence[str], prefix_kinds: Sequence[str], rule: dict, out: str) -> None:
+def model_token_norms(
+    model: str, paths: Sequence[str], prefix_kinds: Sequence[str], rule: dict, out: str, shards: RunShards
+) -> None:
     """The token_norms rule's stage: `token_norm_table` of one model's representation shards
     (``rule``: the ``token_norms`` settings)."""
-    image_ids, norms = load_token_norms(paths)
+    image_ids, norms = load_token_norms(paths, shards)
     write_parquet(token_norm_table(model, image_ids, norms, prefix_kinds, **rule), out)
 
 
