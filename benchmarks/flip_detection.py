@@ -7,12 +7,15 @@ the zip's CRC-32 of each member, checked by `load_shard_npz`), (b) a per-shard P
 verification on. Each flip is counted as refused (the read raises), as the same data (nothing that
 is read changed), or as other data read without an error: the one outcome that must be 0.
 
+Writes benchmarks/records/<date>-<cpu model>-<flags hash>-flip-detection.json and .md.
+
 Usage: python benchmarks/flip_detection.py [--out benchmarks/records]
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import io
 import tempfile
 from collections.abc import Callable
@@ -24,6 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from record import RECORDS, cpu_info, describe_cpu, record
 
+from vitprobe.hardware import machine_key
 from vitprobe.shards import ShardIdentity, images_digest, load_shard_npz, read_shard_table, write_shard_npz, write_shard_table
 
 IMAGES = [f"img{i}.jpg" for i in range(8)]
@@ -106,7 +110,7 @@ def main() -> None:
         "|---|---|---|---|---|",
     ]
     lines += [f"| {name} | {c['bytes']} | {c['refused']} | {c['same data']} | {c['other data']} |" for name, c in results.items()]
-    record(args.out, "flip_detection", "\n".join(lines), {**cpu, "results": results})
+    record(args.out, f"{datetime.date.today()}-{machine_key()}-flip-detection", "\n".join(lines), {**cpu, "results": results})
 
 
 if __name__ == "__main__":

@@ -237,3 +237,15 @@ def test_cka_group_size_tiny(tmp_path):
         assert row["orderings"] == (1 if row["group_size"] == 8 else 2)
         if row["group_size"] == 8:
             assert row["max_std"] == 0
+
+
+@pytest.mark.slow
+def test_flip_detection_benchmark(tmp_path):
+    stdout, markdown, data = run_benchmark("flip_detection.py", tmp_path / "new" / "flips")
+    assert markdown.strip() in stdout and "| file and check |" in markdown
+    assert_names_cpu(data, markdown)
+    results = data["results"]
+    for name in (".npz, zip CRC-32 of every member", "Parquet, content digest in its metadata"):
+        counts = results[name]
+        assert counts["other data"] == 0, name  # what the pipeline's checks promise
+        assert counts["refused"] + counts["same data"] == counts["bytes"] > 0, name
