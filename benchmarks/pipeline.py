@@ -37,7 +37,7 @@ import yaml
 from record import RECORDS, cpu_info, describe_cpu, record
 from snakemake.utils import validate
 
-from vitprobe.pipeline.config import validated_entries
+from vitprobe.pipeline.config import SCHEMA, validated_entries
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -153,7 +153,7 @@ def main() -> None:
         config["models"] = {key: {"arch": arch, "weights": "random", **spec} for key, arch in archs.items()}
         if args.depth:  # the config's explorer blocks may not exist at this depth: show them all
             config["explorer"] = dict(config.get("explorer") or {}, blocks=None)
-        validate(config, str(REPO / "workflow" / "schemas" / "config.schema.yaml"))  # fills in the schema's defaults
+        validate(config, str(SCHEMA))  # fills in the schema's defaults
         (work / "bench.yaml").write_text(yaml.safe_dump(config))
         extract = config["extract"]
         # The yardstick: each model alone on every core, as fast as one forward pass can go here.

@@ -8,10 +8,9 @@ import re
 import pytest
 from snakemake.utils import validate
 
-from helpers import REPO
 from test_config import BASE, dry_run
 from vitprobe.pipeline.calibration import record_path
-from vitprobe.pipeline.config import model_entries
+from vitprobe.pipeline.config import SCHEMA, model_entries
 from vitprobe.pipeline.shard_size import (
     FALLBACK_STARTUP_IMAGES,
     auto_shard_size,
@@ -85,7 +84,7 @@ def config_with(shard_size, images=1000, models=("a", "b")):
         "models": {m: {"arch": "vit_tiny_patch16_224", "weights": "random"} for m in models},
         "extract": {"shard_size": shard_size},
     }
-    validate(config, str(REPO / "workflow" / "schemas" / "config.schema.yaml"))  # the schema's defaults
+    validate(config, str(SCHEMA))  # the schema's defaults
     return config, model_entries(config)
 
 
