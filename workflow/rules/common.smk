@@ -24,6 +24,8 @@ REDUCER_SETTINGS = {k: ANALYSIS_SETTINGS[k] for k in ("renormalize", "head_fusio
 GEOMETRIES = {entry.geometry: entry for entry in MODELS.values()}
 HEADED = [m for m, e in MODELS.items() if e.has_head]
 LABELS = {m: e.label for m, e in MODELS.items()}
+# Each model's prefix tokens in order (cls, distillation, register).
+PREFIX_KINDS = {m: list(e.spec.prefix_tokens) for m, e in MODELS.items()}
 MAP_QUERIES = {m: e.map_query for m, e in MODELS.items()}  # whose attention the CLS maps and rollout rows are
 MAP_IMAGES = ANALYSIS_SETTINGS["map_images"]
 PCA_SETTINGS = ANALYSIS_SETTINGS["pca"]
@@ -140,10 +142,6 @@ def get_attribution_crops(wildcards):
     """The crop shards holding the attribution images (the first manifest rows)."""
     geometry = MODELS[wildcards.model].geometry
     return [result(f"crops/{geometry}/shard_{s}.npy") for s in get_shards()[: max(-(-ATTRIBUTION_COUNT // SHARD_SIZE), 1)]]
-
-
-def get_has_head(wildcards):
-    return MODELS[wildcards.model].has_head
 
 
 def get_attribution_outputs(wildcards=None):
@@ -265,39 +263,22 @@ def get_all_outputs(wildcards=None):
 # Input functions and parameters of one model, one comparison or one crop geometry (wildcards).
 
 
-def get_label(wildcards):
-    """The model's label for titles: its exact checkpoint (report text: `report_param`)."""
-    return report_param(LABELS[wildcards.model])
-
-
-def get_model_labels(wildcards):
-    return report_param({wildcards.model: LABELS[wildcards.model]})
-
-
-def get_comparison_models(wildcards):
-    return COMPARISONS[wildcards.comparison]
-
-
-def get_comparison_labels(wildcards):
-    return report_param({m: LABELS[m] for m in COMPARISONS[wildcards.comparison]})
-
-
-def get_map_query(wildcards):
-    return MAP_QUERIES[wildcards.model]
-
-
 def get_prefix_kinds(wildcards):
-    """The model's prefix tokens in order (cls, distillation, register)."""
-    return list(MODELS[wildcards.model].spec.prefix_tokens)
+    return PREFIX_KINDS[wildcards.model]
 
 
 def get_model_representations(wildcards):
     return get_representation_shards(wildcards.model)
 
 
-def get_map_representations(wildcards):
-    """The representation shards that hold the map images."""
-    return [shard_path(wildcards.model, "representations", s) for s in get_map_shards()]
+def get_all_representations(wildcards):
+    """Every model's representation shards, model after model."""
+    return [path for m in MODELS for path in get_representation_shards(m)]
+
+
+def get_all_map_representations(wildcards):
+    """The representation shards that hold the map images, model after model."""
+    return [shard_path(m, "representations", s) for m in MODELS for s in get_map_shards()]
 
 
 def get_model_maps(wildcards):
@@ -340,10 +321,6 @@ def get_representations_a(wildcards):
 
 def get_representations_b(wildcards):
     return get_representation_shards(wildcards.model_b)
-
-
-def get_comparison_cka_tables(wildcards):
-    return [result(f"cka/{a}/{b}.parquet") for a, b in comparison_pairs(COMPARISONS[wildcards.comparison])]
 
 
 def get_output_listing(wildcards):

@@ -38,21 +38,21 @@ rule token_norms_combine:
 
 rule figure_token_norms:
     input:
-        shards=get_model_representations,
-        table=result("token_norms/{model}.parquet"),
+        shards=get_all_representations,
+        tables=[result(f"token_norms/{m}.parquet") for m in MODELS],
     output:
-        report(
-            result("figures/token_norms_{model}.png"),
-            caption="../report/token_norms.rst",
-            category="Representations",
-        ),
+        [
+            report(result(f"figures/token_norms_{m}.png"), caption="../report/token_norms.rst", category="Representations")
+            for m in MODELS
+        ],
     log:
-        result("logs/figures/token_norms_{model}.log"),
+        result("logs/figures/token_norms.log"),
     conda:
         "../../envs/vitprobe.yaml"
     params:
-        prefix_kinds=get_prefix_kinds,
-        label=get_label,
+        models=list(MODELS),
+        prefix_kinds=PREFIX_KINDS,
+        labels=report_param(LABELS),
         code=code("figure_token_norms.py"),
     script:
         "../scripts/figure_token_norms.py"
@@ -60,18 +60,22 @@ rule figure_token_norms:
 
 rule figure_high_norm:
     input:
-        maps=result("maps/{model}.npz"),
-        shards=get_map_representations,
-        table=result("token_norms/{model}.parquet"),
+        maps=[result(f"maps/{m}.npz") for m in MODELS],
+        shards=get_all_map_representations,
+        tables=[result(f"token_norms/{m}.parquet") for m in MODELS],
     output:
-        report(result("figures/high_norm_{model}.png"), caption="../report/high_norm.rst", category="Attention maps"),
+        [
+            report(result(f"figures/high_norm_{m}.png"), caption="../report/high_norm.rst", category="Attention maps")
+            for m in MODELS
+        ],
     log:
-        result("logs/figures/high_norm_{model}.log"),
+        result("logs/figures/high_norm.log"),
     conda:
         "../../envs/vitprobe.yaml"
     params:
-        prefix_kinds=get_prefix_kinds,
-        label=get_label,
+        models=list(MODELS),
+        prefix_kinds=PREFIX_KINDS,
+        labels=report_param(LABELS),
         code=code("figure_high_norm.py"),
     script:
         "../scripts/figure_high_norm.py"
