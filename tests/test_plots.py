@@ -348,3 +348,15 @@ def test_figures_are_written_atomically(tmp_path, monkeypatch):
         with pytest.raises(OSError, match="disk full"):
             distance.plot_distance_by_block(table, "m", "m", tmp_path / "d.png")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_figure_job_splits_its_inputs_per_figure():
+    """A figure job for every model gets one list of inputs, each figure's files after the other's."""
+    from vitprobe.pipeline.figures import consecutive, per_model
+
+    assert consecutive(["a", "b", "c", "d"], [1, 0, 3]) == [["a"], [], ["b", "c", "d"]]
+    assert per_model(["a0", "a1", "b0", "b1"], ["a", "b"]) == {"a": ["a0", "a1"], "b": ["b0", "b1"]}
+    with pytest.raises(ValueError, match="4 input files for figures of \\[1, 2\\] files"):
+        consecutive(["a", "b", "c", "d"], [1, 2])
+    with pytest.raises(ValueError, match="do not split evenly"):
+        per_model(["a0", "a1", "b0"], ["a", "b"])

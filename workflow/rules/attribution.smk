@@ -61,24 +61,31 @@ rule figure_attribution_curves:
         table=result("attribution.parquet"),
         curves=result("attribution_curves.parquet"),
     output:
-        curves=report(
-            result("figures/attribution_curves_{model}.png"), caption="../report/attribution_curves.rst", category="Attribution"
-        ),
-        auc=report(result("figures/attribution_auc_{model}.png"), caption="../report/attribution_auc.rst", category="Attribution"),
+        curves=[
+            report(
+                result(f"figures/attribution_curves_{m}.png"), caption="../report/attribution_curves.rst", category="Attribution"
+            )
+            for m in MODELS
+        ],
+        auc=[
+            report(result(f"figures/attribution_auc_{m}.png"), caption="../report/attribution_auc.rst", category="Attribution")
+            for m in MODELS
+        ],
     log:
-        result("logs/figures/attribution_{model}.log"),
+        result("logs/figures/attribution_curves.log"),
     benchmark:
-        result("benchmarks/figures/attribution_{model}.tsv")
+        result("benchmarks/figures/attribution_curves.tsv")
     conda:
         "../../envs/vitprobe.yaml"
     resources:
         mem_mb=1000,
     params:
-        label=get_label,
-        classifier=get_has_head,
+        models=list(MODELS),
+        labels=report_param(LABELS),
+        classifiers={m: MODELS[m].has_head for m in MODELS},
         code=code("figure_attribution_curves.py"),
     message:
-        "figure_attribution_curves {wildcards.model}, log: {log}"
+        "figure_attribution_curves, log: {log}"
     script:
         "../scripts/figure_attribution_curves.py"
 

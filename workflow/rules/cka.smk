@@ -50,47 +50,34 @@ rule cka:
         "../scripts/cka.py"
 
 
-rule figure_cka_model:
+# Every model's own blocks and every comparison: one job (the same code and options).
+rule figure_cka:
     input:
-        result("cka/{model}/{model}.parquet"),
+        within=[result(f"cka/{m}/{m}.parquet") for m in MODELS],
+        between=[result(f"cka/{a}/{b}.parquet") for models in COMPARISONS.values() for a, b in comparison_pairs(models)],
     output:
-        report(result("figures/cka_within_{model}.png"), caption="../report/cka_model.rst", category="Representations"),
+        within=[
+            report(result(f"figures/cka_within_{m}.png"), caption="../report/cka_model.rst", category="Representations")
+            for m in MODELS
+        ],
+        between=[
+            report(result(f"figures/cka_between_{name}.png"), caption="../report/cka_comparison.rst", category="Representations")
+            for name in COMPARISONS
+        ],
     log:
-        result("logs/figures/cka_within_{model}.log"),
+        result("logs/figures/cka.log"),
     benchmark:
-        result("benchmarks/figures/cka_within_{model}.tsv")
+        result("benchmarks/figures/cka.tsv")
     conda:
         "../../envs/vitprobe.yaml"
     resources:
         mem_mb=1000,
     params:
-        labels=get_model_labels,
+        labels=report_param(LABELS),
+        pair_counts=[len(comparison_pairs(models)) for models in COMPARISONS.values()],
         features=CKA_SETTINGS["features"],
         code=code("figure_cka.py"),
     message:
-        "figure_cka_model {wildcards.model}, log: {log}"
-    script:
-        "../scripts/figure_cka.py"
-
-
-rule figure_cka_comparison:
-    input:
-        get_comparison_cka_tables,
-    output:
-        report(result("figures/cka_between_{comparison}.png"), caption="../report/cka_comparison.rst", category="Representations"),
-    log:
-        result("logs/figures/cka_between_{comparison}.log"),
-    benchmark:
-        result("benchmarks/figures/cka_between_{comparison}.tsv")
-    conda:
-        "../../envs/vitprobe.yaml"
-    resources:
-        mem_mb=1000,
-    params:
-        labels=get_comparison_labels,
-        features=CKA_SETTINGS["features"],
-        code=code("figure_cka.py"),
-    message:
-        "figure_cka_comparison {wildcards.comparison}, log: {log}"
+        "figure_cka, log: {log}"
     script:
         "../scripts/figure_cka.py"

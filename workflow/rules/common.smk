@@ -25,6 +25,8 @@ REDUCER_SETTINGS = {k: ANALYSIS_SETTINGS[k] for k in ("renormalize", "head_fusio
 GEOMETRIES = {entry.geometry: entry for entry in MODELS.values()}
 HEADED = [m for m, e in MODELS.items() if e.has_head]
 LABELS = {m: e.label for m, e in MODELS.items()}
+# Each model's prefix tokens in order (cls, distillation, register).
+PREFIX_KINDS = {m: list(e.spec.prefix_tokens) for m, e in MODELS.items()}
 MAP_QUERIES = {m: e.map_query for m, e in MODELS.items()}  # whose attention the CLS maps and rollout rows are
 MAP_IMAGES = ANALYSIS_SETTINGS["map_images"]
 PCA_SETTINGS = ANALYSIS_SETTINGS["pca"]
@@ -128,7 +130,7 @@ def get_model_settings(wildcards):
     return model_settings(wildcards.model)
 
 
-# The models whose per-shard files a rule reads, key -> settings: the stage checks that each file
+# The models whose per-shard files a stage reads (key -> settings). The stage checks that each file
 # is that model's, from this config's settings and weights, and of the manifest's rows of its shard
 # (`RunShards`); the manifest and any local weights file are the rule's inputs.
 
@@ -158,10 +160,6 @@ def get_attribution_crops(wildcards):
     """The crop shards holding the attribution images (the first manifest rows)."""
     geometry = MODELS[wildcards.model].geometry
     return [result(f"crops/{geometry}/shard_{s}.npy") for s in get_shards()[: max(-(-ATTRIBUTION_COUNT // SHARD_SIZE), 1)]]
-
-
-def get_has_head(wildcards):
-    return MODELS[wildcards.model].has_head
 
 
 def get_attribution_outputs(wildcards=None):
@@ -283,30 +281,8 @@ def get_all_outputs(wildcards=None):
 # Input functions and parameters of one model, one comparison or one crop geometry (wildcards).
 
 
-def get_label(wildcards):
-    """The model's label for titles: its exact checkpoint (report text: `report_param`)."""
-    return report_param(LABELS[wildcards.model])
-
-
-def get_model_labels(wildcards):
-    return report_param({wildcards.model: LABELS[wildcards.model]})
-
-
-def get_comparison_models(wildcards):
-    return COMPARISONS[wildcards.comparison]
-
-
-def get_comparison_labels(wildcards):
-    return report_param({m: LABELS[m] for m in COMPARISONS[wildcards.comparison]})
-
-
-def get_map_query(wildcards):
-    return MAP_QUERIES[wildcards.model]
-
-
 def get_prefix_kinds(wildcards):
-    """The model's prefix tokens in order (cls, distillation, register)."""
-    return list(MODELS[wildcards.model].spec.prefix_tokens)
+    return PREFIX_KINDS[wildcards.model]
 
 
 def memory_for_inputs(base_mb, per_input_mb):
@@ -319,9 +295,14 @@ def get_model_representations(wildcards):
     return get_representation_shards(wildcards.model)
 
 
-def get_map_representations(wildcards):
-    """The representation shards that hold the map images."""
-    return [shard_path(wildcards.model, "representations", s) for s in get_map_shards()]
+def get_all_representations(wildcards):
+    """Every model's representation shards, model after model."""
+    return [path for m in MODELS for path in get_representation_shards(m)]
+
+
+def get_all_map_representations(wildcards):
+    """The representation shards that hold the map images, model after model."""
+    return [shard_path(m, "representations", s) for m in MODELS for s in get_map_shards()]
 
 
 def get_model_maps(wildcards):
@@ -364,10 +345,6 @@ def get_representations_a(wildcards):
 
 def get_representations_b(wildcards):
     return get_representation_shards(wildcards.model_b)
-
-
-def get_comparison_cka_tables(wildcards):
-    return [result(f"cka/{a}/{b}.parquet") for a, b in comparison_pairs(COMPARISONS[wildcards.comparison])]
 
 
 def get_output_listing(wildcards):

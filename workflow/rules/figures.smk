@@ -1,7 +1,8 @@
 # Every figure reads tables and small arrays only; a figure option reruns only these rules.
 # Each rule has its own script, so its code is only what that figure imports. A figure job costs
 # more to start (Python, pandas, matplotlib: about 4 of its 5 s) than to draw one model's figure,
-# so a figure whose options are the same for every model is one job drawing every model's.
+# so each figure kind is one job drawing every model's (or comparison's); only the video, which
+# runs its model over the clip, is a job of its own.
 
 
 rule figure_distance_by_block:
@@ -38,25 +39,28 @@ rule figure_distance_comparison:
     input:
         table=result("mean_attention_distance.parquet"),
     output:
-        report(
-            result("figures/distance_comparison_{comparison}.png"),
-            caption="../report/distance_comparison.rst",
-            category="Mean attention distance",
-        ),
+        [
+            report(
+                result(f"figures/distance_comparison_{name}.png"),
+                caption="../report/distance_comparison.rst",
+                category="Mean attention distance",
+            )
+            for name in COMPARISONS
+        ],
     log:
-        result("logs/figures/distance_comparison_{comparison}.log"),
+        result("logs/figures/distance_comparison.log"),
     benchmark:
-        result("benchmarks/figures/distance_comparison_{comparison}.tsv")
+        result("benchmarks/figures/distance_comparison.tsv")
     conda:
         "../../envs/vitprobe.yaml"
     resources:
         mem_mb=1000,
     params:
         code=code("figure_distance_comparison.py"),
-        models=get_comparison_models,
+        comparisons=list(COMPARISONS.values()),
         labels=report_param(LABELS),
     message:
-        "figure_distance_comparison {wildcards.comparison}, log: {log}"
+        "figure_distance_comparison, log: {log}"
     script:
         "../scripts/figure_distance_comparison.py"
 
@@ -87,53 +91,54 @@ rule figure_rollout:
 
 rule figure_cls_heads:
     input:
-        maps=result("maps/{model}.npz"),
-    # One job per model for all its map images: a figure job costs more to start than to draw.
+        maps=[result(f"maps/{m}.npz") for m in MODELS],
     output:
         [
             report(
-                result(f"figures/cls_attention_heads_{{model}}_image{index}.png"),
+                result(f"figures/cls_attention_heads_{model}_image{index}.png"),
                 caption="../report/cls_heads.rst",
                 category="Attention maps",
             )
+            for model in MODELS
             for index in range(MAP_IMAGES)
         ],
     log:
-        result("logs/figures/cls_attention_heads_{model}.log"),
+        result("logs/figures/cls_attention_heads.log"),
     benchmark:
-        result("benchmarks/figures/cls_attention_heads_{model}.tsv")
+        result("benchmarks/figures/cls_attention_heads.tsv")
     conda:
         "../../envs/vitprobe.yaml"
     resources:
         mem_mb=1000,
     params:
         code=code("figure_cls_heads.py"),
-        label=get_label,
-        query=get_map_query,
+        models=list(MODELS),
+        labels=report_param(LABELS),
+        queries=MAP_QUERIES,
     message:
-        "figure_cls_heads {wildcards.model}, log: {log}"
+        "figure_cls_heads, log: {log}"
     script:
         "../scripts/figure_cls_heads.py"
 
 
 rule figure_pca:
     input:
-        pca=result("pca/{model}.npz"),
+        pca=[result(f"pca/{m}.npz") for m in PCA_MODELS],
     output:
-        report(result("figures/pca_{model}.png"), caption="../report/pca.rst", category="Representations"),
+        [report(result(f"figures/pca_{m}.png"), caption="../report/pca.rst", category="Representations") for m in PCA_MODELS],
     log:
-        result("logs/figures/pca_{model}.log"),
+        result("logs/figures/pca.log"),
     benchmark:
-        result("benchmarks/figures/pca_{model}.tsv")
+        result("benchmarks/figures/pca.tsv")
     conda:
         "../../envs/vitprobe.yaml"
     resources:
         mem_mb=1000,
     params:
         code=code("figure_pca.py"),
-        label=get_label,
+        labels=report_param([LABELS[m] for m in PCA_MODELS]),
     message:
-        "figure_pca {wildcards.model}, log: {log}"
+        "figure_pca, log: {log}"
     script:
         "../scripts/figure_pca.py"
 
@@ -243,22 +248,23 @@ rule figure_predictions:
 rule figure_top1_gallery:
     input:
         predictions=result("predictions.parquet"),
-        maps=result("maps/{model}.npz"),
+        maps=[result(f"maps/{m}.npz") for m in HEADED],
     output:
-        report(result("figures/top1_gallery_{model}.png"), caption="../report/gallery.rst", category="Predictions"),
+        [report(result(f"figures/top1_gallery_{m}.png"), caption="../report/gallery.rst", category="Predictions") for m in HEADED],
     log:
-        result("logs/figures/top1_gallery_{model}.log"),
+        result("logs/figures/top1_gallery.log"),
     benchmark:
-        result("benchmarks/figures/top1_gallery_{model}.tsv")
+        result("benchmarks/figures/top1_gallery.tsv")
     conda:
         "../../envs/vitprobe.yaml"
     resources:
         mem_mb=memory_for_inputs(1000, 10),
     params:
         code=code("figure_top1_gallery.py"),
-        label=get_label,
+        models=HEADED,
+        labels=report_param([LABELS[m] for m in HEADED]),
     message:
-        "figure_top1_gallery {wildcards.model}, log: {log}"
+        "figure_top1_gallery, log: {log}"
     script:
         "../scripts/figure_top1_gallery.py"
 

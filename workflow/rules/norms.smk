@@ -52,52 +52,56 @@ rule token_norms_combine:
 
 rule figure_token_norms:
     input:
-        shards=get_model_representations,
-        table=result("token_norms/{model}.parquet"),
+        shards=get_all_representations,
+        tables=[result(f"token_norms/{m}.parquet") for m in MODELS],
     output:
-        report(
-            result("figures/token_norms_{model}.png"),
-            caption="../report/token_norms.rst",
-            category="Representations",
-        ),
+        [
+            report(result(f"figures/token_norms_{m}.png"), caption="../report/token_norms.rst", category="Representations")
+            for m in MODELS
+        ],
     log:
-        result("logs/figures/token_norms_{model}.log"),
+        result("logs/figures/token_norms.log"),
     benchmark:
-        result("benchmarks/figures/token_norms_{model}.tsv")
+        result("benchmarks/figures/token_norms.tsv")
     conda:
         "../../envs/vitprobe.yaml"
     resources:
         mem_mb=memory_for_inputs(1000, 10),
     params:
-        prefix_kinds=get_prefix_kinds,
-        label=get_label,
+        models=list(MODELS),
+        prefix_kinds=PREFIX_KINDS,
+        labels=report_param(LABELS),
         code=code("figure_token_norms.py"),
     message:
-        "figure_token_norms {wildcards.model}, log: {log}"
+        "figure_token_norms, log: {log}"
     script:
         "../scripts/figure_token_norms.py"
 
 
 rule figure_high_norm:
     input:
-        maps=result("maps/{model}.npz"),
-        shards=get_map_representations,
-        table=result("token_norms/{model}.parquet"),
+        maps=[result(f"maps/{m}.npz") for m in MODELS],
+        shards=get_all_map_representations,
+        tables=[result(f"token_norms/{m}.parquet") for m in MODELS],
     output:
-        report(result("figures/high_norm_{model}.png"), caption="../report/high_norm.rst", category="Attention maps"),
+        [
+            report(result(f"figures/high_norm_{m}.png"), caption="../report/high_norm.rst", category="Attention maps")
+            for m in MODELS
+        ],
     log:
-        result("logs/figures/high_norm_{model}.log"),
+        result("logs/figures/high_norm.log"),
     benchmark:
-        result("benchmarks/figures/high_norm_{model}.tsv")
+        result("benchmarks/figures/high_norm.tsv")
     conda:
         "../../envs/vitprobe.yaml"
     resources:
         mem_mb=memory_for_inputs(1000, 10),
     params:
-        prefix_kinds=get_prefix_kinds,
-        label=get_label,
+        models=list(MODELS),
+        prefix_kinds=PREFIX_KINDS,
+        labels=report_param(LABELS),
         code=code("figure_high_norm.py"),
     message:
-        "figure_high_norm {wildcards.model}, log: {log}"
+        "figure_high_norm, log: {log}"
     script:
         "../scripts/figure_high_norm.py"

@@ -5,5 +5,7 @@ import json  # noqa: E402
 
 from vitprobe.pipeline.figures.distance import distance_comparison  # noqa: E402  (after the thread limit)
 
-i, o, p, w = snakemake.input, snakemake.output, snakemake.params, snakemake.wildcards
-distance_comparison(i.table, p.models, json.loads(p.labels), o[0])
+i, o, p = snakemake.input, snakemake.output, snakemake.params
+labels = json.loads(p.labels)
+for models, out in zip(p.comparisons, o):
+    distance_comparison(i.table, models, labels, out)

@@ -3,7 +3,11 @@ from vitprobe.pipeline.runlog import start
 start(snakemake.log, snakemake.threads)
 import json  # noqa: E402
 
+from vitprobe.pipeline.figures import per_model  # noqa: E402
 from vitprobe.pipeline.figures.token_norms import high_norm_maps  # noqa: E402  (after the thread limit)
 
-i, p = snakemake.input, snakemake.params
-high_norm_maps(i.maps, list(i.shards), i.table, p.prefix_kinds, json.loads(p.label), snakemake.output[0])
+i, o, p = snakemake.input, snakemake.output, snakemake.params
+labels = json.loads(p.labels)
+shards = per_model(list(i.shards), p.models)
+for model, maps, table, out in zip(p.models, i.maps, i.tables, o):
+    high_norm_maps(maps, shards[model], table, p.prefix_kinds[model], labels[model], out)

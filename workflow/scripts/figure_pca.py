@@ -5,4 +5,6 @@ import json  # noqa: E402
 
 from vitprobe.pipeline.figures.pca import pca_maps  # noqa: E402  (after the thread limit)
 
-pca_maps(snakemake.input.pca, json.loads(snakemake.params.label), snakemake.output[0])
+i, o, p = snakemake.input, snakemake.output, snakemake.params
+for pca, label, out in zip(i.pca, json.loads(p.labels), o):
+    pca_maps(pca, label, out)

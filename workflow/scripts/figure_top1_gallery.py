@@ -5,5 +5,6 @@ import json  # noqa: E402
 
 from vitprobe.pipeline.figures.predictions import top1_gallery  # noqa: E402  (after the thread limit)
 
-i, o, p, w = snakemake.input, snakemake.output, snakemake.params, snakemake.wildcards
-top1_gallery(i.predictions, i.maps, w.model, json.loads(p.label), o[0])
+i, o, p = snakemake.input, snakemake.output, snakemake.params
+for model, maps, label, out in zip(p.models, i.maps, json.loads(p.labels), o):
+    top1_gallery(i.predictions, maps, model, label, out)
