@@ -116,6 +116,16 @@ def test_tilde_in_images_path_is_expanded(tmp_path, monkeypatch):
     assert [r.image_id for r in sources.folder("~/photos")] == ["a.png"]
 
 
+def sample_folder(images: Path, tmp_path: Path, strict: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The sample stage on folder ``images``: its manifest and its rejected files."""
+    sample_stage(
+        {"source": "folder", "path": str(images), "count": None, "seed": 0, "strict": strict},
+        tmp_path / "m.parquet",
+        tmp_path / "r.parquet",
+    )
+    return pd.read_parquet(tmp_path / "m.parquet"), pd.read_parquet(tmp_path / "r.parquet")
+
+
 def test_jfif_links_and_folders_named_like_images_are_listed_with_why(tmp_path):
     images = tmp_path / "images"
     images.mkdir()
@@ -125,12 +135,7 @@ def test_jfif_links_and_folders_named_like_images_are_listed_with_why(tmp_path):
     (images / "dangling.png").symlink_to(tmp_path / "gone.png")
     (images / "folder.jpg").mkdir()
     (images / "dir_link.png").symlink_to(images / "folder.jpg")
-    sample_stage(
-        {"source": "folder", "path": str(images), "count": None, "seed": 0, "strict": False},
-        tmp_path / "m.parquet",
-        tmp_path / "r.parquet",
-    )
-    manifest, rejected = pd.read_parquet(tmp_path / "m.parquet"), pd.read_parquet(tmp_path / "r.parquet")
+    manifest, rejected = sample_folder(images, tmp_path, strict=False)
     assert sorted(manifest.image_id) == ["good_link.png", "photo.jfif"]
     reasons = dict(zip(rejected.image_id, rejected.reason))
     assert reasons.keys() == {"dangling.png", "folder.jpg", "dir_link.png"}
@@ -151,12 +156,7 @@ def test_files_without_an_image_extension_are_listed_with_why(tmp_path, strict):
         (images / name).write_bytes(b"not an image")
     (images / os.fsdecode(b"caf\xe9.txt")).write_bytes(b"latin-1 name")
     (images / "labels.csv").write_text("filename,label\na.png,3\n")
-    sample_stage(
-        {"source": "folder", "path": str(images), "count": None, "seed": 0, "strict": strict},
-        tmp_path / "m.parquet",
-        tmp_path / "r.parquet",
-    )
-    manifest, rejected = pd.read_parquet(tmp_path / "m.parquet"), pd.read_parquet(tmp_path / "r.parquet")
+    manifest, rejected = sample_folder(images, tmp_path, strict)
     assert sorted(manifest.image_id) == ["a.png", "sub/.hidden.png"]
     reasons = dict(zip(rejected.image_id, rejected.reason))
     extensions = {".DS_Store": "none", "README": "none", "Thumbs.db": ".db", "caf\\udce9.txt": ".txt", "notes.txt": ".txt"}
