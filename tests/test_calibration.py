@@ -157,6 +157,7 @@ def test_calibration_end_to_end_then_the_extract_job_logs_its_choice(tmp_path, m
     """Measure both tensorflow modes on a one-block model (each in its own process), store the
     record where the extract stage looks, and run the stage: its log names the mode and the numbers."""
     from vitprobe.atomic import write_parquet
+    from vitprobe.pipeline.config import validated_entries
     from vitprobe.pipeline.extract import run_extract
 
     monkeypatch.setenv("VITPROBE_CACHE", str(tmp_path / "cache"))
@@ -191,7 +192,9 @@ def test_calibration_end_to_end_then_the_extract_job_logs_its_choice(tmp_path, m
             ("map_images", "npz"),
         )
     }
-    settings = {"arch": "vit_tiny_patch16_224", "weights": "random", "spec": overrides}
+    settings = validated_entries({"tiny": {"arch": "vit_tiny_patch16_224", "weights": "random", "spec": overrides}})[
+        "tiny"
+    ].settings
     with caplog.at_level(logging.INFO, logger="vitprobe"):
         run_extract(
             "tiny",
