@@ -1,6 +1,7 @@
 """A bad config stops the run before any job, with one message naming the key and the fix."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -29,6 +30,15 @@ def dry_run(tmp_path, config: dict | None, env: dict | None = None) -> subproces
     result = subprocess.run(args, capture_output=True, text=True, env={**os.environ, **(env or {})})
     result.output = result.stdout + result.stderr  # snakemake logs its errors to either
     return result
+
+
+def planned_files(tmp_path, config: dict) -> set[str]:
+    """The output files a run of ``config`` plans before its sample checkpoint (``--summary``:
+    a dry run prints each job's message, not its files)."""
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    args = ["--summary", "-s", str(REPO / "Snakefile"), "-d", str(tmp_path), "--configfile", str(tmp_path / "c.yaml")]
+    result = subprocess.run([sys.executable, "-m", "snakemake", *args], capture_output=True, text=True, check=True)
+    return {line.split("\t")[0] for line in result.stdout.splitlines()[1:] if "\t" in line}
 
 
 def with_(path: str, value) -> dict:
@@ -67,8 +77,9 @@ def test_label_target_needs_labels(tmp_path):
 def test_good_config_plans_jobs(tmp_path):
     result = dry_run(tmp_path, BASE)
     assert result.returncode == 0, result.output
-    assert "sample" in result.output and "cka.parquet" in result.output
-    assert "pca/m.npz" in result.output and "figures/pca_m.png" in result.output  # on by default
+    assert re.search(r"^Job \d+: sample\b", result.output, re.M) and re.search(r"^Job \d+: cka\b", result.output, re.M)
+    files = planned_files(tmp_path, BASE)
+    assert {"results/cfg/cka.parquet", "results/cfg/pca/m.npz", "results/cfg/figures/pca_m.png"} <= files  # PCA on by default
 
 
 def test_a_small_run_lowers_the_default_map_images_and_skips_cka(tmp_path):
@@ -77,10 +88,12 @@ def test_a_small_run_lowers_the_default_map_images_and_skips_cka(tmp_path):
     # 2 images and map_images not given: its default (4) is lowered to 2, and said so.
     assert "analysis.map_images: the default 4 lowered to the 2 images this run samples" in result.output
     assert "attribution.images: the default 8 lowered to the 2 images this run samples" in result.output
-    assert "cls_attention_heads_m_image1.png" in result.output and "image2.png" not in result.output
+    files = planned_files(tmp_path, with_("images.count", 2))
+    assert "results/cfg/figures/cls_attention_heads_m_image1.png" in files
+    assert not any("image2.png" in f for f in files)
     # Fewer images than one CKA group (8): no CKA, and said so.
     assert "cka: the run samples fewer images than one group (cka.group_size 8): no CKA" in result.output
-    assert "cka.parquet" not in result.output and "cka_within" not in result.output
+    assert not any("cka" in f for f in files)
 
 
 @pytest.mark.parametrize(
