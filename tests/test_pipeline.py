@@ -590,20 +590,23 @@ def test_every_rule_declares_its_memory_and_is_measured():
     for _, name, body in RULE_BLOCKS:
         if "localrule: True" not in body:
             assert re.search(r"^\s+resources:\n(\s+.*\n)*?\s+(mem_mb=|\*\*EXTRACT_RESOURCES)", body, re.M), name
-            assert re.search(r"^\s+benchmark:\n", body, re.M), name
+            log = re.search(r"^\s+log:\n\s+result\(\"logs/([^\"]+)\.log\"\)", body, re.M)
+            benchmark = re.search(r"^\s+benchmark:\n\s+result\(\"benchmarks/([^\"]+)\.tsv\"\)", body, re.M)
+            assert log and benchmark and log[1] == benchmark[1], name  # the job's log says where its peak is
 
 
 LOCAL_RULES = {name for _, name, body in RULE_BLOCKS if "localrule: True" in body} | {"all"}
 
 
-def _started_jobs(console: str) -> list[dict]:
-    """Each job a snakemake run started, from its console: the rule, and its benchmark file and
-    mem_mb as snakemake printed them (a local run prints every job as ``localrule``)."""
+def _started_jobs(workdir: Path, console: str) -> list[dict]:
+    """Each job a snakemake run started, from its console line (``Job N: <rule> ..., log: <file>``):
+    its rule, the mem_mb its log says the rule declared, and its benchmark file (every rule's is
+    its log's path under benchmarks/ instead of logs/, as the test above checks)."""
     jobs = []
-    for rule, block in re.findall(r"^(?:local)?(?:rule|checkpoint) (\w+):\n((?:    .*\n)+)", console, re.M):
-        fields = dict(re.findall(r"^    (\w+): (.*)$", block, re.M))
-        memory = re.search(r"\bmem_mb=(\d+)", fields.get("resources", ""))
-        jobs.append(dict(rule=rule, benchmark=fields.get("benchmark"), mem_mb=memory and int(memory[1])))
+    for rule, log in re.findall(r"^Job \d+: (\w+)\b.*, log: (\S+)$", console, re.M):
+        declared = re.search(r"memory: (\d+) MB declared", (workdir / log).read_text())
+        benchmark = str(Path(log.replace("/logs/", "/benchmarks/", 1)).with_suffix(".tsv"))
+        jobs.append(dict(rule=rule, benchmark=benchmark, mem_mb=declared and int(declared[1])))
     return jobs
 
 
@@ -612,7 +615,8 @@ def test_every_job_peaks_below_its_declared_memory(run, fused_run):
     max_rss of its benchmark (sampled every half second, child processes included) stayed below it."""
     measured = set()
     for workdir, config, _ in (run, fused_run):
-        jobs = [job for job in _started_jobs(config.with_suffix(".console").read_text()) if job["rule"] not in LOCAL_RULES]
+        console = config.with_suffix(".console").read_text()
+        jobs = [job for job in _started_jobs(workdir, console) if job["rule"] not in LOCAL_RULES]
         assert len(jobs) > 20, jobs
         for job in jobs:
             assert job["mem_mb"] and job["benchmark"], job

@@ -1,6 +1,6 @@
 from vitprobe.pipeline.runlog import start
 
-start(snakemake.log, snakemake.threads)
+start(snakemake.log, snakemake.threads, snakemake.resources)
 from vitprobe.pipeline.attribution import run_attribution  # noqa: E402  (after the thread limit)
 
 i, o, p = snakemake.input, snakemake.output, snakemake.params

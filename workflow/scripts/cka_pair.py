@@ -1,6 +1,6 @@
 from vitprobe.pipeline.runlog import start
 
-start(snakemake.log, snakemake.threads)
+start(snakemake.log, snakemake.threads, snakemake.resources)
 from vitprobe.pipeline.cka import cka_pair  # noqa: E402  (after the thread limit)
 from vitprobe.pipeline.run_shards import RunShards  # noqa: E402
 

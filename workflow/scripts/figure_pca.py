@@ -1,6 +1,6 @@
 from vitprobe.pipeline.runlog import start
 
-start(snakemake.log, snakemake.threads)
+start(snakemake.log, snakemake.threads, snakemake.resources)
 import json  # noqa: E402
 
 from vitprobe.pipeline.figures.pca import pca_maps  # noqa: E402  (after the thread limit)

@@ -1,6 +1,6 @@
 from vitprobe.pipeline.runlog import start
 
-start(snakemake.log, snakemake.threads)
+start(snakemake.log, snakemake.threads, snakemake.resources)
 from vitprobe.pipeline.prepare import prepare  # noqa: E402  (after the thread limit)
 
 p = snakemake.params

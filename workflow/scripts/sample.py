@@ -1,6 +1,6 @@
 from vitprobe.pipeline.runlog import start
 
-start(snakemake.log, snakemake.threads)
+start(snakemake.log, snakemake.threads, snakemake.resources)
 from vitprobe.pipeline.config import cka_runs  # noqa: E402
 from vitprobe.pipeline.sample import sample_stage  # noqa: E402  (after the thread limit)
 

@@ -18,10 +18,12 @@ from ..hardware import machine_key
 from .threads import THREAD_VARIABLES, limit_threads
 
 
-def start(log_paths, threads: int = 1) -> logging.Logger:
+def start(log_paths, threads: int = 1, resources=None) -> logging.Logger:
     """Limit the job to ``threads`` (before any numerical library loads), keep jax's compiled
     programs between jobs (`persistent_compile_cache`) and send the ``vitprobe`` logger to the
-    rule's ``log:`` file (if any) and to the console."""
+    rule's ``log:`` file (if any) and to the console. The first line says the threads and the
+    memory the rule declared (``resources``: the job's, with ``mem_mb``), beside the peak that its
+    benchmark file records."""
     limit_threads(threads)
     compile_cache = persistent_compile_cache()
     logger = logging.getLogger("vitprobe")
@@ -48,7 +50,9 @@ def start(log_paths, threads: int = 1) -> logging.Logger:
     # The values the numerical libraries will read, as the job sees them (a cluster job's check);
     # the console interleaves parallel jobs: naming the log file says which job this is.
     settings = " ".join(f"{var}={os.environ.get(var)}" for var in THREAD_VARIABLES)
-    logger.info("threads: %d (%s), log: %s", max(1, int(threads)), settings, paths[0] if paths else "none")
+    memory = (resources or {}).get("mem_mb")
+    declared = f"{memory} MB declared" if memory else "not declared"
+    logger.info("threads: %d (%s), memory: %s, log: %s", max(1, int(threads)), settings, declared, paths[0] if paths else "none")
     if compile_cache and keras_backend() == "jax":
         logger.info("jax compilation cache: %s", compile_cache)
 
