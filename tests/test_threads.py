@@ -50,8 +50,8 @@ def test_limit_sets_the_variables_that_tensorflow_obeys():
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=[s.stem for s in SCRIPTS])
 def test_every_script_limits_threads_before_anything_else(script):
-    """`start(snakemake.log, snakemake.threads)` right after importing it: the rule's thread count,
-    set before the stage import loads Keras."""
+    """`start(snakemake.log, snakemake.threads, snakemake.resources)` right after importing it: the
+    rule's thread count, set before the stage import loads Keras (and its memory, logged)."""
     body = ast.parse(script.read_text()).body
     assert ast.unparse(body[0]) == "from vitprobe.pipeline.runlog import start"
-    assert ast.unparse(body[1]) == "start(snakemake.log, snakemake.threads)"
+    assert ast.unparse(body[1]) == "start(snakemake.log, snakemake.threads, snakemake.resources)"
