@@ -7,7 +7,17 @@ import numpy as np
 import pytest
 
 import vitprobe
-from vitprobe.shards import METADATA, ShardError, ShardInfo, ShardWriter, open_attention, open_crops
+from vitprobe.shards import (
+    METADATA,
+    ShardError,
+    ShardIdentity,
+    ShardInfo,
+    ShardWriter,
+    load_shard_npz,
+    open_attention,
+    open_crops,
+    read_shard_table,
+)
 
 INFO = ShardInfo("deit_dist", "deit_tiny_distilled_patch16_224.fb_in1k", ["i0", "i1", "i2"], ("cls", "distillation"), 2, 16)
 
@@ -151,3 +161,13 @@ def test_truncated_crop_shard_is_reported_and_deleted(tmp_path):
     with pytest.raises(ShardError, match=r"crops\.npy: crop shard is truncated or corrupt.*rerun to rebuild it"):
         open_crops(path)
     assert not path.exists()
+
+
+def test_a_reader_failure_is_not_taken_for_damage(tmp_path):
+    """A missing file says nothing of a file's content: it is raised as it is, not reported as a
+    corrupt shard (whose file would be deleted)."""
+    identity = ShardIdentity("vit", "0" * 64, "1" * 64)
+    with pytest.raises(FileNotFoundError):
+        load_shard_npz(tmp_path / "maps_0.npz", identity, "maps shard")
+    with pytest.raises(FileNotFoundError):
+        read_shard_table(tmp_path / "distance_0.parquet", identity, "distance shard")

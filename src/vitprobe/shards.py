@@ -90,6 +90,10 @@ class ShardIdentity:
             raise ShardError(f"{path}: {what} is not this run's: {'; '.join(wrong)}. Deleted it, rerun to rebuild it")
 
 
+# Failures of the reader, not of the file: a missing or unreadable file, or memory running out.
+_NOT_DAMAGE = (FileNotFoundError, PermissionError, MemoryError)
+
+
 def _damaged(path: Path, what: str, reason: object) -> ShardError:
     path.unlink(missing_ok=True)
     return ShardError(f"{path}: {what} is truncated or corrupt ({reason}); deleted it, rerun to rebuild it")
@@ -116,6 +120,8 @@ def load_shard_npz(path: str | os.PathLike, expected: ShardIdentity, what: str) 
             if bad is not None:
                 raise ValueError(f"member {bad} fails its CRC-32: bytes changed on disk")
             arrays = {name: npz[name] for name in npz.files}
+    except _NOT_DAMAGE:
+        raise  # the file may be sound: never delete it for these
     except Exception as e:  # a damaged header fails in any of numpy's parsers
         raise _damaged(path, what, e) from e
     fields = ShardIdentity.FIELDS
@@ -156,6 +162,8 @@ def read_shard_table(path: str | os.PathLike, expected: ShardIdentity, what: str
     try:
         table = pq.read_table(path)
         frame = table.to_pandas()
+    except _NOT_DAMAGE:
+        raise  # the file may be sound: never delete it for these
     except Exception as e:  # a damaged footer fails in any of pyarrow's and pandas' parsers
         raise _damaged(path, what, e) from e
     meta = {k.decode(errors="replace"): v.decode(errors="replace") for k, v in (table.schema.metadata or {}).items()}
