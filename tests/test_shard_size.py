@@ -29,13 +29,19 @@ def test_smallest_shard_keeps_the_start_up_at_3_percent():
 @pytest.mark.parametrize(
     ("images", "models", "slots", "startup", "size"),
     [
-        (1000, 5, 2, 36, 1000),  # fewer images than the bound: one job per model
+        # 5 one-shard jobs on 2 cores: 3 rounds x (1000 + 36), the last on one core; two shards
+        # per model fill 5 rounds: 5 x (504 + 36) = 2700 < 3108
+        (1000, 5, 2, 36, 504),
+        (1000, 5, 1, 36, 1000),  # one core: nothing idles, one job per model
+        (1000, 4, 2, 36, 1000),  # 4 jobs fill 2 rounds on 2 cores
         (14, 2, 2, 36, 16),  # the demo: one shard, rounded up to whole groups of 8
         (100, 1, 2, 36, 56),  # one model, two cores: two shards (50 -> 56, whole groups)
-        (50_000, 5, 2, 36, 1192),  # 42 shards of at least 1164 (50000 / 42 = 1190.5 -> 1192)
-        (50_000, 5, 64, 36, 1192),  # 42 shards per model already give 64 cores a job
-        (1000, 5, 16, 36, 256),  # 16 cores, 5 models: 4 shards per model (250 -> 256)
-        (50_000, 5, 2, 7500, 50_000),  # a GPU (15 s x 500 img/s): one job per model
+        (50_000, 5, 2, 36, 1192),  # 42 shards of at least 1164 (50000 / 42 = 1190.5 -> 1192), 105 full rounds
+        # 64 cores: 42 shards per model are 210 jobs, 4 rounds with 18 jobs in the last; 51 shards
+        # of 984 fill 4 rounds but one slot: 4 x (984 + 36) = 4080 < 4 x (1192 + 36)
+        (50_000, 5, 64, 36, 984),
+        (1000, 5, 16, 36, 168),  # 16 cores, 5 models: at least 4 shards; 6 (166.7 -> 168) fill 2 rounds
+        (50_000, 5, 1, 7500, 50_000),  # a GPU taking one job at a time (15 s x 500 img/s): one job per model
     ],
 )
 def test_auto_shard_size(images, models, slots, startup, size):

@@ -4,10 +4,15 @@ A job of n images costs its start-up s (importing the backend, building the mode
 program) plus n / r at its steady rate r, so the start-up is s r / (s r + n) of the job. Keeping
 that at most `OVERHEAD` takes n >= s r (1 - OVERHEAD) / OVERHEAD: about 32 start-ups' worth of
 images. A run gets as many shards of at least that size as its images allow (a failed or
-cancelled job loses little, a cluster's time limit holds, the progress is fine-grained), and more
-where fewer jobs than cores would leave cores idle (models x shards >= cores / extract.threads).
-A run of fewer images than the bound has one shard per model, unless the cores ask for more.
+cancelled job loses little, a cluster's time limit holds, the progress is fine-grained).
 
+Then the last round: models x shards jobs run on `slots` parallel jobs (cores / extract.threads)
+in ceil(jobs / slots) rounds, and a last round with fewer jobs than slots leaves cores idle for a
+whole job. Five models in five one-shard jobs on two cores take three rounds, the last on one
+core: 3 x (1000 + s r) image-times for 1,000 images, where two shards per model take five full
+rounds, 5 x (500 + s r). So the count of shards per model is, of that count and the next
+``slots - 1`` ones, the one with the shortest estimated run, rounds x (images per shard + s r)
+(ties: fewer shards). The start-up can then exceed 3% of a job, only where it buys back idle cores.
 s r (the start-up in images) comes from this machine's calibration record of each model
 (`vitprobe.pipeline.calibration`: the fastest candidate of the running backend at the job's
 precision), the largest over the models, since every model reads the same crop shards. Without
@@ -67,8 +72,17 @@ def smallest_shard(startup_images: float) -> int:
 def auto_shard_size(images: int, models: int, slots: int, startup_images: float, multiple: int) -> int:
     """Images per shard for ``images`` images and ``models`` models on ``slots`` parallel jobs,
     rounded up to a multiple of ``multiple`` (cka.group_size: groups never span shards)."""
-    shards = max(1, images // smallest_shard(startup_images), math.ceil(slots / models))
-    return math.ceil(math.ceil(images / shards) / multiple) * multiple
+
+    def size_for(shards: int) -> int:
+        return math.ceil(math.ceil(images / shards) / multiple) * multiple
+
+    def estimated_run(shards: int) -> float:  # in image-times of one job slot
+        size = size_for(shards)
+        jobs = models * math.ceil(images / size)
+        return math.ceil(jobs / slots) * (size + startup_images)
+
+    fewest = max(1, images // smallest_shard(startup_images), math.ceil(slots / models))
+    return size_for(min(range(fewest, fewest + slots), key=estimated_run))
 
 
 def resolve_shard_size(config: dict, entries: dict[str, ModelEntry], images: int | None, slots: int | None = None) -> ShardSizing:
@@ -99,6 +113,7 @@ def resolve_shard_size(config: dict, entries: dict[str, ModelEntry], images: int
     size = auto_shard_size(count, len(entries), slots, startup, config["cka"]["group_size"])
     reason = (
         f"auto: a start-up worth {startup:.0f} images ({source}) is at most {float(OVERHEAD):.0%} of a job of "
-        f"{smallest_shard(startup)} images or more; {count} images, {len(entries)} models, {slots} parallel extract jobs"
+        f"{smallest_shard(startup)} images or more, the last round of jobs balanced; {count} images, {len(entries)} models, "
+        f"{slots} parallel extract jobs"
     )
     return ShardSizing(size, reason)
