@@ -9,9 +9,11 @@ the run left, with the CPU model and its AVX/AMX flags. Prints the Markdown tabl
 <out>/<date>-<host>-<machine>-pipeline.json and .md (--out: benchmarks/records/ by default).
 
 ``--config`` and ``--depth`` run another experiment's models (random weights) or shallower ones,
-for a quick check that the script works.
+for a quick check that the script works. ``--no-attribution`` leaves the attribution stage out (its
+cost does not depend on the photo count: ``attribution.images`` per model).
 
-Usage: python benchmarks/pipeline.py [--images 1000] [--cores 2] [--config config.yaml] [--depth N] [--out DIR]
+Usage: python benchmarks/pipeline.py [--images 1000] [--cores 2] [--config config.yaml] [--depth N] [--no-attribution]
+       [--out DIR]
 """
 
 from __future__ import annotations
@@ -134,6 +136,9 @@ def main() -> None:
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--config", default=str(REPO / "config.yaml"), help="the experiment whose models run (random weights)")
     parser.add_argument("--depth", type=int, default=None, help="blocks of every model (default: each arch's)")
+    parser.add_argument(
+        "--attribution", action=argparse.BooleanOptionalAction, default=True, help="run the attribution stage after the rest"
+    )
     parser.add_argument("--out", default=str(RECORDS), help="folder for the .json and .md (created)")
     args = parser.parse_args()
     paper = yaml.safe_load(Path(args.config).read_text())
@@ -174,10 +179,11 @@ def main() -> None:
         without = dict(config, attribution={**config["attribution"], "images": 0})
         (work / "without_attribution.yaml").write_text(yaml.safe_dump(without))
         wall, log = snakemake(work, "--cores", str(args.cores), "--configfile", "without_attribution.yaml")
-        run = ["--cores", str(args.cores), "--configfile", "bench.yaml"]
-        attribution_wall, attribution_log = snakemake(work, *run)
+        final = config if args.attribution else without
+        run = ["--cores", str(args.cores), "--configfile", "bench.yaml" if args.attribution else "without_attribution.yaml"]
+        attribution_wall, attribution_log = snakemake(work, *run) if args.attribution else (None, "")
         noop, _ = snakemake(work, "-n", *run)
-        changed = dict(config, figures={**config["figures"], "filters": 64})
+        changed = dict(final, figures={**config["figures"], "filters": 64})
         (work / "changed.yaml").write_text(yaml.safe_dump(changed))
         figure_rerun, _ = snakemake(work, "--cores", str(args.cores), "--configfile", "changed.yaml")
         out = work / "results" / "bench"
@@ -198,8 +204,8 @@ def main() -> None:
         "wall_s": round(wall, 1),
         "forward_sum_s": round(sum(forward.values()), 3),  # milliseconds: a quick check's passes are short
         "wall_over_forward": round(wall / sum(forward.values()), 3),
-        "attribution_images": config["attribution"]["images"],
-        "attribution_wall_s": round(attribution_wall, 1),
+        "attribution_images": final["attribution"]["images"],
+        "attribution_wall_s": round(attribution_wall, 1) if args.attribution else None,
         "attribution_job_wall_seconds_by_rule": {k: round(v, 1) for k, v in sorted(job_seconds_by_rule(attribution_log).items())},
         "noop_dry_run_s": round(noop, 2),
         "figure_option_rerun_s": round(figure_rerun, 1),
@@ -233,6 +239,8 @@ def main() -> None:
                 f"The attribution stage ({summary['attribution_images']} images per model), run after the rest: "
                 f"{summary['attribution_wall_s']} s of wall; job wall seconds by rule: "
                 f"{summary['attribution_job_wall_seconds_by_rule']}"
+                if args.attribution
+                else "The attribution stage was not run (--no-attribution)."
             ),
             "",
             f"1-, 5- and 15-minute load average before and after: {summary['load_average_1_5_15min_before_after']}.",

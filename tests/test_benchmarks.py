@@ -96,7 +96,8 @@ def test_bench_tiny(tmp_path):
 
 
 @pytest.mark.slow
-def test_pipeline_benchmark_tiny(tmp_path):
+@pytest.mark.parametrize("attribution", [True, False])
+def test_pipeline_benchmark_tiny(tmp_path, attribution):
     stdout, markdown, data = run_benchmark(
         "pipeline.py",
         tmp_path / "new" / "pipeline",
@@ -106,6 +107,7 @@ def test_pipeline_benchmark_tiny(tmp_path):
         "1",
         "--images",
         "4",
+        *([] if attribution else ["--no-attribution"]),
     )
     assert markdown.strip() in stdout and "| images | models |" in markdown
     assert_names_cpu(data, markdown)
@@ -121,12 +123,20 @@ def test_pipeline_benchmark_tiny(tmp_path):
         "figure_option_rerun_s",
         "extract_peak_rss_mb",
         "disk_mb",
-        "attribution_wall_s",
     ):
         assert data[key] > 0, key
-    assert data["attribution_images"] == 2  # the demo's
-    assert data["attribution_job_wall_seconds_by_rule"]["attribution"] > 0
     assert "attribution" not in data["job_wall_seconds_by_rule"]
+    if attribution:
+        assert data["attribution_images"] == 2  # the demo's
+        assert data["attribution_wall_s"] > 0 and data["attribution_job_wall_seconds_by_rule"]["attribution"] > 0
+    else:  # not run, and the record says so
+        assert data["attribution_images"] == 0 and data["attribution_wall_s"] is None
+        assert (
+            data["attribution_job_wall_seconds_by_rule"] == {}
+            and "job_counts" in data
+            and "attribution" not in data["job_counts"]
+        )
+        assert "not run (--no-attribution)" in markdown
 
 
 @pytest.mark.slow
