@@ -50,7 +50,8 @@ bench-paths: $(VENV)/.test
 	$(BIN)/python benchmarks/breakdown.py --arch $(ARCH) --threads 1
 	$(BIN)/python benchmarks/breakdown.py --arch $(ARCH) --threads 2
 
-# The paper's five architectures on 1,000 photos through snakemake (about 25 minutes on 2 cores).
+# The paper's five architectures on 1,000 photos through snakemake: about 75 minutes on a 2-core AVX-512
+# EPYC, half of it the attribution stage (benchmarks/pipeline.py --no-attribution leaves it out).
 bench-pipeline: $(VENV)/.runtime
 	$(BIN)/python benchmarks/pipeline.py --cores $(CORES)
 
