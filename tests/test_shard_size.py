@@ -41,6 +41,7 @@ def test_smallest_shard_keeps_the_start_up_at_3_percent():
         # of 984 fill 4 rounds but one slot: 4 x (984 + 36) = 4080 < 4 x (1192 + 36)
         (50_000, 5, 64, 36, 984),
         (1000, 5, 16, 36, 168),  # 16 cores, 5 models: at least 4 shards; 6 (166.7 -> 168) fill 2 rounds
+        (0, 2, 2, 36, 8),  # no images: one group's size, not a division by zero
         (50_000, 5, 1, 7500, 50_000),  # a GPU taking one job at a time (15 s x 500 img/s): one job per model
     ],
 )

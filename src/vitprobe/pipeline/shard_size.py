@@ -12,7 +12,9 @@ whole job. Five models in five one-shard jobs on two cores take three rounds, th
 core: 3 x (1000 + s r) image-times for 1,000 images, where two shards per model take five full
 rounds, 5 x (500 + s r). So the count of shards per model is, of that count and the next
 ``slots - 1`` ones, the one with the shortest estimated run, rounds x (images per shard + s r)
-(ties: fewer shards). The start-up can then exceed 3% of a job, only where it buys back idle cores.
+(ties: fewer shards). The start-up can then exceed 3% of a job, but only where that buys back
+idle cores.
+
 s r (the start-up in images) comes from this machine's calibration record of each model
 (`vitprobe.pipeline.calibration`: the fastest candidate of the running backend at the job's
 precision), the largest over the models, since every model reads the same crop shards. Without
@@ -74,7 +76,7 @@ def auto_shard_size(images: int, models: int, slots: int, startup_images: float,
     rounded up to a multiple of ``multiple`` (cka.group_size: groups never span shards)."""
 
     def size_for(shards: int) -> int:
-        return math.ceil(math.ceil(images / shards) / multiple) * multiple
+        return max(1, math.ceil(math.ceil(images / shards) / multiple)) * multiple  # one group for a run of none
 
     def estimated_run(shards: int) -> float:  # in image-times of one job slot
         size = size_for(shards)
