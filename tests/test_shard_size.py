@@ -43,6 +43,9 @@ def test_smallest_shard_keeps_the_start_up_at_3_percent():
         (1000, 5, 16, 36, 168),  # 16 cores, 5 models: at least 4 shards; 6 (166.7 -> 168) fill 2 rounds
         (0, 2, 2, 36, 8),  # no images: one group's size, not a division by zero
         (50_000, 5, 1, 7500, 50_000),  # a GPU taking one job at a time (15 s x 500 img/s): one job per model
+        # the same start-up with 2 parallel jobs: 5 one-shard jobs take 3 rounds, two shards of 25,000 take 5
+        # shorter ones: 5 x (25000 + 7500) = 162500 < 3 x (50000 + 7500)
+        (50_000, 5, 2, 7500, 25_000),
     ],
 )
 def test_auto_shard_size(images, models, slots, startup, size):
