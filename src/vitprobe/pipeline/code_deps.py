@@ -10,6 +10,7 @@ file), so an edit reruns exactly the rules whose scripts import the edited modul
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 from pathlib import Path
 
@@ -54,7 +55,10 @@ def _statements(tree: ast.AST, in_functions: bool):
             pending.extend(ast.iter_child_nodes(node))
 
 
-def imported_modules(source: str, module: str | None = None, is_package: bool = False, in_functions: bool = True) -> set[str]:
+@functools.lru_cache(maxsize=None)  # keyed by the source text: the Snakefile asks for ~30 closures of shared modules
+def imported_modules(
+    source: str, module: str | None = None, is_package: bool = False, in_functions: bool = True
+) -> frozenset[str]:
     """Every `vitprobe` module named by an import statement in ``source`` (the code of
     ``module``, needed to resolve relative imports), as dotted names. ``from m import x`` names
     ``m.x`` too, which is a module when ``x`` is one (kept if a file exists for it).
@@ -74,7 +78,7 @@ def imported_modules(source: str, module: str | None = None, is_package: bool = 
                 base = node.module or ""
             found.add(base)
             found.update(f"{base}.{alias.name}" for alias in node.names if alias.name != "*")
-    return {name for name in found if name == PACKAGE or name.startswith(PACKAGE + ".")}
+    return frozenset(name for name in found if name == PACKAGE or name.startswith(PACKAGE + "."))
 
 
 def module_closure(script: str | Path, root: str | Path, in_functions: bool = True) -> dict[str, Path]:
@@ -84,7 +88,7 @@ def module_closure(script: str | Path, root: str | Path, in_functions: bool = Tr
     loads (imports inside functions, such as a backend-only kernel, left out)."""
     root = Path(root)
     closure: dict[str, Path] = {}
-    pending = imported_modules(Path(script).read_text(), in_functions=in_functions)
+    pending = set(imported_modules(Path(script).read_text(), in_functions=in_functions))
     while pending:
         name = pending.pop()
         for module in _with_parents(name):
