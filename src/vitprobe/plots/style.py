@@ -37,6 +37,7 @@ DPI = 110
 OVERLAY_CMAP = "inferno"
 CORRECT_COLOUR, WRONG_COLOUR = "#12801f", "#c81e1e"
 PALETTE_ABOVE = 250_000  # bytes of an RGB PNG above which photo figures switch to a palette PNG
+PNG_LEVEL = 6  # zlib compression level of the PNGs
 STYLE = {
     "figure.dpi": DPI,
     "savefig.dpi": DPI,
@@ -66,7 +67,8 @@ def _styled(func):
 
 
 def _save(fig: Figure, path: str | Path, palette: bool = False) -> Path:
-    """Render `fig` with Agg to `path`, free it, and return the path.
+    """Render `fig` with Agg to `path` and return the path (the caller drops the figure: no pyplot
+    registry holds it, so it is freed like any object).
 
     PNG is the default; .svg and .pdf are written by matplotlib as vector files. With `palette`
     (figures of photographs), a PNG larger than PALETTE_ABOVE bytes as RGB is written instead as a
@@ -77,22 +79,20 @@ def _save(fig: Figure, path: str | Path, palette: bool = False) -> Path:
     if suffix not in (".png", ".svg", ".pdf"):
         raise ValueError(f"figures are written as .png, .svg or .pdf; got {path}")
     canvas = FigureCanvasAgg(fig)
-    try:
-        if suffix != ".png":
-            with atomic_path(path) as tmp:
-                fig.savefig(tmp, format=suffix[1:], dpi=DPI, facecolor="white")
-            return path
-        canvas.draw()
-        image = Image.fromarray(np.ascontiguousarray(np.asarray(canvas.buffer_rgba())[..., :3]))
-    finally:
-        fig.clear()
+    if suffix != ".png":
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=suffix[1:], dpi=DPI, facecolor="white")
+        return path
+    canvas.draw()
+    image = Image.fromarray(np.ascontiguousarray(np.asarray(canvas.buffer_rgba())[..., :3]))
+    # zlib's default level: PIL's ``optimize`` (level 9) took 4-6x as long for files 1-3% smaller.
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG", optimize=True, dpi=(DPI, DPI))
+    image.save(buffer, format="PNG", compress_level=PNG_LEVEL, dpi=(DPI, DPI))
     if palette and buffer.tell() > PALETTE_ABOVE:
         colours = image.quantize(colors=256, method=Image.Quantize.MEDIANCUT)
         buffer = io.BytesIO()
         image.quantize(palette=colours, dither=Image.Dither.FLOYDSTEINBERG).save(
-            buffer, format="PNG", optimize=True, dpi=(DPI, DPI)
+            buffer, format="PNG", compress_level=PNG_LEVEL, dpi=(DPI, DPI)
         )
     write_bytes(path, buffer.getvalue())
     return path
